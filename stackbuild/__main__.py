@@ -1,0 +1,3 @@
+from stackbuild.cli import main
+
+main()
