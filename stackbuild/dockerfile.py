@@ -3,10 +3,28 @@
 Pure text processing. Returns every reference to an image outside the
 Dockerfile itself (stage names, stage numbers and ``scratch`` removed), after
 ARG substitution; ``graph`` decides which of them are in-stack parents.
+
+The rules follow BuildKit's Dockerfile frontend, so that what we infer is what
+``docker build`` will pull:
+
+- parser directives (``# escape=`` `` ` ``) only at the very top; comment lines
+  (also inside a continuation) and blank lines are skipped; heredoc bodies of
+  RUN/COPY/ADD are skipped, never parsed as instructions;
+- FROM sees only global ARGs (declared before the first FROM); a build arg
+  overrides an ARG's default but does not declare it;
+- COPY --from / RUN --mount from= see the stage's ARGs (a bare ``ARG X``
+  inherits the global value) and ENVs; they may name any stage of the file,
+  FROM only an earlier one (``FROM base AS base`` builds on the image);
+- an unset variable expands to ``""``; a reference that is then not a valid
+  image name (``:latest``, ``/foo``) is dropped and explained in ``warnings``.
+
+Hand-written rather than ``dockerfile-parse``: that package has no heredocs,
+no ``RUN --mount`` and no per-stage ARG scoping, and costs ~10 ms of imports.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,14 +36,567 @@ class ImageReference:
     ref: str  # after ARG substitution, e.g. "127.0.0.1:5000/acme/base:latest"
     instruction: str  # "FROM" | "COPY --from" | "RUN --mount"
     line: int  # 1-based line of the instruction in the Dockerfile
+    stage: int = 0  # 0-based index of the build stage the instruction is in
 
 
 @dataclass(frozen=True)
 class DockerfileInfo:
     references: tuple[ImageReference, ...]  # in file order, duplicates kept once
     stages: tuple[str, ...]  # names declared with AS, lower-cased
+    # human-readable notes ("line 3: FROM: variable BASE is not set ..."), for plan output
+    warnings: tuple[str, ...] = ()
 
 
-def parse_dockerfile(text: str, build_args: Mapping[str, str] | None = None) -> DockerfileInfo:
-    """Parse Dockerfile ``text``; ``build_args`` override the global ARG defaults."""
-    raise NotImplementedError
+def split_reference(ref: str) -> tuple[str, str | None, str | None]:
+    """Split an image reference into (repository, tag, digest).
+
+    ``127.0.0.1:5000/acme/base:1.0@sha256:ab`` -> ``("127.0.0.1:5000/acme/base",
+    "1.0", "sha256:ab")``. A colon before the last ``/`` is a registry port.
+    """
+    name, at, digest = ref.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag = None
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+    return name, tag, (digest if at else None)
+
+
+def parse_dockerfile(
+    text: str,
+    build_args: Mapping[str, str] | None = None,
+    target: str | None = None,
+) -> DockerfileInfo:
+    """Parse Dockerfile ``text``; ``build_args`` override the ARG defaults.
+
+    With ``target`` (a stage name), only the stages that target needs count,
+    as BuildKit builds no others; an unknown target is a warning and every
+    stage counts.
+    """
+    return _Analysis(build_args or {}).run(text, target)
+
+
+# ---------------------------------------------------------------------------
+# Physical lines -> instructions
+
+
+# BuildKit's directive syntax; only these keys are directives, others end the block
+_DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+_DIRECTIVE_KEYS = frozenset({"syntax", "escape", "check"})
+_HEREDOC = re.compile(r"(\d*)<<(-?)([^<]*)")
+# the terminator word; stops at shell operators so `cat <<EOF >file` works
+_HEREDOC_NAME = re.compile(r""""([^"]*)"|'([^']*)'|([^\s"'<>|;&()]+)""")
+_HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
+
+
+def _instructions(text: str) -> tuple[str, list[tuple[str, str, int]]]:
+    """The escape character and ``(keyword lower-cased, arguments, start line)`` list."""
+    lines = text.split("\n")
+    if lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    if "\r" in text:
+        lines = [line.rstrip("\r") for line in lines]
+    escape = "\\"
+    in_directives = True
+    seen: set[str] = set()
+    result: list[tuple[str, str, int]] = []
+    count = len(lines)
+    index = 0
+    while index < count:
+        stripped = lines[index].lstrip()
+        index += 1
+        if in_directives:
+            match = _DIRECTIVE.match(stripped)
+            key = match.group(1).lower() if match else ""
+            if key in _DIRECTIVE_KEYS and key not in seen:
+                seen.add(key)
+                if key == "escape" and match and match.group(2) in ("\\", "`"):
+                    escape = match.group(2)
+                continue
+            in_directives = False
+        if not stripped or stripped[0] == "#":
+            continue
+        start = index
+        logical = stripped
+        if stripped[-1] == escape or stripped[-1] in " \t":  # fast path: no continuation
+            part, more = _trim_continuation(stripped, escape)
+            parts = [part]
+            while more and index < count:
+                line = lines[index]
+                index += 1
+                bare = line.lstrip()
+                if not bare or bare[0] == "#":  # Docker drops these inside a continuation
+                    continue
+                part, more = _trim_continuation(line, escape)
+                parts.append(part)
+            logical = "".join(parts)
+        words = logical.split(None, 1)
+        if not words:
+            continue
+        keyword = words[0].lower()
+        rest = words[1] if len(words) > 1 else ""
+        result.append((keyword, rest, start))
+        if keyword in _HEREDOC_KEYWORDS and "<<" in rest:
+            for name, chomp in _heredocs(rest):
+                while index < count:  # skip the body up to its terminator line
+                    line = lines[index]
+                    index += 1
+                    if (line.lstrip("\t") if chomp else line) == name:
+                        break
+    return escape, result
+
+
+def _trim_continuation(line: str, escape: str) -> tuple[str, bool]:
+    # BuildKit allows blanks after the escape character
+    trimmed = line.rstrip(" \t")
+    if trimmed.endswith(escape):
+        return trimmed[:-1], True
+    return line, False
+
+
+def _heredocs(rest: str) -> list[tuple[str, bool]]:
+    """``(terminator, strip leading tabs)`` for each ``<<NAME`` word, in order."""
+    found = []
+    for word in _words(rest, "\\"):
+        if word.startswith("--"):
+            continue
+        if word.startswith("["):  # JSON form: "<<EOF" there is an argument
+            break
+        match = _HEREDOC.fullmatch(word)
+        if not match or not match.group(3):
+            continue
+        name = _HEREDOC_NAME.match(match.group(3))
+        terminator = name.group(name.lastindex or 0) if name else ""
+        if terminator:
+            found.append((terminator, match.group(2) == "-"))
+    return found
+
+
+# ---------------------------------------------------------------------------
+# Words, flags, variable expansion
+
+
+_WORD: dict[str, re.Pattern[str]] = {}  # per escape character, compiled when first needed
+
+
+def _words(text: str, escape: str) -> list[str]:
+    """The blank-separated words of ``text``, quotes and escapes kept."""
+    if "'" not in text and '"' not in text and escape not in text:
+        return text.split()
+    pattern = _WORD.get(escape)
+    if pattern is None:
+        # runs of plain characters, escaped characters and quoted strings;
+        # the escape character works inside "..." but not inside '...'
+        e = re.escape(escape)
+        pattern = _WORD[escape] = re.compile(
+            rf"""(?:[^\s'"{e}]+|{e}.?|"(?:[^"{e}]|{e}.)*"?|'[^']*'?)+""", re.DOTALL
+        )
+    return pattern.findall(text)
+
+
+# flags that take a value; accepted also as `--from x` although Docker wants `--from=x`
+_VALUE_FLAGS = frozenset(
+    {"from", "mount", "platform", "chown", "chmod", "network", "security", "exclude", "checksum"}
+)
+
+
+def _flags(rest: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The leading ``--name=value`` flags (values unquoted) and the remaining words."""
+    words = _words(rest, "\\")  # BuildKit's flag scanner always escapes with a backslash
+    flags: list[tuple[str, str]] = []
+    index = 0
+    while index < len(words) and words[index].startswith("--"):
+        word = words[index]
+        index += 1
+        if word == "--":
+            break
+        name, equals, value = word[2:].partition("=")
+        if not equals and name.lower() in _VALUE_FLAGS and index < len(words):
+            value = words[index]
+            index += 1
+        flags.append((name.lower(), _unquote(value)))
+    return flags, words[index:]
+
+
+def _unquote(raw: str) -> str:
+    # as BuildKit's flag scanner: quotes removed, backslash escapes anything
+    if "'" not in raw and '"' not in raw and "\\" not in raw:
+        return raw
+    out, quote, index = [], "", 0
+    while index < len(raw):
+        char = raw[index]
+        if char == "\\":
+            index += 1
+            out.append(raw[index : index + 1])
+        elif quote and char == quote:
+            quote = ""
+        elif not quote and char in "'\"":
+            quote = char
+        else:
+            out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def _mount_from(spec: str) -> str | None:
+    """The ``from=`` of a ``--mount`` (CSV, any key order), for bind and cache mounts."""
+    fields: dict[str, str] = {}
+    for field in _csv_fields(spec):
+        key, _, value = field.partition("=")
+        fields[key.strip().lower()] = value
+    if fields.get("type", "bind").lower() not in ("bind", "cache"):
+        return None
+    return fields.get("from")
+
+
+def _csv_fields(text: str) -> list[str]:
+    # BuildKit reads --mount with encoding/csv: "a,b" is one field, "" a quote
+    if '"' not in text:
+        return text.split(",")
+    fields, current, index, quoted = [], [], 0, False
+    while index < len(text):
+        char = text[index]
+        if quoted:
+            if char == '"' and text[index + 1 : index + 2] == '"':
+                current.append('"')
+                index += 1
+            elif char == '"':
+                quoted = False
+            else:
+                current.append(char)
+        elif char == '"':
+            quoted = True
+        elif char == ",":
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        index += 1
+    fields.append("".join(current))
+    return fields
+
+
+_Scope = Mapping[str, "str | None"]  # None: declared without a value, i.e. unset
+
+
+def _expand(word: str, scope: _Scope, escape: str, missing: list[str]) -> str:
+    """Shell-style word processing as BuildKit does it; unset names go to ``missing``."""
+    if "$" not in word and "'" not in word and '"' not in word and escape not in word:
+        return word
+    return _process(word, 0, "", scope, escape, missing)[0]
+
+
+def _process(
+    word: str, index: int, stop: str, scope: _Scope, escape: str, missing: list[str]
+) -> tuple[str, int]:
+    out: list[str] = []
+    length = len(word)
+    while index < length:
+        char = word[index]
+        if char == stop:
+            return "".join(out), index + 1
+        if char == "'":
+            end = word.find("'", index + 1)
+            end = length if end < 0 else end
+            out.append(word[index + 1 : end])
+            index = end + 1
+        elif char == '"':
+            index += 1
+            while index < length and word[index] != '"':
+                char = word[index]
+                if char == escape and word[index + 1 : index + 2] in ('"', "$", escape):
+                    out.append(word[index + 1 : index + 2])
+                    index += 2
+                elif char == "$":
+                    text, index = _dollar(word, index, scope, escape, missing)
+                    out.append(text)
+                else:
+                    out.append(char)
+                    index += 1
+            index += 1
+        elif char == escape:
+            out.append(word[index + 1 : index + 2])
+            index += 2
+        elif char == "$":
+            text, index = _dollar(word, index, scope, escape, missing)
+            out.append(text)
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out), index
+
+
+def _name(word: str, index: int) -> tuple[str, int]:
+    if index < len(word) and word[index].isdigit():
+        end = index
+        while end < len(word) and word[end].isdigit():
+            end += 1
+        return word[index:end], end
+    if index < len(word) and word[index] in "@*#?-$!":
+        return word[index], index + 1
+    end = index
+    while end < len(word) and (word[end].isalnum() or word[end] == "_"):
+        end += 1
+    return word[index:end], end
+
+
+def _dollar(
+    word: str, index: int, scope: _Scope, escape: str, missing: list[str]
+) -> tuple[str, int]:
+    """Expand the ``$name`` / ``${name...}`` starting at ``word[index] == "$"``."""
+    index += 1
+    if not word.startswith("{", index):
+        name, index = _name(word, index)
+        if not name:
+            return "$", index
+        return _lookup(name, scope, missing), index
+    name, index = _name(word, index + 1)
+    operator = word[index : index + 1]
+    if operator == "}":
+        return _lookup(name, scope, missing), index + 1
+    value = scope.get(name)
+    colon = operator == ":"
+    if colon:
+        index += 1
+        operator = word[index : index + 1]
+    if operator in ("-", "+", "?"):
+        inner_missing: list[str] = []
+        argument, index = _process(word, index + 1, "}", scope, escape, inner_missing)
+        present = value is not None and (value != "" or not colon)
+        if operator == "+":
+            if present:
+                missing += inner_missing
+            return (argument if present else ""), index
+        if operator == "-":
+            if not present:
+                missing += inner_missing
+            return (value if present and value is not None else argument), index
+        # "?": Docker fails the build with `argument` as the message
+        if not present:
+            missing.append(name)
+        return (value or ""), index
+    if operator in ("#", "%") and not colon:
+        longest = word.startswith(operator * 2, index)
+        pattern, index = _process(word, index + (2 if longest else 1), "}", scope, escape, missing)
+        return _trim(_lookup(name, scope, missing), pattern, operator == "#", longest), index
+    # an operator we do not model (${x/a/b}): skip it, expand to the value
+    end = word.find("}", index)
+    return _lookup(name, scope, missing), (len(word) if end < 0 else end + 1)
+
+
+def _lookup(name: str, scope: _Scope, missing: list[str]) -> str:
+    value = scope.get(name)
+    if value is None:
+        missing.append(name)
+        return ""
+    return value
+
+
+def _trim(value: str, pattern: str, prefix: bool, longest: bool) -> str:
+    from fnmatch import fnmatchcase  # rare: only for ${x#pattern} and ${x%pattern}
+
+    cuts = range(len(value) + 1)
+    if prefix:
+        for cut in reversed(cuts) if longest else cuts:
+            if fnmatchcase(value[:cut], pattern):
+                return value[cut:]
+    else:
+        for cut in cuts if longest else reversed(cuts):
+            if fnmatchcase(value[cut:], pattern):
+                return value[:cut]
+    return value
+
+
+def _assignments(rest: str, escape: str, legacy: bool) -> list[tuple[str, str | None]]:
+    """``ARG a=1 b`` / ``ENV a=1 b=2`` / legacy ``ENV a 1 2`` -> raw (name, value)."""
+    words = _words(rest, escape)
+    if legacy and words and "=" not in words[0]:
+        parts = rest.split(None, 1)
+        return [(parts[0], parts[1].strip() if len(parts) > 1 else "")]
+    pairs: list[tuple[str, str | None]] = []
+    for word in words:
+        name, equals, value = word.partition("=")
+        pairs.append((name, value if equals else None))
+    return pairs
+
+
+# ---------------------------------------------------------------------------
+# Stages, scopes and references
+
+# docker/distribution's reference grammar (digest length relaxed): anything else
+# left after substitution (":latest", "/x", "x:") cannot be pulled
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)"
+_DOMAIN = rf"(?:{_HOST}(?:\.{_HOST})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::\w[\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]+)?"
+)
+_STAGE_NUMBER = re.compile(r"[0-9]+")
+
+
+class _Use:
+    """A reference-bearing operand, before it is known to be a stage or an image."""
+
+    __slots__ = ("stage", "instruction", "line", "value", "raw", "missing", "base_stage")
+
+    def __init__(
+        self, stage: int, instruction: str, line: int, value: str, raw: str, missing: list[str]
+    ) -> None:
+        self.stage = stage
+        self.instruction = instruction
+        self.line = line
+        self.value = value  # after substitution
+        self.raw = raw  # as written, for warnings
+        self.missing = missing
+        self.base_stage: int | None = None  # FROM resolved to an earlier stage
+
+
+class _Analysis:
+    def __init__(self, build_args: Mapping[str, str]) -> None:
+        self.build_args = build_args
+        self.global_args: dict[str, str | None] = {}
+        self.uses: list[_Use] = []
+        self.names: list[str | None] = []  # per stage
+        self.envs: list[dict[str, str]] = []  # per stage, ENV as of now
+        self.warnings: list[str] = []
+
+    def run(self, text: str, target: str | None) -> DockerfileInfo:
+        escape, instructions = _instructions(text)
+        args: dict[str, str | None] = {}
+        env: dict[str, str] = {}
+        for keyword, rest, line in instructions:
+            if keyword == "from":
+                args, env = self._from(rest, line, escape)
+            elif keyword == "arg":
+                self._arg(rest, escape, args if self.names else None, env)
+            elif not self.names:
+                continue  # Docker allows only ARG before the first FROM
+            elif keyword == "env":
+                missing: list[str] = []
+                scope = {**args, **env}
+                for name, raw in _assignments(rest, escape, legacy=True):
+                    env[name] = scope[name] = _expand(raw or "", scope, escape, missing)
+            elif keyword == "copy" and rest.startswith("--"):
+                for name, value in _flags(rest)[0]:
+                    if name == "from":
+                        self._operand("COPY --from", value, line, escape, args, env)
+            elif keyword == "run" and rest.startswith("--"):
+                for name, value in _flags(rest)[0]:
+                    source = _mount_from(value) if name == "mount" else None
+                    if source is not None:
+                        self._operand("RUN --mount", source, line, escape, args, env)
+        return self._result(target)
+
+    def _arg(
+        self,
+        rest: str,
+        escape: str,
+        args: dict[str, str | None] | None,
+        env: dict[str, str],
+    ) -> None:
+        scope: dict[str, str | None]
+        scope = self.global_args if args is None else {**args, **env}
+        for name, raw in _assignments(rest, escape, legacy=False):
+            value: str | None
+            if name in self.build_args:  # --build-arg wins over the default, unexpanded
+                value = self.build_args[name]
+            elif raw is not None:
+                value = _expand(raw, scope, escape, [])
+            elif args is not None:
+                value = self.global_args.get(name)  # bare ARG in a stage: the global value
+            else:
+                value = None
+            if args is None:
+                self.global_args[name] = value
+            else:
+                args[name] = value
+                if name not in env:  # ENV beats ARG of the same name
+                    scope[name] = value
+
+    def _from(
+        self, rest: str, line: int, escape: str
+    ) -> tuple[dict[str, str | None], dict[str, str]]:
+        stage = len(self.names)
+        words = _flags(rest)[1]
+        name = words[2].lower() if len(words) == 3 and words[1].lower() == "as" else None
+        env: dict[str, str] = {}
+        if words:
+            missing: list[str] = []
+            value = _expand(words[0], self.global_args, escape, missing)
+            use = _Use(stage, "FROM", line, value, words[0], missing)
+            # only earlier stages: `FROM base AS base` builds on the image `base`
+            lowered = value.lower()
+            for index in range(stage - 1, -1, -1):
+                if self.names[index] == lowered:
+                    use.base_stage = index
+                    env = dict(self.envs[index])  # a stage inherits its base's ENV
+                    break
+            self.uses.append(use)
+        self.names.append(name)
+        self.envs.append(env)
+        return {}, env
+
+    def _operand(
+        self,
+        instruction: str,
+        raw: str,
+        line: int,
+        escape: str,
+        args: dict[str, str | None],
+        env: dict[str, str],
+    ) -> None:
+        missing: list[str] = []
+        value = _expand(raw, {**args, **env} if "$" in raw else {}, escape, missing)
+        self.uses.append(_Use(len(self.names) - 1, instruction, line, value, raw, missing))
+
+    def _result(self, target: str | None) -> DockerfileInfo:
+        by_name = {name: index for index, name in enumerate(self.names) if name}
+        needs: list[set[int]] = [set() for _ in self.names]  # stage -> stages it uses
+        found: list[ImageReference] = []
+        for use in self.uses:
+            for variable in dict.fromkeys(use.missing):
+                self._warn(
+                    use,
+                    f"variable {variable} is not set (an ARG without a value and "
+                    "no build arg, or not declared where it is used)",
+                )
+            stage = use.base_stage
+            if stage is None and use.instruction != "FROM":
+                if _STAGE_NUMBER.fullmatch(use.value):
+                    stage = int(use.value)
+                else:
+                    stage = by_name.get(use.value.lower())
+            if stage is not None:
+                if stage < len(needs):  # a number past the last stage: Docker's error
+                    needs[use.stage].add(stage)
+            elif use.value.lower() == "scratch":
+                continue
+            elif _REFERENCE.fullmatch(use.value):
+                found.append(ImageReference(use.value, use.instruction, use.line, use.stage))
+            else:
+                self._warn(use, f"{use.value!r} is not an image reference; ignored")
+        if target is not None and self.names:
+            wanted = by_name.get(target.lower())
+            if wanted is None:
+                self.warnings.append(
+                    f"target stage {target!r} is not in the Dockerfile; counting every stage"
+                )
+            else:
+                reached, todo = {wanted}, [wanted]
+                while todo:
+                    for stage in needs[todo.pop()] - reached:
+                        reached.add(stage)
+                        todo.append(stage)
+                found = [reference for reference in found if reference.stage in reached]
+        unique: dict[str, ImageReference] = {}
+        for reference in found:
+            unique.setdefault(reference.ref, reference)
+        return DockerfileInfo(
+            references=tuple(unique.values()),
+            stages=tuple(name for name in self.names if name),
+            warnings=tuple(self.warnings),
+        )
+
+    def _warn(self, use: _Use, message: str) -> None:
+        self.warnings.append(f"line {use.line}: {use.instruction} {use.raw}: {message}")

@@ -68,3 +68,11 @@ class Backend(Protocol):
 
     def build(self, request: BuildRequest, log: LogSink, cancel: threading.Event) -> BuildResult:
         """Build, tag and label one image, streaming its output lines to ``log``."""
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """An image an engine holds: its id and the references it is tagged with."""
+
+    id: str
+    tags: tuple[str, ...] = ()

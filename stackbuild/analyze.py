@@ -1,0 +1,107 @@
+"""The no-Docker half of the data flow, wired: manifest -> graph -> fingerprints.
+
+Reads stack.yaml, the Dockerfiles, the context files, ``stack.lock`` and
+``.stackbuild/``; never talks to an engine. ``plan``, ``build`` and
+``refresh`` all start from an ``Analysis``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from stackbuild.backends.base import ContextFile
+from stackbuild.context import context_files, dockerfile_name_in_context
+from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
+from stackbuild.errors import ManifestError
+from stackbuild.fingerprint import HashCache, ImageInputs, image_inputs
+from stackbuild.graph import StackGraph, build_graph
+from stackbuild.manifest import Stack, load_stack
+from stackbuild.plan import Plan, make_plan
+from stackbuild.state import StateDir
+
+
+@dataclass
+class Analysis:
+    stack: Stack
+    graph: StackGraph
+    state: StateDir
+    selected: list[str]  # topological order
+    dockerfiles: dict[str, bytes]
+    files: dict[str, list[ContextFile]]
+    inputs: dict[str, ImageInputs]
+    last: dict[str, ImageInputs | None]
+    durations: dict[str, float]  # last build durations, for scheduling weights
+
+    def dockerfile_name(self, image: str) -> str:
+        return dockerfile_name_in_context(self.stack.images[image])
+
+    def plan(self, existing: Mapping[str, str] | None, force: Iterable[str] = ()) -> Plan:
+        return make_plan(
+            self.selected,
+            self.inputs,
+            self.last,
+            {name: spec.context_rel for name, spec in self.stack.images.items()},
+            existing,
+            set(force),
+        )
+
+
+def read_dockerfiles(stack: Stack) -> tuple[dict[str, bytes], dict[str, DockerfileInfo]]:
+    raw: dict[str, bytes] = {}
+    parsed: dict[str, DockerfileInfo] = {}
+    for name, spec in stack.images.items():
+        try:
+            raw[name] = spec.dockerfile.read_bytes()
+        except OSError as error:
+            location = spec.key_locations.get("dockerfile", spec.location)
+            raise ManifestError(
+                f"cannot read the Dockerfile of image '{name}' ({spec.dockerfile_rel}): "
+                f"{error.strerror}",
+                stack.display_path,
+                location.line,
+                location.col,
+            ) from None
+        parsed[name] = parse_dockerfile(
+            raw[name].decode("utf-8", "replace"), spec.build_args, target=spec.target
+        )
+    return raw, parsed
+
+
+def analyze(
+    stack_file: str | Path,
+    targets: Iterable[str] = (),
+    with_descendants: bool = False,
+    pinned: Mapping[str, str] | None = None,
+) -> Analysis:
+    """Load the stack and fingerprint the selected images.
+
+    ``pinned`` maps upstream references to digests (``stack.lock``); an
+    upstream without a pin is fingerprinted by its reference alone.
+    """
+    stack = load_stack(stack_file)
+    raw, parsed = read_dockerfiles(stack)
+    graph = build_graph(stack, parsed)
+    selected = graph.select(targets, with_descendants)
+    state = StateDir(stack.root)
+    cache = HashCache.load(state.hash_cache)
+    pins = pinned or {}
+    files: dict[str, list[ContextFile]] = {}
+    inputs: dict[str, ImageInputs] = {}
+    for name in selected:
+        spec = stack.images[name]
+        files[name] = context_files(spec.context, spec.dockerfile)
+        parents = {parent: inputs[parent].fingerprint for parent in graph.parents(name)}
+        upstream = {ref: pins.get(ref, "") for ref in graph.upstream(name)}
+        inputs[name] = image_inputs(spec, files[name], parents, upstream, cache)
+    if cache.dirty:
+        cache.save(state.hash_cache)
+    last: dict[str, ImageInputs | None] = {}
+    durations: dict[str, float] = {}
+    for name in selected:
+        record = state.load_record(name)
+        last[name] = record.inputs if record else None
+        if record:
+            durations[name] = record.duration_s
+    return Analysis(stack, graph, state, selected, raw, files, inputs, last, durations)

@@ -1,0 +1,279 @@
+"""Carry out a plan: schedule the builds, run them on a backend, record them.
+
+The glue between the pure stages and the engine: it turns plan steps into
+``BuildRequest``s (tags, labels, parent pins), runs them through the
+scheduler, writes each image's log and, after every successful build, its
+record in ``.stackbuild/`` at once, so an interrupted or failed run keeps
+everything it finished and a rerun picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stackbuild.analyze import Analysis
+from stackbuild.backends.base import (
+    FINGERPRINT_LABEL,
+    IMAGE_LABEL,
+    Backend,
+    BuildRequest,
+    LocalImage,
+)
+from stackbuild.dockerfile import split_reference
+from stackbuild.logs import RunLogs
+from stackbuild.plan import BUILD, Plan
+from stackbuild.scheduler import Schedule, SchedulerEvent, Status, run_threaded
+from stackbuild.state import BuildRecord
+
+UP_TO_DATE = "up-to-date"
+
+
+@dataclass
+class ImageResult:
+    image: str
+    status: str  # built | up-to-date | failed | blocked | cancelled
+    fingerprint: str
+    duration_s: float = 0.0
+    tags: list[str] = field(default_factory=list)
+    log: str | None = None
+    error: str | None = None
+    engine: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "image": self.image,
+            "status": self.status,
+            "fingerprint": self.fingerprint,
+            "duration_s": round(self.duration_s, 3),
+            "tags": self.tags,
+            "log": self.log,
+            "error": self.error,
+            "engine": self.engine,
+        }
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    jobs: int = 1
+    fail_fast: bool = False
+    no_cache: bool = False
+    pull: bool = False
+
+
+def fingerprint12(fingerprint: str) -> str:
+    return fingerprint.partition(":")[2][:12]
+
+
+def git_revision(root: Path) -> str | None:
+    """The commit the stack is built from, for {git_sha} and the OCI revision label."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def image_tags(repository: str, fingerprint: str, templates: tuple[str, ...],
+               git_sha: str | None) -> list[str]:
+    """Every full reference an image is tagged with: fingerprint12, latest, the manifest's."""
+    values = {
+        "fingerprint12": fingerprint12(fingerprint),
+        "git_sha": (git_sha or "nogit")[:12],
+        "date": time.strftime("%Y%m%d", time.gmtime()),
+    }
+    tags = [values["fingerprint12"], "latest"] + [t.format(**values) for t in templates]
+    return [f"{repository}:{tag}" for tag in dict.fromkeys(tags)]
+
+
+def find_existing(analysis: Analysis, backend: Backend) -> dict[str, LocalImage]:
+    """The selected images whose fingerprint the engine already holds, tagged in their
+    repository (children pin FROM to that repository), from one listing of the engine."""
+    by_fingerprint = backend.fingerprinted_images()
+    found: dict[str, LocalImage] = {}
+    for name in analysis.selected:
+        repository = analysis.stack.reference(name)
+        for image in by_fingerprint.get(analysis.inputs[name].fingerprint, ()):
+            if any(split_reference(tag)[0] == repository for tag in image.tags):
+                found[name] = image
+                break
+    return found
+
+
+class BuildRun:
+    """One ``stackbuild build``: a plan, a backend, a reporter, a stop switch."""
+
+    def __init__(
+        self,
+        analysis: Analysis,
+        plan: Plan,
+        backend: Backend,
+        reporter,
+        options: BuildOptions,
+        local_images: Mapping[str, LocalImage],
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.analysis = analysis
+        self.stack = analysis.stack
+        self.plan = plan
+        self.backend = backend
+        self.reporter = reporter
+        self.options = options
+        # image name -> local image id of each image that already exists (skipped)
+        self.local_images = dict(local_images)
+        self.image_ids: dict[str, str] = {n: i.id for n, i in local_images.items()}
+        self.stop = stop or threading.Event()
+        self.results: dict[str, ImageResult] = {}
+        self.git_sha = git_revision(self.stack.root)
+        self.lock = threading.Lock()
+
+    def request_for(self, name: str) -> BuildRequest:
+        spec = self.stack.images[name]
+        inputs = self.analysis.inputs[name]
+        fingerprint = inputs.fingerprint
+        repository = self.stack.reference(name)
+        labels = {
+            **spec.labels,
+            FINGERPRINT_LABEL: fingerprint,
+            IMAGE_LABEL: name,
+            "org.opencontainers.image.created": time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
+            ),
+        }
+        if self.git_sha:
+            labels["org.opencontainers.image.revision"] = self.git_sha
+        node = self.analysis.graph.nodes[name]
+        with self.lock:
+            pins = {ref: self.image_ids[parent] for ref, parent in node.parent_refs.items()}
+        return BuildRequest(
+            image=name,
+            repository=repository,
+            fingerprint=fingerprint,
+            tags=tuple(image_tags(repository, fingerprint, spec.tags, self.git_sha)),
+            context_files=tuple(self.analysis.files[name]),
+            dockerfile_bytes=self.analysis.dockerfiles[name],
+            dockerfile_name=self.analysis.dockerfile_name(name),
+            build_args=dict(spec.build_args),
+            labels=labels,
+            target=spec.target,
+            platform=spec.platform,
+            no_cache=self.options.no_cache,
+            pull=self.options.pull,
+            pins=pins,
+            secrets=dict(spec.secrets),
+        )
+
+    def build_one(self, name: str) -> bool:
+        request = self.request_for(name)
+        log = self.logs.open_image(name)
+        self.logs.run.info("build %s %s on %s", name, request.fingerprint, self.backend.name)
+        log(f"=== stackbuild: build {name} {request.fingerprint} on {self.backend.name} ===")
+
+        def sink(line: str) -> None:
+            log(line)
+            self.reporter.image_output(name, line)
+
+        started = time.monotonic()
+        try:
+            result = self.backend.build(request, sink, self.stop)
+        except Exception as error:  # the engine went away mid-build, a tar error, ...
+            log(f"=== stackbuild: error: {error} ===")
+            result_ok, message, image_id = False, str(error), None
+        else:
+            result_ok, message, image_id = result.ok, result.error, result.image_id
+        duration = time.monotonic() - started
+        log(f"=== stackbuild: {'built' if result_ok else 'failed'} in {duration:.1f}s ===")
+        log.close()
+        if result_ok and image_id:
+            self.analysis.state.save_record(
+                BuildRecord(
+                    image=name,
+                    fingerprint=request.fingerprint,
+                    inputs=self.analysis.inputs[name],
+                    duration_s=duration,
+                    built_at=time.time(),
+                    tags=list(request.tags),
+                    image_id=image_id,
+                    engine=self.backend.name,
+                )
+            )
+            with self.lock:
+                self.image_ids[name] = image_id
+        with self.lock:
+            self.results[name] = ImageResult(
+                image=name,
+                status="built" if result_ok else "failed",
+                fingerprint=request.fingerprint,
+                duration_s=duration,
+                tags=list(request.tags),
+                log=str(log.path),
+                error=None if result_ok else (message or "build failed"),
+                engine=self.backend.name,
+                log_tail=[] if result_ok else log.tail(),
+            )
+        return result_ok
+
+    def on_event(self, event: SchedulerEvent) -> None:
+        name = event.name
+        if event.kind == "started":
+            self.reporter.image_started(name)
+            return
+        if event.kind == "finished":
+            result = self.results.get(name)
+            if result is None:  # the job raised before recording anything
+                result = ImageResult(name, "failed", self.analysis.inputs[name].fingerprint,
+                                     error=event.error)
+                self.results[name] = result
+            if event.status is Status.CANCELLED:
+                result.status = "cancelled"
+                result.error = "interrupted"
+        else:
+            reason = f"parent failed: {event.blocked_by}" if event.blocked_by else None
+            result = ImageResult(
+                name,
+                "blocked" if event.kind == "blocked" else "cancelled",
+                self.analysis.inputs[name].fingerprint,
+                error=reason,
+            )
+            self.results[name] = result
+        self.logs.run.info("%s %s %s", result.status, name, result.error or "")
+        self.reporter.image_finished(result)
+
+    def run(self) -> list[ImageResult]:
+        """Build what the plan says; return one result per planned image, in plan order."""
+        todo = self.plan.to_build
+        up_to_date = [s for s in self.plan.steps if s.action != BUILD]
+        for step in up_to_date:
+            spec = self.stack.images[step.image]
+            repository = self.stack.reference(step.image)
+            tags = image_tags(repository, step.fingerprint, spec.tags, self.git_sha)
+            local = self.local_images.get(step.image)
+            if local:  # e.g. latest moved to another build since: point it back here
+                for tag in tags:
+                    if tag not in local.tags:
+                        self.backend.tag(local.id, tag)
+            self.results[step.image] = ImageResult(
+                step.image, UP_TO_DATE, step.fingerprint, tags=tags
+            )
+        self.reporter.start(len(todo), len(up_to_date))
+        if todo:
+            self.logs = RunLogs(self.analysis.state.logs)
+            self.logs.run.info("run: %d to build, %d up to date", len(todo), len(up_to_date))
+            try:
+                schedule = Schedule(
+                    {name: self.analysis.graph.parents(name) for name in self.analysis.selected},
+                    todo,
+                    weights=self.analysis.durations,
+                    fail_fast=self.options.fail_fast,
+                )
+                run_threaded(schedule, self.options.jobs, self.build_one, self.stop, self.on_event)
+            finally:
+                self.logs.close()
+        return [self.results[step.image] for step in self.plan.steps]

@@ -1,0 +1,229 @@
+"""The plan: for every selected image, build or skip, and why.
+
+Pure. Given each image's current inputs, the inputs of its last build (from
+``.stackbuild/``) and what the engine or registry already holds, decide the
+action and explain it in words a reviewer can check: which file, which build
+arg, which parent, which upstream digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from stackbuild.fingerprint import ImageInputs
+
+BUILD = "build"
+SKIP = "skip"
+
+# how many file-level reasons to list before summarising the rest
+MAX_FILE_REASONS = 10
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason for an action; ``code`` is stable for machines, ``detail`` is for people."""
+
+    code: str
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+@dataclass(frozen=True)
+class Step:
+    image: str
+    action: str  # BUILD | SKIP
+    reasons: tuple[Reason, ...]
+    fingerprint: str
+    parents: tuple[str, ...]
+    upstream: Mapping[str, str]  # reference -> pinned digest ("" when unpinned)
+    inputs: ImageInputs | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> dict:
+        return {
+            "image": self.image,
+            "action": self.action,
+            "reasons": [{"code": r.code, "detail": r.detail} for r in self.reasons],
+            "parents": list(self.parents),
+            "upstream": [
+                {"ref": ref, "digest": digest or None} for ref, digest in self.upstream.items()
+            ],
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def step(self, image: str) -> Step:
+        for step in self.steps:
+            if step.image == image:
+                return step
+        raise KeyError(image)
+
+    @property
+    def to_build(self) -> list[str]:
+        return [s.image for s in self.steps if s.action == BUILD]
+
+    def to_json(self) -> dict:
+        return {
+            "steps": [s.to_json() for s in self.steps],
+            "summary": {
+                "build": sum(s.action == BUILD for s in self.steps),
+                "skip": sum(s.action == SKIP for s in self.steps),
+            },
+        }
+
+
+def short(digest: str, length: int = 12) -> str:
+    """``sha256:1a2b3c…`` for people; full digests stay in JSON."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{algorithm}:{hexdigest[:length]}" if hexdigest else digest[:length]
+
+
+def _mapping_changes(code: str, noun: str, old: Mapping, new: Mapping) -> list[Reason]:
+    reasons = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            reasons.append(Reason(code, f"{noun} added: {key}"))
+        elif key not in new:
+            reasons.append(Reason(code, f"{noun} removed: {key}"))
+        elif old[key] != new[key]:
+            reasons.append(Reason(code, f"{noun} changed: {key}"))
+    return reasons
+
+
+def explain_changes(
+    context_rel: str, old: ImageInputs, new: ImageInputs, rebuilt_parents: Collection[str] = ()
+) -> list[Reason]:
+    """What differs between the last build's inputs and now, most telling first."""
+    reasons: list[Reason] = []
+    if old.dockerfile != new.dockerfile:
+        reasons.append(Reason("dockerfile-changed", "Dockerfile changed"))
+    file_reasons = []
+    prefix = context_rel.rstrip("/") + "/" if context_rel not in ("", ".") else ""
+    for path in sorted(set(old.files) | set(new.files)):
+        if path not in old.files:
+            file_reasons.append(Reason("context-file-added", f"context file added: {prefix}{path}"))
+        elif path not in new.files:
+            file_reasons.append(
+                Reason("context-file-removed", f"context file removed: {prefix}{path}")
+            )
+        elif old.files[path] != new.files[path]:
+            old_kind, new_kind = old.files[path], new.files[path]
+            what = "mode changed" if old_kind.split(":")[-1] == new_kind.split(":")[-1] else "changed"
+            file_reasons.append(
+                Reason("context-file-changed", f"context file {what}: {prefix}{path}")
+            )
+    if len(file_reasons) > MAX_FILE_REASONS:
+        hidden = len(file_reasons) - MAX_FILE_REASONS
+        file_reasons = file_reasons[:MAX_FILE_REASONS] + [
+            Reason("context-files-changed", f"... and {hidden} more context file changes")
+        ]
+    reasons += file_reasons
+    reasons += _mapping_changes("build-arg-changed", "build arg", old.build_args, new.build_args)
+    reasons += _mapping_changes("label-changed", "label", old.labels, new.labels)
+    if old.target != new.target:
+        reasons.append(Reason("target-changed", f"target changed: {old.target} -> {new.target}"))
+    if old.platform != new.platform:
+        reasons.append(
+            Reason("platform-changed", f"platform changed: {old.platform} -> {new.platform}")
+        )
+    for ref in sorted(set(old.upstream) | set(new.upstream)):
+        before, after = old.upstream.get(ref), new.upstream.get(ref)
+        if before is None:
+            reasons.append(Reason("upstream-added", f"new upstream: {ref}"))
+        elif after is None:
+            reasons.append(Reason("upstream-removed", f"upstream removed: {ref}"))
+        elif before != after:
+            reasons.append(
+                Reason(
+                    "upstream-moved",
+                    f"upstream moved: {ref} {short(before) or 'unpinned'} -> "
+                    f"{short(after) or 'unpinned'}",
+                )
+            )
+    for parent in sorted(set(old.parents) | set(new.parents)):
+        if parent not in old.parents:
+            reasons.append(Reason("parent-added", f"new parent: {parent}"))
+        elif parent not in new.parents:
+            reasons.append(Reason("parent-removed", f"parent removed: {parent}"))
+        elif old.parents[parent] != new.parents[parent] and parent not in rebuilt_parents:
+            reasons.append(
+                Reason(
+                    "parent-changed",
+                    f"parent changed: {parent} {short(old.parents[parent])} -> "
+                    f"{short(new.parents[parent])}",
+                )
+            )
+    return reasons
+
+
+def make_plan(
+    order: Iterable[str],
+    inputs: Mapping[str, ImageInputs],
+    last: Mapping[str, ImageInputs | None],
+    context_rel: Mapping[str, str],
+    existing: Mapping[str, str] | None,
+    force: Collection[str] = (),
+) -> Plan:
+    """Decide build or skip for each image of ``order`` (topological).
+
+    ``existing`` maps an image to where its fingerprint already exists
+    ("local engine", "registry"); ``None`` means offline: nothing was asked,
+    so everything is built.
+    """
+    steps: list[Step] = []
+    action_of: dict[str, str] = {}
+    for name in order:
+        current = inputs[name]
+        fingerprint = current.fingerprint
+        rebuilt_parents = [p for p in current.parents if action_of.get(p) == BUILD]
+        reasons: list[Reason] = []
+        if name in force:
+            action = BUILD
+            reasons.append(Reason("forced", "forced with --force"))
+        elif existing is None:
+            action = BUILD
+            reasons.append(Reason("not-checked", "not checked (offline)"))
+        elif name in existing:
+            action = SKIP
+            reasons.append(
+                Reason("up-to-date", f"{short(fingerprint)} already exists ({existing[name]})")
+            )
+        else:
+            action = BUILD
+        if action == BUILD:
+            previous = last.get(name)
+            if previous is None:
+                reasons.append(Reason("new-image", "never built here"))
+            elif previous.fingerprint == fingerprint:
+                if existing is not None and name not in force:
+                    reasons.append(
+                        Reason(
+                            "image-missing",
+                            f"built before as {short(fingerprint)} but no such image exists now",
+                        )
+                    )
+            else:
+                reasons += explain_changes(context_rel[name], previous, current, rebuilt_parents)
+            reasons += [Reason("parent-rebuilt", f"parent rebuilt: {p}") for p in rebuilt_parents]
+        action_of[name] = action
+        steps.append(
+            Step(
+                image=name,
+                action=action,
+                reasons=tuple(reasons),
+                fingerprint=fingerprint,
+                parents=tuple(current.parents),
+                upstream=dict(current.upstream),
+                inputs=current,
+            )
+        )
+    return Plan(tuple(steps))

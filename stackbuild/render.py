@@ -1,0 +1,139 @@
+"""Text renderings of plans and graphs: tables, trees, DOT, Mermaid, JSON.
+
+Pure: functions from plain data to strings, so every output format is
+tested without a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from stackbuild.graph import StackGraph
+from stackbuild.plan import BUILD, Plan, short
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    all_rows = [list(header)] + [list(r) for r in rows] if header else [list(r) for r in rows]
+    if not all_rows:
+        return ""
+    widths = [max(len(row[i]) for row in all_rows) for i in range(len(all_rows[0]) - 1)]
+    lines = []
+    for row in all_rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def plan_text(plan: Plan, stack_name: str) -> str:
+    to_build = len(plan.to_build)
+    total = len(plan.steps)
+    lines = [f"plan for {stack_name}: {to_build} to build, {total - to_build} up to date"]
+    rows = []
+    for step in plan:
+        reasons = [r.detail for r in step.reasons] or [""]
+        rows.append([step.action, step.image, short(step.fingerprint), reasons[0]])
+        rows += [["", "", "", more] for more in reasons[1:]]
+    lines.append(table(rows, ["ACTION", "IMAGE", "FINGERPRINT", "WHY"]))
+    return "\n".join(lines)
+
+
+def plan_json(plan: Plan) -> str:
+    return json.dumps(plan.to_json(), indent=2)
+
+
+def graph_json(graph: StackGraph) -> dict:
+    return {
+        "nodes": [
+            {
+                "name": name,
+                "reference": graph.stack.reference(name),
+                "parents": list(graph.parents(name)),
+                "upstream": list(graph.upstream(name)),
+                "context": graph.stack.images[name].context_rel,
+            }
+            for name in graph.order
+        ],
+        "edges": [list(edge) for edge in graph.edges()],
+    }
+
+
+def graph_dot(graph: StackGraph) -> str:
+    lines = ["digraph stack {", "  rankdir=LR;", "  node [shape=box];"]
+    upstreams = sorted({ref for name in graph.order for ref in graph.upstream(name)})
+    for ref in upstreams:
+        lines.append(f'  "{ref}" [style=dashed];')
+    for name in graph.order:
+        lines.append(f'  "{name}";')
+    for name in graph.order:
+        for ref in graph.upstream(name):
+            lines.append(f'  "{ref}" -> "{name}" [style=dashed];')
+    for parent, child in graph.edges():
+        lines.append(f'  "{parent}" -> "{child}";')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _mermaid_id(name: str) -> str:
+    return "n_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def graph_mermaid(graph: StackGraph) -> str:
+    lines = ["graph LR"]
+    upstreams = sorted({ref for name in graph.order for ref in graph.upstream(name)})
+    for ref in upstreams:
+        lines.append(f'  {_mermaid_id("up_" + ref)}(["{ref}"])')
+    for name in graph.order:
+        lines.append(f'  {_mermaid_id(name)}["{name}"]')
+    for name in graph.order:
+        for ref in graph.upstream(name):
+            lines.append(f"  {_mermaid_id('up_' + ref)} -.-> {_mermaid_id(name)}")
+    for parent, child in graph.edges():
+        lines.append(f"  {_mermaid_id(parent)} --> {_mermaid_id(child)}")
+    return "\n".join(lines)
+
+
+def graph_text(graph: StackGraph) -> str:
+    """An indented tree from the roots; an image with two parents appears under each,
+    marked with its other parents so the tree stays honest about the DAG."""
+    lines: list[str] = []
+
+    def walk(name: str, depth: int, via: str | None) -> None:
+        others = [p for p in graph.parents(name) if p != via]
+        suffix = f"  (also on: {', '.join(others)})" if via and others else ""
+        upstream = graph.upstream(name)
+        if not via and upstream:
+            suffix += f"  <- {', '.join(upstream)}"
+        lines.append(f"{'    ' * depth}{'└── ' if depth else ''}{name}{suffix}")
+        for child in sorted(graph.children(name), key=graph.order.index):
+            walk(child, depth + 1, name)
+
+    for root in [n for n in graph.order if not graph.parents(n)]:
+        walk(root, 0, None)
+    return "\n".join(lines)
+
+
+def ls_rows(graph: StackGraph) -> list[list[str]]:
+    return [
+        [
+            name,
+            ", ".join(graph.parents(name)) or "-",
+            ", ".join(graph.upstream(name)) or "-",
+            graph.stack.images[name].context_rel,
+        ]
+        for name in graph.order
+    ]
+
+
+def why_text(plan: Plan, image: str) -> str:
+    step = plan.step(image)
+    verdict = "will be built" if step.action == BUILD else "is up to date"
+    lines = [f"{image} {verdict} ({step.fingerprint})"]
+    lines += [f"  - {reason.detail}" for reason in step.reasons]
+    if step.parents:
+        lines.append(f"  parents: {', '.join(step.parents)}")
+    if step.upstream:
+        pins = [f"{ref} @ {short(d) if d else 'unpinned'}" for ref, d in step.upstream.items()]
+        lines.append(f"  upstream: {', '.join(pins)}")
+    return "\n".join(lines)

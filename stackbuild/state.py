@@ -1,0 +1,158 @@
+"""``.stackbuild/``: what stackbuild remembers between runs.
+
+    .stackbuild/
+      images/<image>.json   inputs, fingerprint, duration, tags of the last good build
+      hashcache.json        file digests keyed on (path, size, mtime, inode)
+      logs/                 one log per image + stackbuild.log (see logs.py)
+      run.lock              held by a running build; a second run waits or refuses
+
+Every write goes to a temporary file in the same directory and is renamed
+into place, so a crash or Ctrl-C never leaves half a file; a record that
+cannot be read is treated as absent (the image is rebuilt), never an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from stackbuild.errors import LockBusy
+from stackbuild.fingerprint import ImageInputs
+
+STATE_DIRNAME = ".stackbuild"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def safe_filename(image: str) -> str:
+    """A file name for an image name, which may contain '/'."""
+    return quote(image, safe="")
+
+
+@dataclass
+class BuildRecord:
+    """What the last successful build of one image was made of."""
+
+    image: str
+    fingerprint: str
+    inputs: ImageInputs
+    duration_s: float
+    built_at: float  # unix time
+    tags: list[str] = field(default_factory=list)
+    image_id: str | None = None
+    engine: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "image": self.image,
+            "fingerprint": self.fingerprint,
+            "inputs": self.inputs.to_json(),
+            "duration_s": self.duration_s,
+            "built_at": self.built_at,
+            "tags": self.tags,
+            "image_id": self.image_id,
+            "engine": self.engine,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> BuildRecord:
+        return cls(
+            image=data["image"],
+            fingerprint=data["fingerprint"],
+            inputs=ImageInputs.from_json(data["inputs"]),
+            duration_s=float(data.get("duration_s", 0.0)),
+            built_at=float(data.get("built_at", 0.0)),
+            tags=list(data.get("tags", [])),
+            image_id=data.get("image_id"),
+            engine=data.get("engine"),
+        )
+
+
+class StateDir:
+    """The ``.stackbuild/`` directory of one stack."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / STATE_DIRNAME
+        self.images = self.path / "images"
+        self.logs = self.path / "logs"
+        self.hash_cache = self.path / "hashcache.json"
+        self.lock_file = self.path / "run.lock"
+
+    def record_path(self, image: str) -> Path:
+        return self.images / f"{safe_filename(image)}.json"
+
+    def log_path(self, image: str) -> Path:
+        return self.logs / f"{safe_filename(image)}.log"
+
+    def load_record(self, image: str) -> BuildRecord | None:
+        try:
+            data = json.loads(self.record_path(image).read_bytes())
+            return BuildRecord.from_json(data)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save_record(self, record: BuildRecord) -> None:
+        data = json.dumps(record.to_json(), sort_keys=True, indent=1).encode()
+        atomic_write(self.record_path(record.image), data)
+
+    def forget(self, image: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.record_path(image).unlink()
+
+    @contextlib.contextmanager
+    def run_lock(self, wait: bool = True, notify=print) -> Iterator[None]:
+        """Hold ``run.lock`` for the duration of a build.
+
+        A second run on the same stack waits for the first (``wait``) or
+        refuses with a clear message; flock is released by the kernel when
+        the process dies, so a crashed run never leaves a stale lock.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_file, "a+")  # noqa: SIM115 - held until the run ends
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                if not wait:
+                    raise LockBusy(
+                        f"another stackbuild run (pid {holder}) is building this stack "
+                        f"({self.lock_file}); wait for it to finish or run without --no-wait"
+                    ) from None
+                notify(
+                    f"another stackbuild run (pid {holder}) is building this stack; "
+                    "waiting for it to finish"
+                )
+                started = time.monotonic()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                notify(f"lock acquired after {time.monotonic() - started:.1f}s")
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            handle.close()

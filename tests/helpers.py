@@ -1,0 +1,132 @@
+"""Plain helpers for tests that build real images (no fixtures here; see integration/conftest).
+
+No public registry is reachable, so every test image starts ``FROM scratch``
+with a root filesystem made of Debian's static busybox.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from stackbuild.backends.base import FINGERPRINT_LABEL, BuildRequest, ContextFile
+
+BUSYBOX = Path("/usr/bin/busybox")
+TEST_LABEL = "stackbuild.test"  # value: the test's unique prefix; lets cleanup find dangling images
+
+BASE_DOCKERFILE = 'FROM scratch\nCOPY rootfs/ /\nCMD ["sh"]\n'
+
+# used when `busybox --list` cannot run; enough for the tests and example images
+# fmt: off
+_FALLBACK_APPLETS = (
+    "sh", "ash", "cat", "chmod", "cp", "echo", "env", "false", "find", "grep", "head",
+    "httpd", "id", "ln", "ls", "mkdir", "mv", "printf", "ps", "pwd", "rm", "sed", "sleep",
+    "sort", "tail", "test", "touch", "tr", "true", "uname", "wc", "wget", "which",
+)
+# fmt: on
+
+
+@functools.cache
+def busybox_applets() -> tuple[str, ...]:
+    """Every applet the installed busybox offers (what ``busybox --install -s`` would link)."""
+    try:
+        out = subprocess.run(
+            [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return _FALLBACK_APPLETS
+    applets = tuple(sorted({a for a in out.split() if a and "/" not in a and a != "busybox"}))
+    return applets or _FALLBACK_APPLETS
+
+
+def busybox_rootfs(directory: Path) -> Path:
+    """Write ``directory/rootfs``: bin/busybox, a relative symlink per applet, tmp, etc.
+
+    Returns the rootfs path. Raises FileNotFoundError when busybox-static is missing
+    (scripts/ensure-docker.sh installs it).
+    """
+    if not BUSYBOX.is_file():
+        raise FileNotFoundError(f"{BUSYBOX} is missing: apt-get install busybox-static")
+    rootfs = Path(directory) / "rootfs"
+    bin_dir = rootfs / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(BUSYBOX, bin_dir / "busybox")
+    (bin_dir / "busybox").chmod(0o755)
+    for applet in busybox_applets():
+        link = bin_dir / applet
+        if not link.is_symlink():
+            link.symlink_to("busybox")
+    (rootfs / "tmp").mkdir(exist_ok=True)
+    (rootfs / "tmp").chmod(0o1777)
+    etc = rootfs / "etc"
+    etc.mkdir(exist_ok=True)
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
+    )
+    (etc / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    return rootfs
+
+
+def write_base_context(directory: Path, extra: str = "") -> Path:
+    """A busybox base image context: Dockerfile (plus ``extra`` instructions) and rootfs."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    busybox_rootfs(directory)
+    (directory / "Dockerfile").write_text(BASE_DOCKERFILE + extra)
+    return directory
+
+
+def context_files(directory: Path) -> tuple[ContextFile, ...]:
+    """Every entry under ``directory`` as a ContextFile (no .dockerignore), sorted by path."""
+    directory = Path(directory).resolve()
+    entries: list[ContextFile] = []
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            source = Path(root) / name
+            rel = source.relative_to(directory).as_posix()
+            if source.is_symlink():
+                kind = "l"
+            elif source.is_dir():
+                kind = "d"
+            else:
+                kind = "f"
+            entries.append(ContextFile(path=rel, source=source, kind=kind))
+    return tuple(sorted(entries, key=lambda e: e.path))
+
+
+def fake_fingerprint(*parts: str) -> str:
+    """A well-formed fingerprint; tests don't need the real hashing."""
+    return "sha256:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def make_request(
+    directory: Path,
+    repository: str,
+    *,
+    unique: str,
+    tags: tuple[str, ...] | None = None,
+    fingerprint: str | None = None,
+    dockerfile: str = "Dockerfile",
+    pins: Mapping[str, str] | None = None,
+    **kwargs: object,
+) -> BuildRequest:
+    """A BuildRequest for the context in ``directory``, labelled for cleanup by ``unique``."""
+    directory = Path(directory)
+    fingerprint = fingerprint or fake_fingerprint(repository, unique, str(directory))
+    return BuildRequest(
+        image=repository.rsplit("/", 1)[-1],
+        repository=repository,
+        fingerprint=fingerprint,
+        tags=tags if tags is not None else (f"{repository}:{fingerprint[7:19]}",),
+        context_files=tuple(f for f in context_files(directory) if f.path != dockerfile),
+        dockerfile_bytes=(directory / dockerfile).read_bytes(),
+        dockerfile_name=dockerfile,
+        labels={FINGERPRINT_LABEL: fingerprint, TEST_LABEL: unique},
+        pins=dict(pins or {}),
+        **kwargs,  # type: ignore[arg-type]
+    )
