@@ -195,7 +195,7 @@ def make_plan(
         elif name in existing:
             action = SKIP
             reasons.append(
-                Reason("up-to-date", f"{short(fingerprint)} already exists ({existing[name]})")
+                Reason("up-to-date", f"up to date: this fingerprint exists ({existing[name]})")
             )
         else:
             action = BUILD
@@ -213,7 +213,10 @@ def make_plan(
                     )
             else:
                 reasons += explain_changes(context_rel[name], previous, current, rebuilt_parents)
-            reasons += [Reason("parent-rebuilt", f"parent rebuilt: {p}") for p in rebuilt_parents]
+            if previous is not None:  # for a new image, "never built" says it all
+                reasons += [
+                    Reason("parent-rebuilt", f"parent rebuilt: {p}") for p in rebuilt_parents
+                ]
         action_of[name] = action
         steps.append(
             Step(
