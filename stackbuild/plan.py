@@ -116,8 +116,8 @@ def explain_changes(
                 Reason("context-file-removed", f"context file removed: {prefix}{path}")
             )
         elif old.files[path] != new.files[path]:
-            old_kind, new_kind = old.files[path], new.files[path]
-            what = "mode changed" if old_kind.split(":")[-1] == new_kind.split(":")[-1] else "changed"
+            same_content = old.files[path].split(":")[-1] == new.files[path].split(":")[-1]
+            what = "mode changed" if same_content else "changed"
             file_reasons.append(
                 Reason("context-file-changed", f"context file {what}: {prefix}{path}")
             )
