@@ -26,6 +26,7 @@ from stackbuild.backends.base import (
 )
 from stackbuild.dockerfile import split_reference
 from stackbuild.logs import RunLogs
+from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
 from stackbuild.scheduler import Schedule, SchedulerEvent, Status, run_threaded
 from stackbuild.state import BuildRecord
@@ -86,10 +87,10 @@ def image_tags(repository: str, fingerprint: str, templates: tuple[str, ...],
     """Every full reference an image is tagged with: fingerprint12, latest, the manifest's."""
     values = {
         "fingerprint12": fingerprint12(fingerprint),
-        "git_sha": (git_sha or "nogit")[:12],
+        "git_sha": git_sha or "nogit",
         "date": time.strftime("%Y%m%d", time.gmtime()),
     }
-    tags = [values["fingerprint12"], "latest"] + [t.format(**values) for t in templates]
+    tags = [values["fingerprint12"], "latest"] + [render_tag(t, values) for t in templates]
     return [f"{repository}:{tag}" for tag in dict.fromkeys(tags)]
 
 
