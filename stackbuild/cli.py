@@ -58,10 +58,13 @@ def cli(ctx: click.Context, stack_file: Path) -> None:
     ctx.obj = Context(stack_file)
 
 
-def _open_backend():
-    from stackbuild.backends.docker_api import DockerBackend
-
-    backend = DockerBackend()
+def _open_backend(kind: str = "docker"):
+    """The engine client: the docker SDK (classic builder) or BuildKit through the CLI."""
+    if kind == "buildkit":
+        from stackbuild.backends.buildkit import BuildKitBackend as Backend
+    else:
+        from stackbuild.backends.docker_api import DockerBackend as Backend
+    backend = Backend()
     backend.ping()
     return backend
 
@@ -125,6 +128,10 @@ def _install_stop_handlers(stop) -> None:
 )
 @click.option("--no-cache", is_flag=True, help="Build without the engine's layer cache.")
 @click.option("--pull", is_flag=True, help="Let the engine pull newer upstream images.")
+@click.option(
+    "--backend", "backend_kind", type=click.Choice(["docker", "buildkit"]), default=None,
+    help="Build with the docker SDK (classic builder) or BuildKit. [default: stack.yaml's]",
+)
 @click.option("--force", multiple=True, metavar="IMAGE", help="Rebuild IMAGE even if up to date.")
 @click.option(
     "--no-wait", is_flag=True,
@@ -132,6 +139,7 @@ def _install_stop_handlers(stop) -> None:
 )
 @pass_context
 def build(ctx: Context, targets, with_descendants, as_json, jobs, keep_going, no_cache, pull,
+          backend_kind,
           force, no_wait) -> int:
     """Build what changed, and everything built on it, in parallel.
 
@@ -153,11 +161,13 @@ def build(ctx: Context, targets, with_descendants, as_json, jobs, keep_going, no
     unknown = [name for name in force if name not in stack.images]
     if unknown:
         raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
-    backend = _open_backend()
+    backend = _open_backend(backend_kind or stack.backend)
     stop = threading.Event()
-    _install_stop_handlers(stop)
     reporter = make_reporter()
+    # Ctrl-C while waiting for the lock simply ends the wait (KeyboardInterrupt, exit
+    # 130): the stop handlers, which let a run finish cleanly, only apply once it builds
     with StateDir(stack.root).run_lock(wait=not no_wait, notify=reporter.message):
+        _install_stop_handlers(stop)
         # analysed under the lock: a run we waited for may have built some of it
         analysis = analyze(ctx.stack_file, targets, with_descendants)
         local = find_existing(analysis, backend)

@@ -37,7 +37,7 @@ from stackbuild.backends.base import (
     LogSink,
 )
 from stackbuild.dockerfile import split_reference
-from stackbuild.errors import EngineUnreachable
+from stackbuild.errors import EngineUnreachable, StackbuildError
 
 if TYPE_CHECKING:
     import docker
@@ -440,14 +440,8 @@ class DockerBackend:
 
         from stackbuild.context import write_context_tar
 
-        pull = request.pull
-        if pull and request.pins:
-            # the engine would pull every FROM, replacing the pinned local parents (which
-            # may exist nowhere else); the pins already name exact images
-            log("not pulling: this image's FROM references are pinned to exact local images")
-            pull = False
-        labels = {**request.labels, FINGERPRINT_LABEL: request.fingerprint}
-        labels.setdefault(IMAGE_LABEL, request.image)
+        pull = pull_allowed(request, log)
+        labels = image_labels_for(request)
         params: dict[str, Any] = {
             "t": list(request.tags),  # repeated t=: the engine tags only on success
             "dockerfile": request.dockerfile_name,
@@ -563,6 +557,182 @@ class DockerBackend:
         except docker.errors.NotFound:
             return None
         return dict((info.get("Config") or {}).get("Labels") or {})
+
+    # -- registries (push, pull, digests) ----------------------------------------------
+    # Registry failures become stackbuild.registry's RegistryError family (auth refused,
+    # not found, unavailable = worth retrying); a vanished engine stays EngineUnreachable.
+
+    def image_id(self, ref: str) -> str | None:
+        """Id of the local image ``ref`` (a reference, ``repo@digest`` or an id), else None."""
+        import docker.errors
+
+        try:
+            with self._engine_errors():
+                return str(self.api.inspect_image(ref)["Id"])
+        except docker.errors.NotFound:
+            return None
+
+    def local_digest(self, ref: str) -> str | None:
+        """What ``ref`` names on this engine: its registry digest in ``ref``'s repository
+        (RepoDigests) when it came from or went to a registry, else its image id (an image
+        that exists only here); None when the engine has no such image."""
+        import docker.errors
+
+        try:
+            with self._engine_errors():
+                info = self.api.inspect_image(ref)
+        except docker.errors.NotFound:
+            return None
+        wanted = _normalize_repository(split_reference(ref)[0])
+        for repo_digest in info.get("RepoDigests") or ():
+            repository, _, digest = repo_digest.partition("@")
+            if digest and _normalize_repository(repository) == wanted:
+                return digest
+        return str(info["Id"])
+
+    def registry_digest(self, ref: str) -> str:
+        """The digest ``ref`` has in its registry, asked through the engine; pulls nothing.
+
+        For a multi-platform image this is the index digest, as ``docker pull`` records
+        it. The SDK sends the credentials of ~/.docker/config.json (and credential
+        helpers) for ``ref``'s registry, as for push and pull.
+        """
+        import docker.errors
+
+        from stackbuild.registry import registry_error
+
+        try:
+            with self._engine_errors(f"asking the registry about {ref}"):
+                data = self.api.inspect_distribution(ref)
+        except docker.errors.APIError as e:
+            raise registry_error(str(e.explanation or e), ref, "resolve") from e
+        return str(data["Descriptor"]["digest"])
+
+    def has_tag(self, ref: str) -> bool:
+        """Whether ``ref``'s registry has this tag (a registry that fails to answer raises)."""
+        from stackbuild.registry import RegistryNotFound
+
+        try:
+            self.registry_digest(ref)
+        except RegistryNotFound:
+            return False
+        return True
+
+    def _registry_stream(
+        self, path: str, ref: str, params: Mapping[str, Any], log: LogSink,
+        cancel: threading.Event | None, doing: str,
+    ) -> Iterator[dict[str, Any]]:
+        """``_stream`` with ``ref``'s registry credentials, registry errors mapped."""
+        from docker import auth
+
+        from stackbuild.registry import registry_error
+
+        registry, _ = auth.resolve_repository_name(ref)
+        with self._engine_errors():
+            header = auth.get_config_header(self.api, registry)
+        # always send the header: without one, some engines refuse with "missing X-Registry-Auth"
+        headers = {"X-Registry-Auth": header or auth.encode_header({})}
+        try:
+            for record in self._stream(
+                path, params=params, headers=headers, cancel=cancel, doing=f"{doing} {ref}"
+            ):
+                if "status" in record:
+                    _log_status(record, log)
+                yield record
+        except StreamError as e:
+            log(f"ERROR: {e}")
+            raise registry_error(str(e), ref, doing) from e
+
+    def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
+        """Push one tag (``repo:tag``) and return the manifest digest the registry stored.
+
+        The engine reports a failed push as an error record in a stream that otherwise
+        looks fine, so the whole stream is read: an error record raises RegistryError,
+        and a stream that ends without the registry's digest is a failure too.
+        """
+        repository, tag, digest = split_reference(ref)
+        if digest or not tag:
+            raise ValueError(f"push needs a tag reference (repo:tag), not {ref}")
+        pushed: str | None = None
+        for record in self._registry_stream(
+            f"/images/{repository}/push", ref, {"tag": tag}, log, cancel, "push"
+        ):
+            aux = record.get("aux")
+            if isinstance(aux, dict) and aux.get("Digest"):
+                pushed = str(aux["Digest"])
+        if pushed is None:
+            from stackbuild.registry import RegistryError
+
+            raise RegistryError(f"the engine ended the push of {ref} without a digest")
+        return pushed
+
+    def pull(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
+        """Pull ``ref`` (``repo:tag`` or ``repo@sha256:...``); the local image id."""
+        repository, tag, digest = split_reference(ref)
+        params = {"fromImage": repository, "tag": digest or tag or "latest"}
+        for _record in self._registry_stream("/images/create", ref, params, log, cancel, "pull"):
+            pass
+        image_id = self.image_id(ref)
+        if image_id is None:
+            from stackbuild.registry import RegistryError
+
+            raise RegistryError(f"the engine reported pulling {ref} but has no such image")
+        return image_id
+
+    def save(self, refs: Iterable[str], fileobj: IO[bytes]) -> None:
+        """Write ``docker save`` of ``refs`` (every tag kept) as one tar into ``fileobj``."""
+        import docker.errors
+
+        with self._engine_errors("saving images"):
+            api = self.api
+            response = api._get(
+                api._url("/images/get"), params={"names": list(refs)}, stream=True,
+                timeout=(CONNECT_TIMEOUT, None),
+            )
+            try:
+                api._raise_for_status(response)
+                for chunk in response.iter_content(chunk_size=1 << 20):
+                    fileobj.write(chunk)
+            except docker.errors.APIError as e:
+                raise StackbuildError(f"docker save failed: {e.explanation or e}") from e
+            finally:
+                response.close()
+
+    def load(self, fileobj: IO[bytes], size: int, log: LogSink) -> list[str]:
+        """``docker load`` a tar; returns what the engine says it loaded (references, ids)."""
+        loaded = []
+        headers = {"Content-Type": "application/x-tar"}
+        try:
+            for record in self._stream(
+                "/images/load", params={"quiet": 0}, data=fileobj, size=size, headers=headers,
+                doing="loading images",
+            ):
+                text = str(record.get("stream", "")).strip()
+                if text:
+                    log(text)
+                for prefix in ("Loaded image: ", "Loaded image ID: "):
+                    if text.startswith(prefix):
+                        loaded.append(text[len(prefix) :])
+        except StreamError as e:
+            raise StackbuildError(f"docker load failed: {e}") from e
+        return loaded
+
+
+def image_labels_for(request: BuildRequest) -> dict[str, str]:
+    """The labels a built image carries, whichever backend builds it."""
+    labels = {**request.labels, FINGERPRINT_LABEL: request.fingerprint}
+    labels.setdefault(IMAGE_LABEL, request.image)
+    return labels
+
+
+def pull_allowed(request: BuildRequest, log: LogSink) -> bool:
+    """Whether to pass ``pull`` on to the engine (says so in ``log`` when it is dropped)."""
+    if request.pull and request.pins:
+        # the engine would pull every FROM, replacing the pinned local parents (which
+        # may exist nowhere else); the pins already name exact images
+        log("not pulling: this image's FROM references are pinned to exact local images")
+        return False
+    return request.pull
 
 
 def _log_status(record: Mapping[str, Any], log: LogSink) -> None:
