@@ -170,24 +170,34 @@ class HashCache:
             cache._entries = data["entries"]
         return cache
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically (temp file + rename); racy digests are left out."""
+    def save(self, path: str | os.PathLike[str]) -> bool:
+        """Write atomically (temp file + rename); racy digests are left out.
+
+        Best effort, like the cache itself: False when ``path`` cannot be
+        written (a read-only checkout still plans, it just hashes again).
+        """
         entries = self._entries
         if self._racy:
             entries = {p: e for p, e in entries.items() if p not in self._racy}
         blob = json.dumps({"version": self.VERSION, "entries": entries}, separators=(",", ":"))
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        except OSError:
+            return False
         try:
             with os.fdopen(fd, "w", encoding="ascii") as f:
                 f.write(blob)
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(e, OSError):
+                return False
             raise
         self.dirty = False
+        return True
 
     def forget_unused(self) -> None:
         """Drop entries this run did not look up (after hashing every image of a stack)."""
@@ -261,14 +271,24 @@ def image_inputs(
     Files map to ``f<mode octal>:<sha256>``, directories to ``d<mode>``,
     symlinks to ``l:<target>``. Raises ContextError for an unreadable file.
     """
-    try:
-        st = os.stat(spec.dockerfile)
-        dockerfile = cache.digest(spec.dockerfile, st)
-    except OSError as e:
-        raise ContextError(f"cannot read {spec.dockerfile}: {e.strerror or e}") from None
+    entries = _file_entries(files, cache)
+    context = os.fspath(spec.context).rstrip("/") + "/"
+    dockerfile_path = os.fspath(spec.dockerfile)
+    hashed = (
+        entries.get(dockerfile_path[len(context) :], "")
+        if dockerfile_path.startswith(context)
+        else ""
+    )
+    if hashed.startswith("f"):
+        dockerfile = hashed.split(":", 1)[1]  # the same file, just hashed as a context file
+    else:
+        try:
+            dockerfile = cache.digest(dockerfile_path, os.stat(dockerfile_path))
+        except OSError as e:
+            raise ContextError(f"cannot read {spec.dockerfile}: {e.strerror or e}") from None
     return ImageInputs(
         dockerfile=dockerfile,
-        files=_file_entries(files, cache),
+        files=entries,
         build_args=dict(spec.build_args),
         labels=dict(spec.labels),
         target=spec.target,
