@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stackbuild.analyze import Analysis
 from stackbuild.backends.base import (
@@ -25,11 +26,13 @@ from stackbuild.backends.base import (
     LocalImage,
 )
 from stackbuild.dockerfile import split_reference
-from stackbuild.logs import RunLogs
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
 from stackbuild.scheduler import Schedule, SchedulerEvent, Status, run_threaded
 from stackbuild.state import BuildRecord
+
+if TYPE_CHECKING:
+    from stackbuild.registry import RegistryHooks
 
 UP_TO_DATE = "up-to-date"
 
@@ -45,6 +48,7 @@ class ImageResult:
     error: str | None = None
     engine: str | None = None
     log_tail: list[str] = field(default_factory=list)
+    pushed: list[str] = field(default_factory=list)  # confirmed by the registry
 
     def to_json(self) -> dict:
         return {
@@ -56,6 +60,7 @@ class ImageResult:
             "log": self.log,
             "error": self.error,
             "engine": self.engine,
+            "pushed": self.pushed,
         }
 
 
@@ -120,6 +125,7 @@ class BuildRun:
         options: BuildOptions,
         local_images: Mapping[str, LocalImage],
         stop: threading.Event | None = None,
+        registry: RegistryHooks | None = None,
     ) -> None:
         self.analysis = analysis
         self.stack = analysis.stack
@@ -134,6 +140,8 @@ class BuildRun:
         self.results: dict[str, ImageResult] = {}
         self.git_sha = git_revision(self.stack.root)
         self.lock = threading.Lock()
+        # pinned upstreams, registry-only parents and pushes (stackbuild.registry)
+        self.registry = registry
 
     def request_for(self, name: str) -> BuildRequest:
         spec = self.stack.images[name]
@@ -183,6 +191,8 @@ class BuildRun:
 
         started = time.monotonic()
         try:
+            if self.registry:  # upstreams at their locked digests, registry-only parents pulled
+                request = self.registry.prepare(name, request, sink)
             result = self.backend.build(request, sink, self.stop)
         except Exception as error:  # the engine went away mid-build, a tar error, ...
             log(f"=== stackbuild: error: {error} ===")
@@ -207,6 +217,8 @@ class BuildRun:
             )
             with self.lock:
                 self.image_ids[name] = image_id
+            if self.registry:  # pushed on the registry's own threads; children go on
+                self.registry.built(name, list(request.tags))
         with self.lock:
             self.results[name] = ImageResult(
                 image=name,
@@ -263,8 +275,13 @@ class BuildRun:
             self.results[step.image] = ImageResult(
                 step.image, UP_TO_DATE, step.fingerprint, tags=tags
             )
+        if self.registry:
+            self.registry.start(self)
         self.reporter.start(len(todo), len(up_to_date))
         if todo:
+            # lazily: a no-op run never loads concurrent-log-handler (~30-90 ms of imports)
+            from stackbuild.logs import RunLogs
+
             self.logs = RunLogs(self.analysis.state.logs)
             self.logs.run.info("run: %d to build, %d up to date", len(todo), len(up_to_date))
             try:
@@ -277,4 +294,6 @@ class BuildRun:
                 run_threaded(schedule, self.options.jobs, self.build_one, self.stop, self.on_event)
             finally:
                 self.logs.close()
+        if self.registry:  # waits for the pushes; a failed one fails its image
+            self.registry.finish(self.results)
         return [self.results[step.image] for step in self.plan.steps]

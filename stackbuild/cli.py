@@ -31,6 +31,31 @@ WITH_DESCENDANTS = click.option(
     is_flag=True,
     help="Also select every image built on the named images.",
 )
+JOBS = click.option(
+    "-j", "--jobs", type=click.IntRange(min=1), default=None,
+    help="Builds at once. [default: CPU count]",
+)
+KEEP_GOING = click.option(
+    "--keep-going/--fail-fast", default=True, show_default=True,
+    help="After a failure, go on with independent images, or start nothing new.",
+)
+BACKEND = click.option(
+    "--backend", "backend_kind", type=click.Choice(["docker", "buildkit"]), default=None,
+    help="Build with the docker SDK (classic builder) or BuildKit. [default: stack.yaml's]",
+)
+NO_WAIT = click.option(
+    "--no-wait", is_flag=True,
+    help="Refuse, instead of waiting, when another run is building this stack.",
+)
+PUSH = click.option(
+    "--push", is_flag=True,
+    help="Push every tag of each built image to the stack's registry (and up-to-date images "
+    "the registry lacks).",
+)
+PUSH_JOBS = click.option(
+    "--push-jobs", type=click.IntRange(min=1), default=2, show_default=True,
+    help="Pushes at once (they run alongside the builds).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,10 +94,15 @@ def _open_backend(kind: str = "docker"):
     return backend
 
 
-def _existing(analysis, backend) -> dict[str, str]:
-    from stackbuild.build import find_existing
+def _warn(message: str) -> None:
+    click.echo(message, err=True)
 
-    return {name: "local engine" for name in find_existing(analysis, backend)}
+
+def _existing(analysis, backend) -> dict[str, str]:
+    """Where each selected image's fingerprint exists: this engine, else the registry."""
+    from stackbuild.registry import existing_images
+
+    return existing_images(analysis, backend, _warn).where()
 
 
 @cli.command()
@@ -81,22 +111,52 @@ def _existing(analysis, backend) -> dict[str, str]:
 @JSON
 @click.option("--offline", is_flag=True, help="Ask no engine; every image is planned as build.")
 @click.option("--force", multiple=True, metavar="IMAGE", help="Plan IMAGE as build regardless.")
+@click.option(
+    "--refresh", is_flag=True,
+    help="Plan a refresh: re-resolve every upstream digest first (pulls and writes nothing).",
+)
 @pass_context
-def plan(ctx: Context, targets, with_descendants, as_json, offline, force) -> None:
+def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refresh) -> None:
     """Say what a build would do for each image, and why. Builds nothing.
 
-    Exit code 0; 2 for a bad manifest; 3 when the engine is unreachable
+    Exit code 0; 1 a registry refused the credentials; 2 for a bad manifest;
+    3 when the engine (or, with --refresh, a registry) is unreachable
     (use --offline to plan without one).
     """
     from stackbuild import render
-    from stackbuild.analyze import analyze
+    from stackbuild.errors import UsageError
 
-    analysis = analyze(ctx.stack_file, targets, with_descendants)
-    existing = None if offline else _existing(analysis, _open_backend())
-    result = analysis.plan(existing, force)
-    if as_json:
+    fresh = None
+    if offline:
+        from stackbuild.analyze import analyze
+
+        if refresh:
+            raise UsageError("plan --refresh asks the registries for digests; drop --offline")
+        analysis = analyze(ctx.stack_file, targets, with_descendants)
+        result = analysis.plan(None, force)
+    elif refresh:
+        from stackbuild.registry import existing_images
+        from stackbuild.upstream import refresh as refresh_upstreams
+
+        backend = _open_backend()
+        fresh = refresh_upstreams(ctx.stack_file, targets, with_descendants, backend, _warn)
+        analysis = fresh.analysis
+        result = fresh.plan(existing_images(analysis, backend, _warn), backend, force, _warn)
+    else:
+        from stackbuild.upstream import pinned_analysis
+
+        backend = _open_backend()
+        analysis = pinned_analysis(
+            ctx.stack_file, targets, with_descendants, backend, write=False, warn=_warn
+        )
+        result = analysis.plan(_existing(analysis, backend), force)
+    if as_json and fresh:
+        click.echo(json.dumps({**result.to_json(), "moved": fresh.moved_json()}, indent=2))
+    elif as_json:
         click.echo(render.plan_json(result))
     else:
+        if fresh:
+            click.echo(fresh.header())
         click.echo(render.plan_text(result, analysis.stack.display_path))
 
 
@@ -118,80 +178,142 @@ def _install_stop_handlers(stop) -> None:
 @TARGETS
 @WITH_DESCENDANTS
 @JSON
-@click.option(
-    "-j", "--jobs", type=click.IntRange(min=1), default=None,
-    help="Builds at once. [default: CPU count]",
-)
-@click.option(
-    "--keep-going/--fail-fast", default=True, show_default=True,
-    help="After a failure, go on with independent images, or start nothing new.",
-)
+@JOBS
+@KEEP_GOING
 @click.option("--no-cache", is_flag=True, help="Build without the engine's layer cache.")
 @click.option("--pull", is_flag=True, help="Let the engine pull newer upstream images.")
-@click.option(
-    "--backend", "backend_kind", type=click.Choice(["docker", "buildkit"]), default=None,
-    help="Build with the docker SDK (classic builder) or BuildKit. [default: stack.yaml's]",
-)
+@BACKEND
 @click.option("--force", multiple=True, metavar="IMAGE", help="Rebuild IMAGE even if up to date.")
-@click.option(
-    "--no-wait", is_flag=True,
-    help="Refuse, instead of waiting, when another run is building this stack.",
-)
+@NO_WAIT
+@PUSH
+@PUSH_JOBS
 @pass_context
 def build(ctx: Context, targets, with_descendants, as_json, jobs, keep_going, no_cache, pull,
-          backend_kind,
-          force, no_wait) -> int:
+          backend_kind, force, no_wait, push, push_jobs) -> int:
     """Build what changed, and everything built on it, in parallel.
 
+    Upstream images are built on their stack.lock digests; an upstream the
+    lock lacks is resolved and added to it.
+
     \b
-    Exit codes: 0 nothing failed, 1 a build failed, 2 bad manifest or usage,
+    Exit codes: 0 nothing failed, 1 a build or push failed, 2 bad manifest or usage,
     3 engine unreachable, 130 interrupted.
     """
+    return _run_build(
+        ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
+        keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
+        force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
+    )
+
+
+@cli.command(name="refresh")
+@TARGETS
+@WITH_DESCENDANTS
+@JSON
+@JOBS
+@KEEP_GOING
+@BACKEND
+@NO_WAIT
+@PUSH
+@PUSH_JOBS
+@pass_context
+def refresh_command(ctx: Context, targets, with_descendants, as_json, jobs, keep_going,
+                    backend_kind, no_wait, push, push_jobs) -> int:
+    """Re-resolve every upstream digest, update stack.lock, rebuild what moved.
+
+    Exactly the images above a moved upstream (and their descendants) are
+    rebuilt; --push pushes them. The output begins with the moved upstreams;
+    --json adds "moved": [{"ref", "old", "new", "images"}] to build's JSON.
+
+    \b
+    Exit codes: as build; 3 also when a registry does not answer.
+    """
+    return _run_build(
+        ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
+        keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
+        force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
+    )
+
+
+def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_going, no_cache,
+               pull, backend_kind, force, no_wait, push, push_jobs, refresh) -> int:
+    """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
     import os
     import threading
 
-    from stackbuild.analyze import analyze
-    from stackbuild.build import BuildOptions, BuildRun, find_existing
+    from stackbuild.build import BuildOptions, BuildRun
     from stackbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
     from stackbuild.manifest import load_stack
+    from stackbuild.registry import Pusher, RegistryHooks, existing_images, push_summary
     from stackbuild.state import StateDir
     from stackbuild.ui import make_reporter, summary
+    from stackbuild.upstream import pinned_analysis
+    from stackbuild.upstream import refresh as refresh_upstreams
 
     stack = load_stack(ctx.stack_file)
     unknown = [name for name in force if name not in stack.images]
     if unknown:
         raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
+    if push and not stack.registry:
+        raise UsageError(
+            f"--push needs a registry to push to: set `registry:` in {stack.display_path} "
+            "(e.g. registry: 127.0.0.1:5000/acme)"
+        )
     backend = _open_backend(backend_kind or stack.backend)
     stop = threading.Event()
     reporter = make_reporter()
+    fresh = None
     # Ctrl-C while waiting for the lock simply ends the wait (KeyboardInterrupt, exit
     # 130): the stop handlers, which let a run finish cleanly, only apply once it builds
     with StateDir(stack.root).run_lock(wait=not no_wait, notify=reporter.message):
         _install_stop_handlers(stop)
         # analysed under the lock: a run we waited for may have built some of it
-        analysis = analyze(ctx.stack_file, targets, with_descendants)
-        local = find_existing(analysis, backend)
-        plan_ = analysis.plan({name: "local engine" for name in local}, force)
+        if refresh:
+            fresh = refresh_upstreams(
+                ctx.stack_file, targets, with_descendants, backend, reporter.message
+            )
+            fresh.save()
+            click.echo(fresh.header(), err=as_json)  # the output begins with what moved
+            analysis = fresh.analysis
+        else:
+            analysis = pinned_analysis(
+                ctx.stack_file, targets, with_descendants, backend, write=True,
+                warn=reporter.message,
+            )
+        existing = existing_images(analysis, backend, reporter.message)
+        if fresh:
+            plan_ = fresh.plan(existing, backend, force, reporter.message)
+        else:
+            plan_ = analysis.plan(existing.where(), force)
         options = BuildOptions(
             jobs=jobs or os.cpu_count() or 1,
             fail_fast=not keep_going,
             no_cache=no_cache,
             pull=pull,
         )
+        pusher = None
+        if push:
+            pusher = Pusher(backend, push_jobs, analysis.state.logs, stop, reporter.message)
+        hooks = RegistryHooks(backend, analysis, existing.remote, pusher, stop)
         try:
-            results = BuildRun(analysis, plan_, backend, reporter, options, local, stop).run()
+            results = BuildRun(
+                analysis, plan_, backend, reporter, options, existing.local, stop, registry=hooks
+            ).run()
         finally:
             reporter.close()
     failed = any(r.status == "failed" for r in results)
     interrupted = stop.is_set()
+    text = summary(results)
+    if push:
+        text += "\n" + push_summary(results, stack.registry)
     if as_json:
-        click.echo(summary(results), err=True)
-        click.echo(json.dumps({
-            "results": [r.to_json() for r in results],
-            "interrupted": interrupted,
-        }, indent=2))
+        click.echo(text, err=True)
+        document = {"results": [r.to_json() for r in results], "interrupted": interrupted}
+        if fresh:
+            document["moved"] = fresh.moved_json()
+        click.echo(json.dumps(document, indent=2))
     else:
-        click.echo(summary(results))
+        click.echo(text)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_BUILD_FAILED if failed else EXIT_OK
@@ -259,6 +381,78 @@ def ls_command(ctx: Context, as_json: bool) -> None:
         click.echo(
             render.table(render.ls_rows(stack_graph), ["IMAGE", "PARENTS", "UPSTREAM", "CONTEXT"])
         )
+
+
+@cli.command(name="lock")
+@JSON
+@click.option("--refresh", is_flag=True, help="Re-resolve every entry, not only missing ones.")
+@pass_context
+def lock_command(ctx: Context, as_json: bool, refresh: bool) -> None:
+    """Resolve upstream digests into stack.lock. Builds and pulls nothing.
+
+    Adds the upstreams the lock lacks and drops the ones no image uses;
+    --refresh re-resolves every entry (`stackbuild refresh` also rebuilds).
+
+    \b
+    Exit codes: 0 written or unchanged, 1 a registry refused the credentials,
+    2 bad manifest or lock, 3 engine or registry unreachable.
+    """
+    from stackbuild import render
+    from stackbuild.upstream import update_lock
+
+    update = update_lock(_graph(ctx), _open_backend, refresh=refresh, warn=_warn)
+    if as_json:
+        click.echo(json.dumps(update.to_json(), indent=2))
+        return
+    rows = [[e.ref, e.digest or "-", e.status] for e in update.entries]
+    if rows:
+        click.echo(render.table(rows, ["UPSTREAM", "DIGEST", "CHANGE"]))
+    verdict = "written" if update.changed else "unchanged"
+    click.echo(f"{update.path}: {verdict}, {len(update.pins)} upstream(s) pinned")
+
+
+@cli.command(name="save")
+@TARGETS
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="The tar file to write.",
+)
+@JSON
+@pass_context
+def save_command(ctx: Context, targets, output: Path, as_json: bool) -> None:
+    """Save built images with all their tags into one tar (no registry needed).
+
+    Saves the named images and their ancestors (default: all). Load it on
+    another engine with `stackbuild load FILE`; plan then finds them up to date.
+    Exit code 1 when an image is not built on this engine.
+    """
+    from stackbuild import archive
+    from stackbuild.upstream import pinned_analysis
+
+    backend = _open_backend()
+    analysis = pinned_analysis(ctx.stack_file, targets, False, backend, write=False, warn=_warn)
+    saved = archive.save(analysis, backend, output)
+    if as_json:
+        click.echo(json.dumps({"file": str(output), "images": [s.to_json() for s in saved]},
+                              indent=2))
+    else:
+        tags = sum(len(s.tags) for s in saved)
+        click.echo(f"saved {len(saved)} image(s), {tags} tag(s) to {output}")
+
+
+@cli.command(name="load")
+@click.argument("archive_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@JSON
+def load_command(archive_file: Path, as_json: bool) -> None:
+    """Load images saved by `stackbuild save` (or `docker save`) into the engine."""
+    from stackbuild import archive
+
+    loaded = archive.load(_open_backend(), archive_file)
+    if as_json:
+        click.echo(json.dumps({"file": str(archive_file), "loaded": loaded}, indent=2))
+    else:
+        click.echo("\n".join([f"loaded {len(loaded)} reference(s) from {archive_file}"]
+                             + [f"  {ref}" for ref in loaded]))
 
 
 @cli.command()

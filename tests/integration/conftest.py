@@ -6,6 +6,9 @@
 - ``unique``: a short prefix (``sbt-<8 hex>``) for the names of one test's images.
 - ``cleanup_images``: removes, at teardown, the images and containers of that test
   only (see ``remove_test_images``); other tests' and users' images are never touched.
+- ``registry`` / ``auth_registry``: Debian's docker-registry on 127.0.0.1:<free port>
+  (plain, or htpasswd auth), stoppable and restartable mid-test, removed at teardown
+  with everything pushed to it (see tests/local_registry.py).
 
 Image-building helpers (busybox rootfs, base context, requests) are in tests/helpers.py.
 """
@@ -69,34 +72,63 @@ def remove_test_images(client: Any, prefix: str, extra_ids: Iterable[str] = ()) 
     Images labelled ``stackbuild.test=<prefix>`` (which catches ones that lost
     their tags) or in ``extra_ids`` are force-removed; tags in a repository
     starting with ``prefix`` are untagged, so an image the test did not build
-    only loses the test's tag. Containers: named ``<prefix>...``, whose command
-    mentions ``prefix`` (build steps), or created from one of those images.
+    only loses the test's tag. Untagged images built on one of the test's own
+    images (the committed steps of a failed or cancelled build, a child that
+    lost its tags) are force-removed too: found through ``ParentId``, so only
+    the classic builder's chains. Containers: named ``<prefix>...``, whose
+    command mentions ``prefix`` (build steps), or created from one of those images.
     """
     import docker.errors
 
     api = client.api
+    images = api.images(all=True)
     ids = set(extra_ids)
     tags: list[tuple[str, str]] = []  # (image id, tag)
-    for image in api.images(all=True):
+    parent_of: dict[str, str] = {}
+    foreign: set[str] = set()  # images that also carry someone else's tags
+    for image in images:
         if (image.get("Labels") or {}).get(TEST_LABEL) == prefix:
             ids.add(image["Id"])
-        tags.extend((image["Id"], t) for t in image.get("RepoTags") or () if t.startswith(prefix))
+        parent_of[image["Id"]] = image.get("ParentId") or ""
+        for tag in image.get("RepoTags") or ():
+            if tag.startswith(prefix):
+                tags.append((image["Id"], tag))
+            elif tag != "<none>:<none>":
+                foreign.add(image["Id"])
+    ours = (ids | {i for i, _ in tags}) - foreign
+    for image in images:
+        if image["Id"] in ours or image["Id"] in foreign:
+            continue
+        seen: set[str] = set()
+        parent = parent_of.get(image["Id"], "")
+        while parent and parent not in seen:
+            if parent in ours:
+                ids.add(image["Id"])
+                break
+            seen.add(parent)
+            parent = parent_of.get(parent, "")
+    tagged = {i for i, _ in tags}
     for container in api.containers(all=True):
         names = container.get("Names") or ()
         if (
-            container.get("ImageID") in ids | {i for i, _ in tags}
+            container.get("ImageID") in ids | tagged
             or prefix in str(container.get("Command", ""))
             or any(n.lstrip("/").startswith(prefix) for n in names)
         ):
             with contextlib.suppress(docker.errors.NotFound):
                 api.remove_container(container["Id"], force=True)
-    # children before parents: an image with children cannot be removed, even by force
-    for _, tag in sorted(tags, key=lambda it: _depth(api, it[0]), reverse=True):
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_image(tag)
-    for image_id in sorted(ids, key=lambda i: _depth(api, i), reverse=True):
-        with contextlib.suppress(docker.errors.NotFound):
-            api.remove_image(image_id, force=True)
+    # children before parents: an image with children cannot be removed, even by force,
+    # and untagging one only leaves it dangling
+    tags_of: dict[str, list[str]] = {}
+    for image_id, tag in tags:
+        tags_of.setdefault(image_id, []).append(tag)
+    for image_id in sorted(ids | tagged, key=lambda i: _depth(api, i), reverse=True):
+        for tag in tags_of.get(image_id, ()):
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_image(tag)
+        if image_id in ids:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_image(image_id, force=True)
 
 
 def _depth(api: Any, image_id: str) -> int:
@@ -117,3 +149,38 @@ def cleanup_images(docker_client: Any, unique: str) -> Iterator[set[str]]:
     extra: set[str] = set()
     yield extra
     remove_test_images(docker_client, unique, extra)
+
+
+def _registry(tmp_path_factory: pytest.TempPathFactory, users: dict[str, str] | None) -> Any:
+    from tests.local_registry import LocalRegistry, RegistryUnavailable
+
+    try:
+        registry = LocalRegistry(tmp_path_factory.mktemp("registry"), users)
+    except RegistryUnavailable as e:
+        message = f"{e}; run scripts/ensure-docker.sh as root"
+        if os.environ.get("STACKBUILD_REQUIRE_DOCKER") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    registry.start()
+    return registry
+
+
+@pytest.fixture
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A running ``tests.local_registry.LocalRegistry`` on 127.0.0.1 (``.address``), no auth.
+
+    ``stop()``/``start()`` take it down and back mid-test (same port, same data);
+    teardown stops it and deletes everything pushed to it.
+    """
+    local = _registry(tmp_path_factory, None)
+    yield local
+    local.close()
+
+
+@pytest.fixture
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Like ``registry``, with htpasswd auth for ``.users`` ({"stackbuild": "s3cret"});
+    ``docker_config(dir, user, password)`` writes a DOCKER_CONFIG directory for it."""
+    local = _registry(tmp_path_factory, {"stackbuild": "s3cret"})
+    yield local
+    local.close()

@@ -1,0 +1,470 @@
+"""The registry side of a build: pinned upstreams, registry parents, pushes, retries.
+
+- ``registry_error`` sorts a registry failure (as the engine words it) into
+  ``RegistryAuthError`` (refused credentials: one sentence, exit 1),
+  ``RegistryNotFound`` and ``RegistryUnavailable`` (5xx, 429, refused or
+  reset connections: worth retrying; exit 3 when it ends a command).
+- ``with_retries`` retries transient failures with exponential backoff
+  within a bounded total time (``STACKBUILD_PUSH_RETRY_SECONDS``, default 120).
+- ``Pusher`` pushes every tag of an image on its own threads (``--push-jobs``),
+  so a child's build never waits for its parent's push.
+- ``RegistryHooks`` is what ``BuildRun`` calls around each build: before it,
+  the image's upstreams are made to resolve to their ``stack.lock`` digests
+  (pulled by digest when missing) and parents that only the registry has
+  are pulled; after it, the push is queued; at the end, push failures turn
+  the image's result into ``failed``.
+- ``existing_images`` finds the images already built: on the local engine,
+  then (with ``registry:``) as ``<registry>/<image>:<fingerprint12>`` tags.
+
+Imports nothing heavy at module level: ``plan`` pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from stackbuild.dockerfile import split_reference
+from stackbuild.errors import EXIT_UNREACHABLE, RegistryError
+from stackbuild.plan import BUILD, short
+from stackbuild.state import safe_filename
+
+if TYPE_CHECKING:
+    from stackbuild.analyze import Analysis
+    from stackbuild.backends.base import BuildRequest, LocalImage, LogSink
+    from stackbuild.build import BuildRun, ImageResult
+
+T = TypeVar("T")
+
+RETRY_ENV = "STACKBUILD_PUSH_RETRY_SECONDS"
+DEFAULT_PUSH_JOBS = 2
+CHECK_THREADS = 8  # registry look-ups at once (up-to-date checks, upstream digests)
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused the credentials (or their absence)."""
+
+
+class RegistryNotFound(RegistryError):
+    """The registry does not have this repository, tag or digest."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry did not answer, or answered 5xx / 429: worth retrying."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+_AUTH = re.compile(
+    r"unauthori[sz]ed|authentication required|no basic auth credentials|denied|forbidden"
+    r"|\b40[13]\b|incorrect username or password",
+    re.IGNORECASE,
+)
+_NOT_FOUND = re.compile(
+    r"manifest unknown|name unknown|not found|no such manifest|does not exist|\b404\b",
+    re.IGNORECASE,
+)
+_TRANSIENT = re.compile(
+    r"\b5\d\d\b|\b429\b|too ?many ?requests|connection refused|connection reset|broken pipe"
+    r"|\bEOF\b|i/o timeout|timed? ?out|TLS handshake timeout|server misbehaving"
+    r"|service unavailable|bad gateway|no route to host|network is unreachable",
+    re.IGNORECASE,
+)
+
+
+def registry_host(ref: str) -> str:
+    """The registry a reference points at (``docker.io`` for Docker Hub names)."""
+    first, slash, _ = ref.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def registry_error(detail: str, ref: str, doing: str) -> RegistryError:
+    """One sentence for a person from the engine's words for a failed ``doing`` of ``ref``."""
+    host = registry_host(ref)
+    detail = " ".join(detail.split()) or "no details"
+    if _AUTH.search(detail):
+        return RegistryAuthError(
+            f"the registry {host} refused the credentials to {doing} {ref} ({detail}); "
+            f"run `docker login {host}` or fix the Docker config (~/.docker/config.json)"
+        )
+    if _NOT_FOUND.search(detail):
+        return RegistryNotFound(f"{ref} is not in the registry {host} ({detail})")
+    if _TRANSIENT.search(detail):
+        return RegistryUnavailable(
+            f"the registry {host} is unavailable to {doing} {ref} ({detail})"
+        )
+    return RegistryError(f"the registry {host} failed to {doing} {ref}: {detail}")
+
+
+# --- retries ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff for transient registry failures, bounded in total time."""
+
+    first_delay: float = 1.0
+    factor: float = 2.0
+    max_delay: float = 30.0
+    budget: float = 120.0  # s from the first attempt after which no retry starts
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        value = os.environ.get(RETRY_ENV)
+        if not value:
+            return cls()
+        try:
+            budget = float(value)
+        except ValueError:
+            from stackbuild.errors import UsageError
+
+            raise UsageError(f"{RETRY_ENV}={value!r} is not a number of seconds") from None
+        return cls(first_delay=min(cls.first_delay, max(budget / 4, 0.05)), budget=budget)
+
+
+def with_retries(
+    call: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    stop: threading.Event | None = None,
+    on_retry: Callable[[int, float, RegistryError], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], bool] | None = None,
+) -> T:
+    """``call()``, retried while it raises a transient RegistryError and time is left.
+
+    ``sleep(seconds)`` returns True to abandon (default: wait on ``stop``).
+    The error that ends the retries says how many attempts were made.
+    """
+    stop = stop or threading.Event()
+    sleep = sleep or stop.wait
+    started = clock()
+    delay = policy.first_delay
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except RegistryUnavailable as error:
+            elapsed = clock() - started
+            if stop.is_set() or elapsed + delay > policy.budget:
+                if attempt == 1:
+                    raise
+                raise type(error)(
+                    f"{error}; gave up after {attempt} attempts in {elapsed:.0f}s"
+                ) from error
+            if on_retry:
+                on_retry(attempt, delay, error)
+            if sleep(delay):
+                raise
+            delay = min(delay * policy.factor, policy.max_delay)
+            attempt += 1
+
+
+# --- pushing ---------------------------------------------------------------------------
+
+
+@dataclass
+class PushOutcome:
+    image: str
+    pushed: list[str] = field(default_factory=list)  # references the registry confirmed
+    current: list[str] = field(default_factory=list)  # already there with this content
+    error: str | None = None
+    cancelled: bool = False
+    log: Path | None = None
+    duration_s: float = 0.0
+
+
+class _PushLog:
+    """``.stackbuild/logs/<image>.push.log``: this run's push output of one image."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def __call__(self, line: str) -> None:
+        self._file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Pusher:
+    """Pushes images' tags on ``jobs`` threads of its own, retrying transient failures."""
+
+    def __init__(
+        self,
+        backend: Any,
+        jobs: int,
+        logs_dir: Path,
+        stop: threading.Event,
+        notify: Callable[[str], None],
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.backend = backend
+        self.logs_dir = logs_dir
+        self.stop = stop
+        self.notify = notify
+        self.policy = policy or RetryPolicy.from_env()
+        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stackbuild-push")
+        self._futures: dict[str, Future[PushOutcome]] = {}
+
+    def submit(self, image: str, refs: Sequence[str], only_missing: bool = False) -> None:
+        """Queue a push of ``refs`` (the fingerprint tag first). ``only_missing``: an image
+        built earlier; tags the registry already has with the same content are left alone."""
+        self._futures[image] = self._pool.submit(self._push, image, list(refs), only_missing)
+
+    def wait(self) -> dict[str, PushOutcome]:
+        """Every queued push's outcome, once all have ended."""
+        self._pool.shutdown(wait=True)
+        return {image: future.result() for image, future in self._futures.items()}
+
+    def _retrying(self, call: Callable[[], T], log: LogSink) -> T:
+        def on_retry(attempt: int, delay: float, error: RegistryError) -> None:
+            log(f"attempt {attempt} failed ({error}); retrying in {delay:.1f}s")
+
+        return with_retries(call, self.policy, stop=self.stop, on_retry=on_retry)
+
+    def _already_there(self, refs: list[str], log: LogSink) -> set[str]:
+        """The refs whose registry digest is the fingerprint tag's (``refs[0]``)."""
+        try:
+            want = self._retrying(lambda: self.backend.registry_digest(refs[0]), log)
+        except RegistryNotFound:
+            return set()
+        there = {refs[0]}
+        for ref in refs[1:]:
+            try:
+                if self._retrying(lambda r=ref: self.backend.registry_digest(r), log) == want:
+                    there.add(ref)
+            except RegistryNotFound:
+                pass
+        return there
+
+    def _push(self, image: str, refs: list[str], only_missing: bool) -> PushOutcome:
+        outcome = PushOutcome(image)
+        started = time.monotonic()
+        log = _PushLog(self.logs_dir / f"{safe_filename(image)}.push.log")
+        outcome.log = log.path
+        try:
+            if only_missing:
+                there = self._already_there(refs, log)
+                outcome.current = [ref for ref in refs if ref in there]
+                refs = [ref for ref in refs if ref not in there]
+            for ref in refs:
+                if self.stop.is_set():
+                    outcome.cancelled = True
+                    outcome.error = f"push of {ref} cancelled: interrupted"
+                    break
+                log(f"=== stackbuild: push {ref} ===")
+                digest = self._retrying(lambda r=ref: self.backend.push(r, log, self.stop), log)
+                log(f"=== stackbuild: pushed {ref} {digest} ===")
+                outcome.pushed.append(ref)
+        except Exception as error:  # any failure is this image's, never the run's
+            from stackbuild.backends.docker_api import Cancelled
+
+            outcome.cancelled = isinstance(error, Cancelled) or self.stop.is_set()
+            outcome.error = "push cancelled: interrupted" if outcome.cancelled else str(error)
+            log(f"=== stackbuild: error: {outcome.error} ===")
+        finally:
+            outcome.duration_s = time.monotonic() - started
+            log.close()
+        if outcome.error:
+            self.notify(f"push    {image} failed: {outcome.error}")
+        elif outcome.pushed:
+            self.notify(f"pushed  {image} ({len(outcome.pushed)} tags, "
+                        f"{outcome.duration_s:.1f}s)")
+        return outcome
+
+
+# --- what exists already ---------------------------------------------------------------
+
+
+def fingerprint_ref(analysis: Analysis, image: str) -> str:
+    """``<repository>:<fingerprint12>``: the tag that says "this exact build exists"."""
+    from stackbuild.build import fingerprint12
+
+    return f"{analysis.stack.reference(image)}:{fingerprint12(analysis.inputs[image].fingerprint)}"
+
+
+def registry_existing(
+    analysis: Analysis, backend: Any, names: Iterable[str], warn: Callable[[str], None]
+) -> dict[str, str]:
+    """Of ``names``, the images whose fingerprint tag the stack's registry has: name -> ref.
+
+    A registry that cannot answer is not fatal here (a build can always build):
+    one warning, and the images count as missing.
+    """
+    names = list(names)
+    if not analysis.stack.registry or not names:
+        return {}
+    refs = {name: fingerprint_ref(analysis, name) for name in names}
+
+    def check(name: str) -> tuple[str, bool | RegistryError]:
+        try:
+            return name, backend.has_tag(refs[name])
+        except RegistryError as error:
+            return name, error
+
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
+        answers = dict(pool.map(check, names))
+    problems = [a for a in answers.values() if isinstance(a, RegistryError)]
+    if problems:
+        warn(
+            f"warning: cannot check the registry for {len(problems)} image(s), so they count "
+            f"as not built: {problems[0]}"
+        )
+    return {name: refs[name] for name, answer in answers.items() if answer is True}
+
+
+@dataclass
+class Existing:
+    """The selected images already built: on this engine, or only in the registry."""
+
+    local: dict[str, LocalImage]
+    remote: dict[str, str]  # image -> "<registry>/<image>:<fingerprint12>"
+
+    def where(self) -> dict[str, str]:
+        """For ``Analysis.plan``: image -> where its fingerprint exists."""
+        found = {name: "registry" for name in self.remote}
+        found.update({name: "local engine" for name in self.local})
+        return found
+
+
+def existing_images(analysis: Analysis, backend: Any, warn: Callable[[str], None]) -> Existing:
+    """Local engine first (one listing), then the registry for the rest."""
+    from stackbuild.build import find_existing
+
+    local = find_existing(analysis, backend)
+    missing = [name for name in analysis.selected if name not in local]
+    return Existing(local, registry_existing(analysis, backend, missing, warn))
+
+
+# --- around each build -----------------------------------------------------------------
+
+
+class _Once:
+    """A value computed by the first caller; others wait for it (a failure is not kept)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.value: str | None = None
+
+
+class RegistryHooks:
+    """What a BuildRun asks of registries: see the module docstring."""
+
+    def __init__(
+        self,
+        backend: Any,
+        analysis: Analysis,
+        remote: Mapping[str, str],
+        pusher: Pusher | None,
+        stop: threading.Event,
+    ) -> None:
+        self.backend = backend
+        self.analysis = analysis
+        self.remote = dict(remote)
+        self.pusher = pusher
+        self.stop = stop
+        self.policy = pusher.policy if pusher else RetryPolicy.from_env()
+        self._lock = threading.Lock()
+        self._once: dict[str, _Once] = {}
+
+    @property
+    def pushing(self) -> bool:
+        return self.pusher is not None
+
+    def start(self, run: BuildRun) -> None:
+        """Children of registry-only images pin to the registry tag (pulled before use);
+        up-to-date local images are pushed where the registry lacks them."""
+        with run.lock:
+            for name, ref in self.remote.items():
+                run.image_ids.setdefault(name, ref)
+        if self.pusher:
+            for step in run.plan.steps:
+                if step.action != BUILD and step.image in run.local_images:
+                    self.pusher.submit(step.image, run.results[step.image].tags, only_missing=True)
+
+    def prepare(self, name: str, request: BuildRequest, log: LogSink) -> BuildRequest:
+        """``request`` with its upstreams pinned to local images of the locked digests, and
+        registry-only parents pulled. Raises RegistryError when one cannot be had."""
+        remote_refs = set(self.remote.values())
+        for source in request.pins.values():
+            if source in remote_refs:
+                self._local(source, source, log, f"parent {source} is only in the registry")
+        pins = dict(request.pins)
+        for ref, digest in self.analysis.inputs[name].upstream.items():
+            if not digest or split_reference(ref)[2]:
+                continue  # unpinned: the engine resolves it; a digest reference is exact
+            repository = split_reference(ref)[0]
+            pinned = f"{repository}@{digest}"
+            pins[ref] = self._local(
+                pinned, pinned, log, f"upstream {ref} is pinned to {short(digest)} in stack.lock",
+                also=digest,  # an upstream that exists only locally is pinned by image id
+            )
+        return dataclasses.replace(request, pins=pins)
+
+    def _local(self, key: str, pull_ref: str, log: LogSink, why: str, also: str = "") -> str:
+        """Id of the local image ``key`` (or ``also``), pulling ``pull_ref`` once if missing."""
+        with self._lock:
+            once = self._once.setdefault(key, _Once())
+        with once.lock:
+            if once.value is None:
+                found = self.backend.image_id(key) or (also and self.backend.image_id(also))
+                if not found:
+                    log(f"pull {pull_ref} ({why})")
+                    try:
+                        found = with_retries(
+                            lambda: self.backend.pull(pull_ref, log, self.stop),
+                            self.policy,
+                            stop=self.stop,
+                        )
+                    except RegistryError as error:
+                        raise type(error)(
+                            f"{why}, not on this engine, and cannot be pulled: {error}"
+                        ) from error
+                once.value = found
+            return once.value
+
+    def built(self, name: str, tags: Sequence[str]) -> None:
+        if self.pusher:
+            self.pusher.submit(name, tags)
+
+    def finish(self, results: Mapping[str, ImageResult]) -> None:
+        """Wait for the pushes; an image whose push failed is ``failed``, never "pushed"."""
+        if not self.pusher:
+            return
+        for name, outcome in self.pusher.wait().items():
+            result = results[name]
+            result.pushed = list(outcome.pushed)
+            if outcome.cancelled:
+                result.status, result.error = "cancelled", outcome.error
+            elif outcome.error:
+                result.status, result.error = "failed", f"push failed: {outcome.error}"
+                # the error says it all; the summary points at the push log for the rest
+                result.log, result.log_tail = str(outcome.log), []
+
+
+def push_summary(results: Iterable[ImageResult], registry: str | None) -> str:
+    """One line: what went to the registry, and what did not."""
+    results = list(results)
+    pushed = [r for r in results if r.pushed]
+    failed = [r for r in results if (r.error or "").startswith("push failed")]
+    line = (
+        f"pushed {len(pushed)} image(s), {sum(len(r.pushed) for r in pushed)} tag(s) "
+        f"to {registry}"
+    )
+    if failed:
+        line += f"; {len(failed)} push(es) failed: {', '.join(r.image for r in failed)}"
+    return line
