@@ -56,6 +56,11 @@ PUSH_JOBS = click.option(
     "--push-jobs", type=click.IntRange(min=1), default=2, show_default=True,
     help="Pushes at once (they run alongside the builds).",
 )
+BUILDER = click.option(
+    "--builder", "builder_urls", multiple=True, metavar="URL[=SLOTS]",
+    help="Build on this Docker engine (repeat for a pool; replaces stack.yaml's builders). "
+    "SLOTS defaults to -j.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -187,9 +192,10 @@ def _install_stop_handlers(stop) -> None:
 @NO_WAIT
 @PUSH
 @PUSH_JOBS
+@BUILDER
 @pass_context
 def build(ctx: Context, targets, with_descendants, as_json, jobs, keep_going, no_cache, pull,
-          backend_kind, force, no_wait, push, push_jobs) -> int:
+          backend_kind, force, no_wait, push, push_jobs, builder_urls) -> int:
     """Build what changed, and everything built on it, in parallel.
 
     Upstream images are built on their stack.lock digests; an upstream the
@@ -203,6 +209,7 @@ def build(ctx: Context, targets, with_descendants, as_json, jobs, keep_going, no
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
+        builder_urls=builder_urls,
     )
 
 
@@ -216,9 +223,10 @@ def build(ctx: Context, targets, with_descendants, as_json, jobs, keep_going, no
 @NO_WAIT
 @PUSH
 @PUSH_JOBS
+@BUILDER
 @pass_context
 def refresh_command(ctx: Context, targets, with_descendants, as_json, jobs, keep_going,
-                    backend_kind, no_wait, push, push_jobs) -> int:
+                    backend_kind, no_wait, push, push_jobs, builder_urls) -> int:
     """Re-resolve every upstream digest, update stack.lock, rebuild what moved.
 
     Exactly the images above a moved upstream (and their descendants) are
@@ -232,17 +240,32 @@ def refresh_command(ctx: Context, targets, with_descendants, as_json, jobs, keep
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
         force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
+        builder_urls=builder_urls,
     )
 
 
 def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_going, no_cache,
-               pull, backend_kind, force, no_wait, push, push_jobs, refresh) -> int:
+               pull, backend_kind, force, no_wait, push, push_jobs, refresh,
+               builder_urls=()) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
     import os
     import threading
 
+    from stackbuild.backends.pool import (
+        PoolPushes,
+        attach_registry,
+        open_pool,
+        pool_builders,
+        pool_existing,
+    )
     from stackbuild.build import BuildOptions, BuildRun
-    from stackbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+    from stackbuild.errors import (
+        EXIT_BUILD_FAILED,
+        EXIT_INTERRUPTED,
+        EXIT_OK,
+        EXIT_UNREACHABLE,
+        UsageError,
+    )
     from stackbuild.manifest import load_stack
     from stackbuild.registry import Pusher, RegistryHooks, existing_images, push_summary
     from stackbuild.state import StateDir
@@ -259,8 +282,17 @@ def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_g
             f"--push needs a registry to push to: set `registry:` in {stack.display_path} "
             "(e.g. registry: 127.0.0.1:5000/acme)"
         )
-    backend = _open_backend(backend_kind or stack.backend)
     stop = threading.Event()
+    jobs = jobs or os.cpu_count() or 1
+    pool = None  # several engines (builders: or --builder), else the one of docker.from_env()
+    builders = pool_builders(stack, builder_urls, jobs)
+    if builders:
+        pool = open_pool(stack, builders, backend_kind or stack.backend, _warn,
+                         from_options=bool(builder_urls))  # fmt: skip
+        pool.stop = stop
+        backend = pool.alive[0].backend  # for registry look-ups, which any engine can do
+    else:
+        backend = _open_backend(backend_kind or stack.backend)
     reporter = make_reporter()
     fresh = None
     # Ctrl-C while waiting for the lock simply ends the wait (KeyboardInterrupt, exit
@@ -280,42 +312,57 @@ def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_g
                 ctx.stack_file, targets, with_descendants, backend, write=True,
                 warn=reporter.message,
             )
-        existing = existing_images(analysis, backend, reporter.message)
+        if pool:
+            existing = pool_existing(analysis, pool, reporter.message)
+        else:
+            existing = existing_images(analysis, backend, reporter.message)
         if fresh:
             plan_ = fresh.plan(existing, backend, force, reporter.message)
         else:
             plan_ = analysis.plan(existing.where(), force)
         options = BuildOptions(
-            jobs=jobs or os.cpu_count() or 1,
+            jobs=jobs,
             fail_fast=not keep_going,
             no_cache=no_cache,
             pull=pull,
         )
         pusher = None
         if push:
-            pusher = Pusher(backend, push_jobs, analysis.state.logs, stop, reporter.message)
+            # a pool pushes each image from an engine that holds it
+            pusher = Pusher(PoolPushes(pool) if pool else backend, push_jobs,
+                            analysis.state.logs, stop, reporter.message)  # fmt: skip
         hooks = RegistryHooks(backend, analysis, existing.remote, pusher, stop)
+        if pool:
+            attach_registry(pool, lambda engine_backend: RegistryHooks(
+                engine_backend, analysis, existing.remote, pusher, stop))  # fmt: skip
         try:
             results = BuildRun(
-                analysis, plan_, backend, reporter, options, existing.local, stop, registry=hooks
+                analysis, plan_, backend, reporter, options, existing.local, stop, registry=hooks,
+                pool=pool,
             ).run()
         finally:
             reporter.close()
     failed = any(r.status == "failed" for r in results)
     interrupted = stop.is_set()
-    text = summary(results)
+    text = summary(results, engines=pool is not None)
     if push:
         text += "\n" + push_summary(results, stack.registry)
+    if pool:
+        text += "".join(f"\n{note}" for note in pool.notes())
     if as_json:
         click.echo(text, err=True)
         document = {"results": [r.to_json() for r in results], "interrupted": interrupted}
         if fresh:
             document["moved"] = fresh.moved_json()
+        if pool:
+            document["pool"] = pool.to_json()
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(text)
     if interrupted:
         return EXIT_INTERRUPTED
+    if failed and pool and not pool.alive:
+        return EXIT_UNREACHABLE  # every engine of the pool stopped answering
     return EXIT_BUILD_FAILED if failed else EXIT_OK
 
 

@@ -75,20 +75,22 @@ def graph_dot(graph: StackGraph) -> str:
     return "\n".join(lines)
 
 
-def _mermaid_id(name: str) -> str:
-    return "n_" + "".join(c if c.isalnum() else "_" for c in name)
+def _mermaid_id(name: str, prefix: str = "n_") -> str:
+    # injective: "my-app", "my_app", "my.app" and "my/app" are four images, so every
+    # other character (the "_" too) becomes _<hex>_; upstreams get their own prefix
+    return prefix + "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):x}_" for c in name)
 
 
 def graph_mermaid(graph: StackGraph) -> str:
     lines = ["graph LR"]
     upstreams = sorted({ref for name in graph.order for ref in graph.upstream(name)})
     for ref in upstreams:
-        lines.append(f'  {_mermaid_id("up_" + ref)}(["{ref}"])')
+        lines.append(f'  {_mermaid_id(ref, "u_")}(["{ref}"])')
     for name in graph.order:
         lines.append(f'  {_mermaid_id(name)}["{name}"]')
     for name in graph.order:
         for ref in graph.upstream(name):
-            lines.append(f"  {_mermaid_id('up_' + ref)} -.-> {_mermaid_id(name)}")
+            lines.append(f"  {_mermaid_id(ref, 'u_')} -.-> {_mermaid_id(name)}")
     for parent, child in graph.edges():
         lines.append(f"  {_mermaid_id(parent)} --> {_mermaid_id(child)}")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")  # the classic builder's step lines
 BUILDKIT_STEP = re.compile(r"^#\d+ \[[^\]]*\] (.*)$")  # BuildKit's plain progress
+STATUS_WIDTH = len("cancelled")  # event lines: "<status> <image>", image names aligned
 
 
 def step_of(line: str) -> str | None:
@@ -55,7 +56,7 @@ class PlainReporter:
 
     def image_started(self, image: str, engine: str | None = None) -> None:
         where = f" on {engine}" if engine else ""
-        self._line(f"start   {image}{where}")
+        self._line(f"{'start':<{STATUS_WIDTH}} {image}{where}")
 
     def image_output(self, image: str, line: str) -> None:
         pass  # the full output is in the image's log file
@@ -69,7 +70,7 @@ class PlainReporter:
             "blocked": f"({result.error})" if result.error else "",
             "cancelled": "",
         }.get(result.status, "")
-        self._line(f"{result.status:<8}{result.image} {detail}".rstrip())
+        self._line(f"{result.status:<{STATUS_WIDTH}} {result.image} {detail}".rstrip())
 
     def close(self) -> None:
         pass
@@ -149,8 +150,11 @@ def make_reporter(stream: TextIO | None = None) -> PlainReporter:
     return LiveReporter(stream) if stream.isatty() else PlainReporter(stream)
 
 
-def summary(results: list[ImageResult], tail_lines: int = 15) -> str:
-    """The table every build ends with, plus the tail of each failed build's log."""
+def summary(results: list[ImageResult], tail_lines: int = 15, engines: bool = False) -> str:
+    """The table every build ends with, plus the tail of each failed build's log.
+
+    ``engines``: an ENGINE column, where each image was built (a builder pool's run).
+    """
     rows = [
         [
             r.image,
@@ -161,7 +165,12 @@ def summary(results: list[ImageResult], tail_lines: int = 15) -> str:
         ]
         for r in results
     ]
-    parts = [table(rows, ["IMAGE", "STATUS", "DURATION", "FINGERPRINT", "TAGS"])]
+    headers = ["IMAGE", "STATUS", "DURATION", "FINGERPRINT", "TAGS"]
+    if engines:
+        headers.insert(2, "ENGINE")
+        for row, r in zip(rows, results, strict=True):
+            row.insert(2, r.engine or "-")
+    parts = [table(rows, headers)]
     for r in results:
         if r.status == "failed":
             parts.append(f"\n--- {r.image} failed: {r.error or 'see log'}")

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def busybox_rootfs(directory: Path) -> Path:
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
     )
     (etc / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    # A file of its own makes every rootfs layer distinct: tests share no layer,
+    # so one test's cleanup can never delete a layer another test is building on.
+    (etc / "stackbuild-test-id").write_text(uuid.uuid4().hex + "\n")
     return rootfs
 
 

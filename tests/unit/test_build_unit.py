@@ -1,0 +1,324 @@
+"""BuildRun without an engine: tags, requests, pins, failures, records, results.
+
+The stack is real (files in tmp_path, analysed like ``build`` does); the
+backend is a fake that records what it was asked and fails on request.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from stackbuild.analyze import analyze
+from stackbuild.backends.base import FINGERPRINT_LABEL, IMAGE_LABEL, BuildResult, LocalImage
+from stackbuild.build import BuildOptions, BuildRun, find_existing, fingerprint12, image_tags
+from stackbuild.ui import PlainReporter
+
+FP = "sha256:" + "0123456789ab" + "c" * 52
+
+
+# -- tags --------------------------------------------------------------------------------
+
+
+def test_fingerprint12() -> None:
+    assert fingerprint12(FP) == "0123456789ab"
+
+
+def test_image_tags_fill_templates() -> None:
+    today = time.strftime("%Y%m%d", time.gmtime())
+    templates = ("v-{fingerprint12}", "{git_sha}", "{date}", "x{date}y")
+    tags = image_tags("reg/app", FP, templates, "c0ffee")
+    assert tags[:3] == ["reg/app:0123456789ab", "reg/app:latest", "reg/app:v-0123456789ab"]
+    assert tags[3] == "reg/app:c0ffee"
+    assert tags[4] in {f"reg/app:{today}", f"reg/app:{time.strftime('%Y%m%d', time.gmtime())}"}
+    assert tags[5] == f"reg/app:x{tags[4].split(':')[1]}y"
+
+
+def test_image_tags_without_git() -> None:
+    assert image_tags("app", FP, ("{git_sha}",), None)[-1] == "app:nogit"
+
+
+def test_image_tags_are_deduplicated_in_order() -> None:
+    assert image_tags("app", FP, ("latest", "{fingerprint12}", "stable", "stable"), None) == [
+        "app:0123456789ab",
+        "app:latest",
+        "app:stable",
+    ]
+
+
+def test_image_tags_keep_a_registry_port() -> None:
+    tags = image_tags("127.0.0.1:5000/acme/app", FP, (), None)
+    assert tags == ["127.0.0.1:5000/acme/app:0123456789ab", "127.0.0.1:5000/acme/app:latest"]
+
+
+# -- a stack and a fake engine -----------------------------------------------------------
+
+#   base ─┬─ left ─┬─ top
+#         ├─ right ┘
+#         ├─ bad ── bad-kid ── bad-grandkid
+#         └─ solo
+DOCKERFILES = {
+    "base": "FROM scratch\nCOPY f /f\n",
+    "left": "FROM base\n",
+    "right": "FROM base\n",
+    "top": "FROM left\nCOPY --from=reg/right /x /x\n",
+    "bad": "FROM base\n",
+    "bad-kid": "FROM bad\n",
+    "bad-grandkid": "FROM reg/bad-kid:latest\n",
+    "solo": "FROM base\n",
+}
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Path:
+    lines = ["version: 1", "registry: reg", "images:"]
+    for name, dockerfile in DOCKERFILES.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Dockerfile").write_text(dockerfile)
+        (tmp_path / name / "f").write_text(name)
+        lines += [f"  {name}:", f"    context: {name}"]
+    lines += ["    tags: ['v-{fingerprint12}', latest]"]  # solo's
+    (tmp_path / "stack.yaml").write_text("\n".join(lines) + "\n")
+    return tmp_path / "stack.yaml"
+
+
+class FakeBackend:
+    name = "fake://engine"
+
+    def __init__(self, fail: Iterable[str] = (), raise_on: Iterable[str] = (),
+                 local: dict[str, list[LocalImage]] | None = None) -> None:  # fmt: skip
+        self.fail = set(fail)
+        self.raise_on = set(raise_on)
+        self.local = local or {}
+        self.requests: dict = {}
+        self.order: list[str] = []
+        self.tagged: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def ping(self) -> None:
+        pass
+
+    def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
+        return self.local
+
+    def tag(self, image: str, ref: str) -> None:
+        self.tagged.append((image, ref))
+
+    def build(self, request, log, cancel) -> BuildResult:
+        with self.lock:
+            self.order.append(request.image)
+            self.requests[request.image] = request
+        log(f"Step 1/1 : FROM whatever for {request.image}")
+        if request.image in self.raise_on:
+            raise ConnectionError("engine went away")
+        if request.image in self.fail:
+            log(f"{request.image}: something broke")
+            return BuildResult(ok=False, error="returned a non-zero code: 1")
+        return BuildResult(ok=True, image_id=f"sha256:id-{request.image}")
+
+
+class Events:
+    """A reporter that remembers the order of what it was told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.outputs: list[tuple[str, str]] = []
+        self.counts: tuple[int, int] | None = None
+        self.closed = False
+
+    def start(self, to_build: int, up_to_date: int) -> None:
+        self.counts = (to_build, up_to_date)
+
+    def message(self, text: str) -> None:
+        pass
+
+    def image_started(self, image: str, engine: str | None = None) -> None:
+        self.events.append(("started", image))
+
+    def image_output(self, image: str, line: str) -> None:
+        self.outputs.append((image, line))
+
+    def image_finished(self, result) -> None:
+        self.events.append((result.status, result.image))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def run(stack_file: Path, backend: FakeBackend, reporter=None, existing=(), jobs: int = 3,
+        fail_fast: bool = False, stop: threading.Event | None = None):  # fmt: skip
+    analysis = analyze(stack_file)
+    local = find_existing(analysis, backend)
+    assert set(local) == set(existing)
+    plan = analysis.plan({name: "local engine" for name in local})
+    reporter = reporter or Events()
+    results = BuildRun(
+        analysis, plan, backend, reporter, BuildOptions(jobs=jobs, fail_fast=fail_fast),
+        local, stop,
+    ).run()  # fmt: skip
+    return analysis, plan, results, reporter
+
+
+# -- BuildRun ----------------------------------------------------------------------------
+
+
+def test_a_failure_blocks_exactly_its_descendants(stack: Path) -> None:
+    backend = FakeBackend(fail={"bad"})
+    analysis, plan, results, reporter = run(stack, backend)
+
+    assert [r.image for r in results] == [s.image for s in plan.steps]  # plan order
+    status = {r.image: r.status for r in results}
+    assert status == {
+        "base": "built", "left": "built", "right": "built", "top": "built",
+        "bad": "failed", "bad-kid": "blocked", "bad-grandkid": "blocked", "solo": "built",
+    }  # fmt: skip
+    assert "bad-kid" not in backend.order and "bad-grandkid" not in backend.order
+    by_name = {r.image: r for r in results}
+    assert by_name["bad"].error == "returned a non-zero code: 1"
+    assert any("something broke" in line for line in by_name["bad"].log_tail)
+    assert by_name["bad"].log == str(analysis.state.log_path("bad"))
+    assert by_name["bad-kid"].error == "parent failed: bad"
+    assert by_name["bad-grandkid"].error == "parent failed: bad"
+    # records only for what was built
+    state = analysis.state
+    saved = sorted(p.stem for p in state.images.glob("*.json"))
+    assert saved == ["base", "left", "right", "solo", "top"]
+    top = state.load_record("top")
+    assert top.fingerprint == analysis.inputs["top"].fingerprint
+    assert top.image_id == "sha256:id-top"
+    assert top.inputs == analysis.inputs["top"]
+    assert top.engine == "fake://engine"
+    # the reporter heard each image start before it finished, parents before children
+    events = reporter.events
+    for name in backend.order:
+        assert events.index(("started", name)) < events.index((status[name], name))
+    assert events.index(("built", "base")) < events.index(("started", "left"))
+    assert events.index(("built", "left")) < events.index(("started", "top"))
+    assert events.index(("built", "right")) < events.index(("started", "top"))
+    assert reporter.counts == (8, 0)
+    assert ("base", "Step 1/1 : FROM whatever for base") in reporter.outputs
+
+
+def test_requests_carry_tags_labels_and_pins_to_the_fresh_parents(stack: Path) -> None:
+    backend = FakeBackend()
+    analysis, _, _, _ = run(stack, backend)
+
+    top = backend.requests["top"]
+    fp = analysis.inputs["top"].fingerprint
+    assert top.repository == "reg/top"
+    assert top.fingerprint == fp
+    assert top.tags == (f"reg/top:{fp[7:19]}", "reg/top:latest")
+    assert top.labels[FINGERPRINT_LABEL] == fp
+    assert top.labels[IMAGE_LABEL] == "top"
+    assert "org.opencontainers.image.created" in top.labels
+    # exactly the references the Dockerfile writes, pinned to this run's builds
+    assert top.pins == {"left": "sha256:id-left", "reg/right": "sha256:id-right"}
+    assert backend.requests["bad-grandkid"].pins == {"reg/bad-kid:latest": "sha256:id-bad-kid"}
+    assert backend.requests["base"].pins == {}
+    assert [f.path for f in top.context_files] == ["Dockerfile", "f"]
+    assert top.dockerfile_bytes == DOCKERFILES["top"].encode()
+    solo = backend.requests["solo"]
+    assert solo.tags == (f"reg/solo:{solo.fingerprint[7:19]}", "reg/solo:latest",
+                         f"reg/solo:v-{solo.fingerprint[7:19]}")  # fmt: skip
+
+
+def test_up_to_date_images_are_skipped_retagged_and_pinned(stack: Path) -> None:
+    first = FakeBackend()
+    analysis, _, _, _ = run(stack, first)
+    base_fp = analysis.inputs["base"].fingerprint
+    left_fp = analysis.inputs["left"].fingerprint
+    # the engine holds base (but lost its `latest`) and left; a same-fingerprint image
+    # tagged only in another repository does not count
+    local = {
+        base_fp: [LocalImage("sha256:old-base", (f"reg/base:{base_fp[7:19]}",))],
+        left_fp: [LocalImage("sha256:look-alike", ("elsewhere/left:1",))],
+    }
+    backend = FakeBackend(local=local)
+
+    _, plan, results, reporter = run(stack, backend, existing={"base"})
+
+    status = {r.image: r.status for r in results}
+    assert status["base"] == "up-to-date"
+    assert all(s == "built" for name, s in status.items() if name != "base")
+    assert "base" not in backend.order
+    assert ("sha256:old-base", "reg/base:latest") in backend.tagged  # latest points back
+    assert backend.requests["left"].pins == {"base": "sha256:old-base"}
+    assert reporter.counts == (7, 1)
+    by_name = {r.image: r for r in results}
+    assert by_name["base"].tags == [f"reg/base:{base_fp[7:19]}", "reg/base:latest"]
+    assert by_name["base"].duration_s == 0
+
+
+def test_nothing_to_build_opens_no_logs(stack: Path) -> None:
+    analysis, _, _, _ = run(stack, FakeBackend())
+    local = {
+        i.fingerprint: [LocalImage(f"sha256:id-{n}", (f"reg/{n}:{i.fingerprint[7:19]}",))]
+        for n, i in analysis.inputs.items()
+    }
+    log = analysis.state.logs / "stackbuild.log"
+    size = log.stat().st_size
+    backend = FakeBackend(local=local)
+
+    _, _, results, reporter = run(stack, backend, existing=set(DOCKERFILES))
+
+    assert {r.status for r in results} == {"up-to-date"}
+    assert backend.order == []
+    assert reporter.counts == (0, 8)
+    assert log.stat().st_size == size
+
+
+def test_an_exception_in_the_backend_is_a_failure(stack: Path) -> None:
+    backend = FakeBackend(raise_on={"left"})
+    analysis, _, results, _ = run(stack, backend)
+
+    by_name = {r.image: r for r in results}
+    assert by_name["left"].status == "failed"
+    assert "engine went away" in by_name["left"].error
+    assert by_name["top"].status == "blocked"
+    assert by_name["right"].status == "built"
+    assert analysis.state.load_record("left") is None
+    assert "engine went away" in (analysis.state.logs / "left.log").read_text()
+
+
+def test_fail_fast_cancels_what_has_not_started(stack: Path) -> None:
+    backend = FakeBackend(fail={"base"})
+    _, _, results, _ = run(stack, backend, jobs=1, fail_fast=True)
+
+    status = {r.image: r.status for r in results}
+    assert status["base"] == "failed"
+    assert {s for n, s in status.items() if n != "base"} == {"blocked"}
+    assert backend.order == ["base"]
+
+
+def test_a_set_stop_builds_nothing_and_cancels_everything(stack: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    backend = FakeBackend()
+    analysis, _, results, _ = run(stack, backend, stop=stop)
+
+    assert {r.status for r in results} == {"cancelled"}
+    assert backend.order == []
+    assert not list(analysis.state.images.glob("*.json"))
+
+
+def test_plain_reporter_and_logs_end_to_end(stack: Path) -> None:
+    out = io.StringIO()
+    analysis, _, _, _ = run(stack, FakeBackend(fail={"bad"}), reporter=PlainReporter(out))
+
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("8 to build, 0 up to date")
+    assert any(line.endswith("failed    bad after 0.0s: returned a non-zero code: 1")
+               for line in lines), lines  # fmt: skip
+    run_log = (analysis.state.logs / "stackbuild.log").read_text()
+    assert "run: 8 to build, 0 up to date" in run_log
+    assert "blocked bad-kid parent failed: bad" in run_log
+    base_log = (analysis.state.logs / "base.log").read_text()
+    assert "=== stackbuild: build base" in base_log and "=== stackbuild: built in" in base_log
+    # every image's handler is closed again: the lock files are all in one place
+    assert not list(analysis.state.logs.glob("*.lock"))
+    assert list((analysis.state.logs / ".locks").iterdir())
