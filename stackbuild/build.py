@@ -28,10 +28,11 @@ from stackbuild.backends.base import (
 from stackbuild.dockerfile import split_reference
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
-from stackbuild.scheduler import Schedule, SchedulerEvent, Status, run_threaded
+from stackbuild.scheduler import RetryElsewhere, Schedule, SchedulerEvent, Status, run_threaded
 from stackbuild.state import BuildRecord
 
 if TYPE_CHECKING:
+    from stackbuild.backends.pool import EnginePool, EngineSlot
     from stackbuild.registry import RegistryHooks
 
 UP_TO_DATE = "up-to-date"
@@ -126,6 +127,7 @@ class BuildRun:
         local_images: Mapping[str, LocalImage],
         stop: threading.Event | None = None,
         registry: RegistryHooks | None = None,
+        pool: EnginePool | None = None,
     ) -> None:
         self.analysis = analysis
         self.stack = analysis.stack
@@ -142,6 +144,8 @@ class BuildRun:
         self.lock = threading.Lock()
         # pinned upstreams, registry-only parents and pushes (stackbuild.registry)
         self.registry = registry
+        # several engines (stackbuild.backends.pool): its slots replace -j
+        self.pool = pool
 
     def request_for(self, name: str) -> BuildRequest:
         spec = self.stack.images[name]
@@ -179,11 +183,15 @@ class BuildRun:
             secrets=dict(spec.secrets),
         )
 
-    def build_one(self, name: str) -> bool:
+    def build_one(self, name: str, slot: EngineSlot | None = None) -> bool:
+        """Build ``name``; with a builder pool on ``slot``'s engine. Raises RetryElsewhere
+        when the build failed because that engine stopped answering."""
+        backend = slot.backend if slot else self.backend
+        registry = slot.registry if slot else self.registry  # pulls happen on that engine
         request = self.request_for(name)
         log = self.logs.open_image(name)
-        self.logs.run.info("build %s %s on %s", name, request.fingerprint, self.backend.name)
-        log(f"=== stackbuild: build {name} {request.fingerprint} on {self.backend.name} ===")
+        self.logs.run.info("build %s %s on %s", name, request.fingerprint, backend.name)
+        log(f"=== stackbuild: build {name} {request.fingerprint} on {backend.name} ===")
 
         def sink(line: str) -> None:
             log(line)
@@ -191,15 +199,23 @@ class BuildRun:
 
         started = time.monotonic()
         try:
-            if self.registry:  # upstreams at their locked digests, registry-only parents pulled
-                request = self.registry.prepare(name, request, sink)
-            result = self.backend.build(request, sink, self.stop)
+            if slot:  # parents built on other engines are pulled onto this one
+                request = slot.prepare(request, sink)
+            if registry:  # upstreams at their locked digests, registry-only parents pulled
+                request = registry.prepare(name, request, sink)
+            result = backend.build(request, sink, self.stop)
+            if slot and result.ok and result.image_id:  # pushed first if others need it
+                slot.built(request, result.image_id, sink)
         except Exception as error:  # the engine went away mid-build, a tar error, ...
             log(f"=== stackbuild: error: {error} ===")
             result_ok, message, image_id = False, str(error), None
         else:
             result_ok, message, image_id = result.ok, result.error, result.image_id
         duration = time.monotonic() - started
+        if slot and not result_ok and not self.stop.is_set() and slot.broken():
+            log(f"=== stackbuild: {backend.name} stopped answering; retrying elsewhere ===")
+            log.close()
+            raise RetryElsewhere(f"engine {backend.name} stopped answering")  # details: its log
         log(f"=== stackbuild: {'built' if result_ok else 'failed'} in {duration:.1f}s ===")
         log.close()
         if result_ok and image_id:
@@ -212,7 +228,7 @@ class BuildRun:
                     built_at=time.time(),
                     tags=list(request.tags),
                     image_id=image_id,
-                    engine=self.backend.name,
+                    engine=backend.name,
                 )
             )
             with self.lock:
@@ -228,7 +244,7 @@ class BuildRun:
                 tags=list(request.tags),
                 log=str(log.path),
                 error=None if result_ok else (message or "build failed"),
-                engine=self.backend.name,
+                engine=backend.name,
                 log_tail=[] if result_ok else log.tail(),
             )
         return result_ok
@@ -236,7 +252,14 @@ class BuildRun:
     def on_event(self, event: SchedulerEvent) -> None:
         name = event.name
         if event.kind == "started":
-            self.reporter.image_started(name)
+            if self.pool:
+                self.reporter.image_started(name, event.slot.engine.name)
+            else:
+                self.reporter.image_started(name)
+            return
+        if event.kind == "requeued":  # its engine stopped answering; it builds again elsewhere
+            self.logs.run.info("requeued %s %s", name, event.error or "")
+            self.reporter.message(f"{event.error}; {name} goes back to the queue")
             return
         if event.kind == "finished":
             result = self.results.get(name)
@@ -268,10 +291,13 @@ class BuildRun:
             repository = self.stack.reference(step.image)
             tags = image_tags(repository, step.fingerprint, spec.tags, self.git_sha)
             local = self.local_images.get(step.image)
-            if local:  # e.g. latest moved to another build since: point it back here
+            copies = [(self.backend, local)] if local else []
+            if self.pool:  # every engine's copy: a child may build on any of them
+                copies = self.pool.local_copies(step.image)
+            for backend, copy in copies:  # e.g. latest moved to another build since: point back
                 for tag in tags:
-                    if tag not in local.tags:
-                        self.backend.tag(local.id, tag)
+                    if tag not in copy.tags:
+                        backend.tag(copy.id, tag)
             self.results[step.image] = ImageResult(
                 step.image, UP_TO_DATE, step.fingerprint, tags=tags
             )
@@ -291,7 +317,8 @@ class BuildRun:
                     weights=self.analysis.durations,
                     fail_fast=self.options.fail_fast,
                 )
-                run_threaded(schedule, self.options.jobs, self.build_one, self.stop, self.on_event)
+                slots = self.pool if self.pool is not None else self.options.jobs
+                run_threaded(schedule, slots, self.build_one, self.stop, self.on_event)
             finally:
                 self.logs.close()
         if self.registry:  # waits for the pushes; a failed one fails its image

@@ -110,6 +110,30 @@ def _existing(analysis, backend) -> dict[str, str]:
     return existing_images(analysis, backend, _warn).where()
 
 
+def _plan_engines(stack_file: Path):
+    """``(backend, pool)`` for plan: stack.yaml's builders as a pool (an image on any of
+    its engines exists), else the engine of docker.from_env() and None."""
+    from stackbuild.manifest import load_stack
+
+    stack = load_stack(stack_file)
+    if not stack.builders:
+        return _open_backend(), None
+    from stackbuild.backends.pool import open_pool
+
+    pool = open_pool(stack, stack.builders, stack.backend, _warn)
+    return pool.alive[0].backend, pool
+
+
+def _existing_on(analysis, backend, pool):
+    """``registry.Existing`` on the pool's engines, or on ``backend``, then the registry."""
+    from stackbuild.backends.pool import pool_existing
+    from stackbuild.registry import existing_images
+
+    if pool:
+        return pool_existing(analysis, pool, _warn)
+    return existing_images(analysis, backend, _warn)
+
+
 @cli.command()
 @TARGETS
 @WITH_DESCENDANTS
@@ -123,6 +147,8 @@ def _existing(analysis, backend) -> dict[str, str]:
 @pass_context
 def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refresh) -> None:
     """Say what a build would do for each image, and why. Builds nothing.
+
+    With builders: in stack.yaml, an image on any of their engines is up to date.
 
     Exit code 0; 1 a registry refused the credentials; 2 for a bad manifest;
     3 when the engine (or, with --refresh, a registry) is unreachable
@@ -140,21 +166,20 @@ def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refre
         analysis = analyze(ctx.stack_file, targets, with_descendants)
         result = analysis.plan(None, force)
     elif refresh:
-        from stackbuild.registry import existing_images
         from stackbuild.upstream import refresh as refresh_upstreams
 
-        backend = _open_backend()
+        backend, pool = _plan_engines(ctx.stack_file)
         fresh = refresh_upstreams(ctx.stack_file, targets, with_descendants, backend, _warn)
         analysis = fresh.analysis
-        result = fresh.plan(existing_images(analysis, backend, _warn), backend, force, _warn)
+        result = fresh.plan(_existing_on(analysis, backend, pool), backend, force, _warn)
     else:
         from stackbuild.upstream import pinned_analysis
 
-        backend = _open_backend()
+        backend, pool = _plan_engines(ctx.stack_file)
         analysis = pinned_analysis(
             ctx.stack_file, targets, with_descendants, backend, write=False, warn=_warn
         )
-        result = analysis.plan(_existing(analysis, backend), force)
+        result = analysis.plan(_existing_on(analysis, backend, pool).where(), force)
     if as_json and fresh:
         click.echo(json.dumps({**result.to_json(), "moved": fresh.moved_json()}, indent=2))
     elif as_json:

@@ -20,6 +20,12 @@ three layers:
     Drives the very same ``Schedule`` in virtual time, for tests and
     benchmarks (10,000 nodes in well under a second).
 
+A slot can break under a job (a builder pool's engine stops answering): the
+job raises ``RetryElsewhere``, the pool hears ``lost(slot)`` and the node goes
+back to ready (``Schedule.requeue``), at most ``retries`` times. A pool that
+will never have a slot again raises ``NoSlotsLeft``; the nodes still to start
+then fail with its message.
+
 Statuses: ``pending``, ``running``, ``built``, ``failed``, ``blocked``,
 ``cancelled``. Nodes outside ``todo`` have no status here; the caller shows
 them as ``up-to-date``.
@@ -47,7 +53,9 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "NoSlotsLeft",
     "Priority",
+    "RetryElsewhere",
     "Schedule",
     "SchedulerEvent",
     "SimulationResult",
@@ -190,6 +198,11 @@ class Schedule:
     def weight(self, name: str) -> float:
         return self._weight[self._index[name]]
 
+    @property
+    def halted(self) -> bool:
+        """After ``cancel()`` or a fail-fast failure: nothing new starts."""
+        return self._halted
+
     def done(self) -> bool:
         """Nothing pending and nothing running."""
         return self._pending == 0 and self._running == 0
@@ -270,6 +283,26 @@ class Schedule:
             affected += self.cancel()
         return affected
 
+    def requeue(self, name: str) -> None:
+        """Put a running node back among the ready ones: its slot broke, not its build.
+
+        It starts again in priority order. Not after ``cancel()`` (or a fail-fast
+        failure): then the caller finishes it as cancelled instead.
+        """
+        i = self._index[name]
+        if self._status[i] is not _RUNNING:
+            raise ValueError(f"{name} is not running ({self._status[i]})")
+        if self._halted:
+            raise ValueError(f"{name} cannot go back to ready: the schedule was cancelled")
+        self._status[i] = _PENDING
+        self._running -= 1
+        self._pending += 1
+        # start() may have left this node's entry in the heap (lazy deletion): do not
+        # add a second one. O(ready nodes), and requeues are rare.
+        decode = self._decode
+        if all(decode[k] != i for k in self._heap):
+            self._push(i)
+
     def cancel(self) -> list[str]:
         """Cancel every node not started yet; return them. Running ones are the caller's."""
         if self._halted:
@@ -320,14 +353,27 @@ def _weight(value: float | None) -> float:
 # -- running jobs on threads -----------------------------------------------
 
 
+class RetryElsewhere(Exception):
+    """Raised by a job whose slot failed, not its work (its engine stopped answering).
+
+    ``run_threaded`` hands the slot to ``SlotPool.lost`` and puts the node back
+    to ready, so it runs again on another slot (at most ``retries`` times).
+    """
+
+
+class NoSlotsLeft(Exception):
+    """Raised by ``SlotPool.acquire`` when no slot will ever be free again."""
+
+
 class SlotPool(Protocol):
     """Where a job may run. ``-j N`` is ``Slots(N)``.
 
-    A later builder pool (several engines, each with its own slot count)
-    implements this: ``acquire`` can prefer the engine that already holds the
-    node's parents and return an object naming engine and slot, which
-    ``run_threaded`` hands to ``run(name, slot)``. Only the coordinating
-    thread calls ``acquire`` and ``release``, so they need no locking.
+    A builder pool (several engines, each with its own slot count,
+    ``stackbuild.backends.pool``) implements this: ``acquire`` prefers the
+    engine that already holds the node's parents and returns an object naming
+    engine and slot, which ``run_threaded`` hands to ``run(name, slot)``. Only
+    the coordinating thread calls ``acquire``, ``release`` and ``lost``, so
+    they need no locking.
     """
 
     @property
@@ -341,6 +387,10 @@ class SlotPool(Protocol):
 
     def release(self, slot: Any) -> None:
         """Give back a slot returned by ``acquire``."""
+        ...
+
+    def lost(self, slot: Any) -> None:
+        """The job on ``slot`` raised RetryElsewhere: the slot (or its engine) broke."""
         ...
 
 
@@ -364,8 +414,11 @@ class Slots:
         self._free.append(slot)
         self._free.sort(reverse=True)  # at most N entries; keeps numbering stable
 
+    def lost(self, slot: int) -> None:
+        self.release(slot)  # nothing behind a plain slot can break: it stays usable
 
-EventKind = Literal["started", "finished", "blocked", "cancelled"]
+
+EventKind = Literal["started", "finished", "blocked", "cancelled", "requeued"]
 
 
 @dataclass(frozen=True)
@@ -376,6 +429,8 @@ class SchedulerEvent:
     ``status`` is built, failed or cancelled, ``duration`` its wall seconds,
     ``error`` the exception's message if it raised. ``blocked`` / ``cancelled``:
     a pending node will not run; ``blocked_by`` names the failed ancestor.
+    ``requeued``: the job raised RetryElsewhere (``error``) and the node is
+    ready again; ``slot`` is the one it lost.
     """
 
     kind: EventKind
@@ -393,6 +448,7 @@ def run_threaded(
     run: Callable[..., bool],
     stop: threading.Event,
     on_event: Callable[[SchedulerEvent], None] | None = None,
+    retries: int = 2,
 ) -> None:
     """Run every to-do node of ``schedule`` with ``run``, on worker threads.
 
@@ -401,7 +457,9 @@ def run_threaded(
     as soon as its parents are built and a slot is free. ``run`` returns
     True for success; False or an exception is a failure (the exception's
     message goes into the ``finished`` event and ``schedule.error``), never
-    propagated.
+    propagated. ``RetryElsewhere`` is not a failure: the node is requeued,
+    up to ``retries`` times, then fails with that message. When ``acquire``
+    raises ``NoSlotsLeft``, each node that would start fails with its message.
 
     When ``stop`` is set: nothing new starts, pending nodes are cancelled,
     and running jobs are waited for; ``run`` is expected to watch ``stop``
@@ -417,18 +475,29 @@ def run_threaded(
     pool: SlotPool = Slots(slots) if isinstance(slots, int) else slots
     with_slot = not isinstance(slots, int)
     emit = on_event or _ignore
-    results: queue.SimpleQueue[tuple[str, Any, bool, str | None, float]] = queue.SimpleQueue()
+    results: queue.SimpleQueue[tuple[str, Any, bool, str | None, float, bool]] = (
+        queue.SimpleQueue()
+    )
 
     def job(name: str, slot: Any) -> None:
         started = time.monotonic()
-        ok, error = False, None
+        ok, error, retry = False, None, False
         try:
             ok = bool(run(name, slot) if with_slot else run(name))
+        except RetryElsewhere as exc:
+            retry, error = True, str(exc) or "its slot broke"
         except Exception as exc:  # a failed build, not a scheduler crash
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:  # always post, or the coordinator would wait forever
-            results.put((name, slot, ok, error, time.monotonic() - started))
+            results.put((name, slot, ok, error, time.monotonic() - started, retry))
 
+    def report(affected: list[str]) -> None:
+        for other in affected:
+            status = schedule.status(other)
+            kind: EventKind = "blocked" if status is Status.BLOCKED else "cancelled"
+            emit(SchedulerEvent(kind, other, status, blocked_by=schedule.blocked_by(other)))
+
+    attempts: dict[str, int] = {}
     in_flight = 0
     stopping = False
     interrupted = False
@@ -440,7 +509,15 @@ def run_threaded(
                     for name in schedule.cancel():
                         emit(SchedulerEvent("cancelled", name, Status.CANCELLED))
                 while not stopping and (name := schedule.peek()) is not None:
-                    slot = pool.acquire(name)
+                    try:
+                        slot = pool.acquire(name)
+                    except NoSlotsLeft as exc:  # nowhere to run it, ever: it fails
+                        schedule.start(name)
+                        affected = schedule.finish(name, ok=False, error=str(exc))
+                        emit(SchedulerEvent("finished", name, schedule.status(name),
+                                            error=str(exc)))  # fmt: skip
+                        report(affected)
+                        continue
                     if slot is None:
                         break
                     schedule.start(name)
@@ -452,16 +529,27 @@ def run_threaded(
                         break
                     raise RuntimeError(f"slot pool gave no slot to {schedule.peek()!r} while idle")
                 try:
-                    name, slot, ok, error, duration = results.get()
+                    name, slot, ok, error, duration, retry = results.get()
                 except KeyboardInterrupt:
                     stop.set()  # drain: running jobs see stop and abort
                     interrupted = True
                     continue
                 in_flight -= 1
-                pool.release(slot)
-                affected = schedule.finish(
-                    name, ok, cancelled=not ok and stop.is_set(), error=error
-                )
+                # a node that lost its slot after a fail-fast failure will not run again
+                cancelled = not ok and (stop.is_set() or (retry and schedule.halted))
+                if retry:
+                    pool.lost(slot)
+                    attempts[name] = attempts.get(name, 1) + 1
+                    if not cancelled and attempts[name] <= retries + 1:
+                        schedule.requeue(name)
+                        emit(SchedulerEvent("requeued", name, Status.PENDING, duration=duration,
+                                            error=error, slot=slot))  # fmt: skip
+                        continue
+                    if not cancelled:
+                        error = f"{error} (gave up after {attempts[name] - 1} attempts)"
+                else:
+                    pool.release(slot)
+                affected = schedule.finish(name, ok, cancelled=cancelled, error=error)
                 emit(
                     SchedulerEvent(
                         "finished",
@@ -472,10 +560,7 @@ def run_threaded(
                         slot=slot,
                     )
                 )
-                for other in affected:
-                    status = schedule.status(other)
-                    kind: EventKind = "blocked" if status is Status.BLOCKED else "cancelled"
-                    emit(SchedulerEvent(kind, other, status, blocked_by=schedule.blocked_by(other)))
+                report(affected)
         except BaseException:
             # The coordinator itself broke (on_event raised, ...): make the running
             # jobs abort, so leaving the executor block does not wait for full builds.

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from stackbuild.scheduler import (
+    NoSlotsLeft,
+    RetryElsewhere,
     Schedule,
     SchedulerEvent,
     Slots,
@@ -352,3 +354,119 @@ def test_critical_path_is_within_5_percent_of_the_lower_bound_on_10k_nodes():
     assert ours.makespan / bound <= 1.05
     fifo = simulate(Schedule(parents, parents, durations, priority="fifo"), slots, durations)
     assert fifo.makespan > ours.makespan
+
+
+# -- slots that break (a builder pool's engine stops answering) -------------------
+
+
+def test_requeue_puts_a_running_node_back_to_ready():
+    s = Schedule(DIAMOND, DIAMOND)
+    assert s.pop_ready() == "base"
+    s.requeue("base")
+    assert s.status("base") == "pending" and s.ready() == ["base"] and not s.done()
+    assert s.pop_ready() == "base"
+    assert s.finish("base", ok=True) == []
+    assert s.ready() == ["left", "right"]
+    # started out of order: its stale heap entry is reused, never doubled
+    s.start("right")
+    s.requeue("right")
+    assert s.ready() == ["left", "right"]
+    assert s.pop_ready() == "left" and s.pop_ready() == "right" and s.pop_ready() is None
+    s.finish("left", ok=True)
+    s.finish("right", ok=True)
+    assert s.pop_ready() == "top"
+    s.finish("top", ok=True)
+    assert s.done()
+
+
+def test_requeue_only_a_running_node_of_a_live_schedule():
+    s = Schedule(DIAMOND, DIAMOND)
+    with pytest.raises(ValueError, match="not running"):
+        s.requeue("base")
+    s.pop_ready()
+    s.cancel()
+    with pytest.raises(ValueError, match="cancelled"):
+        s.requeue("base")
+
+
+class BreakingSlots(Slots):
+    """Slots whose jobs may report them broken; remembers what it was told."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.lost_slots: list[int] = []
+
+    def lost(self, slot: int) -> None:
+        self.lost_slots.append(slot)
+        super().lost(slot)
+
+
+def test_a_job_that_loses_its_slot_runs_again_and_its_children_wait():
+    tries: dict[str, int] = {}
+    events: list[SchedulerEvent] = []
+
+    def run(name: str, slot: int) -> bool:
+        tries[name] = tries.get(name, 0) + 1
+        if name == "left" and tries[name] < 3:  # twice: retried at most twice
+            raise RetryElsewhere("engine x stopped answering")
+        return True
+
+    pool = BreakingSlots(2)
+    s = Schedule(DIAMOND, DIAMOND)
+    run_threaded(s, pool, run, threading.Event(), events.append)
+    assert set(s.statuses().values()) == {"built"}
+    assert tries == {"base": 1, "left": 3, "right": 1, "top": 1}
+    assert len(pool.lost_slots) == 2
+    requeued = [e for e in events if e.kind == "requeued"]
+    assert [e.name for e in requeued] == ["left", "left"]
+    assert requeued[0].error == "engine x stopped answering" and requeued[0].status == "pending"
+    kinds = [(e.kind, e.name) for e in events]
+    assert kinds.index(("finished", "left")) < kinds.index(("started", "top"))
+    assert not any(e.kind == "finished" and e.status != "built" for e in events)
+
+
+def test_a_job_that_keeps_losing_its_slot_fails_after_two_retries():
+    def run(name: str, slot: int) -> bool:
+        if name == "left":
+            raise RetryElsewhere("engine x stopped answering")
+        return True
+
+    s = Schedule(DIAMOND, DIAMOND)
+    run_threaded(s, BreakingSlots(2), run, threading.Event())
+    assert s.statuses() == {"base": "built", "left": "failed", "right": "built",
+                            "top": "blocked"}  # fmt: skip
+    assert s.error("left") == "engine x stopped answering (gave up after 3 attempts)"
+
+
+def test_a_lost_slot_after_stop_is_cancelled_not_retried():
+    stop = threading.Event()
+    tries: list[str] = []
+
+    def run(name: str, slot: int) -> bool:
+        tries.append(name)
+        stop.set()
+        raise RetryElsewhere("engine x stopped answering")
+
+    s = Schedule(DIAMOND, DIAMOND)
+    run_threaded(s, BreakingSlots(1), run, stop)
+    assert tries == ["base"]
+    assert set(s.statuses().values()) == {"cancelled"}
+
+
+class NoSlots(Slots):
+    """Every slot gone: acquire raises NoSlotsLeft."""
+
+    def acquire(self, name: str) -> int | None:
+        raise NoSlotsLeft("no engine is left in the pool (x stopped answering)")
+
+
+def test_a_pool_with_no_slot_left_fails_what_would_start():
+    events: list[SchedulerEvent] = []
+    s = Schedule(FAMILY, FAMILY)
+    run_threaded(s, NoSlots(1), lambda name, slot: True, threading.Event(), events.append)
+    assert s.done()
+    statuses = s.statuses()
+    assert {n for n, st in statuses.items() if st == "failed"} == {"base", "c"}
+    assert {st for n, st in statuses.items() if n not in ("base", "c")} == {"blocked"}
+    assert s.error("c") == "no engine is left in the pool (x stopped answering)"
+    assert not [e for e in events if e.kind == "started"]
