@@ -6,22 +6,30 @@ name another image of the stack (``x`` or ``<registry>/x``, any tag), plus
 the image's own name (``python`` built ``FROM python:3.12``) is upstream:
 nothing can be built on itself.
 
-networkx notes: ``topological_sort`` raises on a cycle without saying where,
-so a cycle is found with ``find_cycle`` for the message; per-node
-``descendants`` and ``transitive_reduction`` stay off the hot path (seconds
-at 10k nodes): selection walks the graph once.
+The DAG is plain dicts and lists, not networkx: importing networkx costs
+~100-160 ms, more than a warm 1,000-image ``plan --offline`` spends on
+everything else (see BENCHMARKS.md). Ordering is Kahn's algorithm with a heap
+keyed on manifest position (what networkx's ``lexicographical_topological_sort``
+does); when it stalls, the leftover nodes hold a cycle, which networkx's
+``find_cycle`` names for the error message. ``levels()`` (waves, views) is
+networkx's ``topological_generations`` over ``StackGraph.dag``, a networkx
+``DiGraph`` built on first use. Selection walks the graph once.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-
-import networkx as nx
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from stackbuild.dockerfile import DockerfileInfo, split_reference
 from stackbuild.errors import ManifestError, UsageError
 from stackbuild.manifest import Stack
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass(frozen=True)
@@ -72,22 +80,45 @@ class StackGraph:
     def __init__(self, stack: Stack, nodes: Mapping[str, ImageNode]) -> None:
         self.stack = stack
         self.nodes = dict(nodes)
-        self.dag = nx.DiGraph()
-        self.dag.add_nodes_from(stack.images)
-        for node in self.nodes.values():
-            self.dag.add_edges_from((parent, node.name) for parent in node.parents)
-        self._check_acyclic()
-        position = {name: index for index, name in enumerate(stack.images)}
-        # stable: among images ready at the same time, manifest order wins
-        self.order: list[str] = list(
-            nx.lexicographical_topological_sort(self.dag, key=position.__getitem__)
-        )
+        names = list(stack.images)
+        self._children: dict[str, list[str]] = {name: [] for name in names}
+        remaining: dict[str, int] = {}
+        for name in names:
+            node = self.nodes[name]
+            remaining[name] = len(node.parents)  # parents are unique
+            for parent in node.parents:
+                self._children[parent].append(name)
+        # Kahn's algorithm; stable: among images ready at the same time, manifest order wins
+        position = {name: index for index, name in enumerate(names)}
+        ready = [position[name] for name in names if not remaining[name]]
+        order: list[str] = []
+        while ready:
+            name = names[heapq.heappop(ready)]
+            order.append(name)
+            for child in self._children[name]:
+                remaining[child] -= 1
+                if not remaining[child]:
+                    heapq.heappush(ready, position[child])
+        if len(order) < len(names):
+            self._raise_cycle([name for name in names if remaining[name]])
+        self.order: list[str] = order
 
-    def _check_acyclic(self) -> None:
-        try:
-            cycle = nx.find_cycle(self.dag)
-        except nx.NetworkXNoCycle:
-            return
+    @cached_property
+    def dag(self) -> nx.DiGraph:
+        """The graph as a networkx ``DiGraph`` (parent -> child), built on first use."""
+        import networkx as nx
+
+        dag = nx.DiGraph()
+        dag.add_nodes_from(self.stack.images)
+        for name, node in self.nodes.items():
+            dag.add_edges_from((parent, name) for parent in node.parents)
+        return dag
+
+    def _raise_cycle(self, stuck: list[str]) -> None:
+        # only a broken manifest gets here, so networkx's import cost is paid only then
+        import networkx as nx
+
+        cycle = nx.find_cycle(self.dag.subgraph(stuck))
         names = [edge[0] for edge in cycle] + [cycle[0][0]]
         first_parent, first_child = cycle[0][0], cycle[0][1]
         spec = self.stack.images[first_child]
@@ -111,7 +142,7 @@ class StackGraph:
         return self.nodes[name].parents
 
     def children(self, name: str) -> list[str]:
-        return list(self.dag.successors(name))
+        return list(self._children[name])
 
     def upstream(self, name: str) -> tuple[str, ...]:
         return self.nodes[name].upstream
@@ -143,7 +174,9 @@ class StackGraph:
         return [name for name in self.order if name in chosen]
 
     def levels(self) -> list[list[str]]:
-        """Topological generations: level 0 has no in-stack parents."""
+        """Topological generations: level 0 has no in-stack parents (for waves and views)."""
+        import networkx as nx
+
         return [sorted(level) for level in nx.topological_generations(self.dag)]
 
     def edges(self) -> list[tuple[str, str]]:
