@@ -7,7 +7,7 @@ tested without a terminal.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from stackbuild.graph import StackGraph
 from stackbuild.plan import BUILD, Plan, short
@@ -59,20 +59,31 @@ def graph_json(graph: StackGraph) -> dict:
     }
 
 
-def graph_dot(graph: StackGraph) -> str:
-    lines = ["digraph stack {", "  rankdir=LR;", "  node [shape=box];"]
+def _graph_lines(
+    graph: StackGraph,
+    upstream_node: Callable[[str], str],
+    image_node: Callable[[str], str],
+    upstream_edge: Callable[[str, str], str],
+    edge: Callable[[str, str], str],
+) -> list[str]:
+    """Nodes (upstreams dashed, then images) and edges, in a stable order, in any syntax."""
     upstreams = sorted({ref for name in graph.order for ref in graph.upstream(name)})
-    for ref in upstreams:
-        lines.append(f'  "{ref}" [style=dashed];')
-    for name in graph.order:
-        lines.append(f'  "{name}";')
-    for name in graph.order:
-        for ref in graph.upstream(name):
-            lines.append(f'  "{ref}" -> "{name}" [style=dashed];')
-    for parent, child in graph.edges():
-        lines.append(f'  "{parent}" -> "{child}";')
-    lines.append("}")
-    return "\n".join(lines)
+    lines = [upstream_node(ref) for ref in upstreams]
+    lines += [image_node(name) for name in graph.order]
+    lines += [upstream_edge(ref, name) for name in graph.order for ref in graph.upstream(name)]
+    lines += [edge(parent, child) for parent, child in graph.edges()]
+    return lines
+
+
+def graph_dot(graph: StackGraph) -> str:
+    body = _graph_lines(
+        graph,
+        upstream_node=lambda ref: f'  "{ref}" [style=dashed];',
+        image_node=lambda name: f'  "{name}";',
+        upstream_edge=lambda ref, name: f'  "{ref}" -> "{name}" [style=dashed];',
+        edge=lambda parent, child: f'  "{parent}" -> "{child}";',
+    )
+    return "\n".join(["digraph stack {", "  rankdir=LR;", "  node [shape=box];", *body, "}"])
 
 
 def _mermaid_id(name: str, prefix: str = "n_") -> str:
@@ -82,24 +93,21 @@ def _mermaid_id(name: str, prefix: str = "n_") -> str:
 
 
 def graph_mermaid(graph: StackGraph) -> str:
-    lines = ["graph LR"]
-    upstreams = sorted({ref for name in graph.order for ref in graph.upstream(name)})
-    for ref in upstreams:
-        lines.append(f'  {_mermaid_id(ref, "u_")}(["{ref}"])')
-    for name in graph.order:
-        lines.append(f'  {_mermaid_id(name)}["{name}"]')
-    for name in graph.order:
-        for ref in graph.upstream(name):
-            lines.append(f"  {_mermaid_id(ref, 'u_')} -.-> {_mermaid_id(name)}")
-    for parent, child in graph.edges():
-        lines.append(f"  {_mermaid_id(parent)} --> {_mermaid_id(child)}")
-    return "\n".join(lines)
+    body = _graph_lines(
+        graph,
+        upstream_node=lambda ref: f'  {_mermaid_id(ref, "u_")}(["{ref}"])',
+        image_node=lambda name: f'  {_mermaid_id(name)}["{name}"]',
+        upstream_edge=lambda ref, name: f"  {_mermaid_id(ref, 'u_')} -.-> {_mermaid_id(name)}",
+        edge=lambda parent, child: f"  {_mermaid_id(parent)} --> {_mermaid_id(child)}",
+    )
+    return "\n".join(["graph LR", *body])
 
 
 def graph_text(graph: StackGraph) -> str:
     """An indented tree from the roots; an image with two parents appears under each,
     marked with its other parents so the tree stays honest about the DAG."""
     lines: list[str] = []
+    position = {name: index for index, name in enumerate(graph.order)}
 
     def walk(name: str, depth: int, via: str | None) -> None:
         others = [p for p in graph.parents(name) if p != via]
@@ -108,7 +116,7 @@ def graph_text(graph: StackGraph) -> str:
         if not via and upstream:
             suffix += f"  <- {', '.join(upstream)}"
         lines.append(f"{'    ' * depth}{'└── ' if depth else ''}{name}{suffix}")
-        for child in sorted(graph.children(name), key=graph.order.index):
+        for child in sorted(graph.children(name), key=position.__getitem__):
             walk(child, depth + 1, name)
 
     for root in [n for n in graph.order if not graph.parents(n)]:

@@ -30,6 +30,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.daemons import start_daemon, stop_daemon
+
 DOCKERD = "dockerd"
 START_TIMEOUT = 60.0  # s: a fresh data root on a busy machine
 STOP_TIMEOUT = 20.0  # s after SIGTERM, before SIGKILL
@@ -175,26 +177,9 @@ class ExtraEngine:
         if self.running:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self._process = subprocess.Popen(
-                self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"dockerd exited with {self._process.returncode}: "
-                    f"{self.log_path.read_text(errors='replace')[-2000:]}"
-                )
-            if self.answers():
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"dockerd at {self.url} did not answer in {START_TIMEOUT:.0f}s")
+        self._process = start_daemon(
+            self.command(), self.log_path, self.answers, f"dockerd at {self.url}", START_TIMEOUT
+        )
 
     def answers(self) -> bool:
         import docker
@@ -217,14 +202,7 @@ class ExtraEngine:
 
     def stop(self) -> None:
         """SIGTERM, wait, SIGKILL; then kill whatever the engine left running."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT)
+        stop_daemon(self._process, STOP_TIMEOUT)
         # a crashed engine leaves its containerd shims (and their containers) behind,
         # every one naming this directory on its command line, and BuildKit's RUN steps
         _kill_tree_mentioning(str(self.directory))

@@ -15,11 +15,12 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+
+from tests.daemons import start_daemon, stop_daemon
 
 REGISTRY_BINARY = "docker-registry"
 START_TIMEOUT = 15.0  # s
@@ -98,38 +99,16 @@ class LocalRegistry:
         """Start (or restart) the registry and wait until it answers on /v2/."""
         if self.running:
             return
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self._process = subprocess.Popen(
-                [self.binary, "serve", str(self.config)], stdout=log, stderr=log,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"docker-registry exited with {self._process.returncode}: "
-                    f"{self.log_path.read_text(errors='replace')[-2000:]}"
-                )
-            if self._status("/v2/") in (200, 401):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"docker-registry did not answer on {self.address} in time")
+        self._process = start_daemon(
+            [self.binary, "serve", str(self.config)], self.log_path,
+            lambda: self._status("/v2/") in (200, 401),
+            f"docker-registry on {self.address}", START_TIMEOUT, poll=0.05,
+        )
 
     def stop(self) -> None:
         """Stop the registry (its data stays, for ``start``)."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_daemon(process, timeout=10)
 
     def close(self) -> None:
         """Stop and delete everything pushed to it."""
