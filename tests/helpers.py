@@ -9,11 +9,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from stackbuild.backends.base import FINGERPRINT_LABEL, BuildRequest, ContextFile
 
@@ -134,3 +137,34 @@ def make_request(
         pins=dict(pins or {}),
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def write_dockerfile(directory: Path, dockerfile: str) -> Path:
+    """A context of just ``directory/Dockerfile`` holding ``dockerfile``; the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "Dockerfile").write_text(dockerfile)
+    return directory
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float) -> bool:
+    """Poll ``predicate`` every 0.1 s for up to ``timeout`` seconds; whether it came true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
+
+
+def containers_mentioning(client: Any, marker: str, running_only: bool = False) -> list[dict]:
+    """Containers whose command mentions ``marker`` (build steps echo it)."""
+    return [
+        c
+        for c in client.api.containers(all=not running_only)
+        if marker in str(c.get("Command", ""))
+    ]
+
+
+def buildkit_printed(lines: list[str], text: str) -> bool:
+    """Whether a RUN step printed exactly ``text`` (BuildKit plain progress: "#7 0.123 text")."""
+    return any(re.fullmatch(rf"#\d+ \d+\.\d+ {re.escape(text)}", line) for line in lines)

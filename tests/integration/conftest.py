@@ -3,6 +3,10 @@
 - ``docker_client`` (session): a pinged ``docker.DockerClient``; without an engine
   the test is skipped, or fails when ``STACKBUILD_REQUIRE_DOCKER=1`` (CI).
 - ``docker_backend`` (session): a ``DockerBackend`` on the same engine.
+- ``buildkit_backend`` (session): a ``BuildKitBackend`` there; skipped without a
+  docker CLI that can drive BuildKit.
+- ``base``: a busybox base image built by the test module's ``backend`` fixture
+  (once per backend and session, see ``base_image``); its reference.
 - ``unique``: a short prefix (``sbt-<8 hex>``) for the names of one test's images.
 - ``cleanup_images``: removes, at teardown, the images and containers of that test
   only (see ``remove_test_images``); other tests' and users' images are never touched.
@@ -17,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
 import pytest
 
-from tests.helpers import TEST_LABEL
+from tests.helpers import TEST_LABEL, make_request, write_base_context
 
 
 def _no_engine(reason: str) -> NoReturn:
@@ -54,6 +59,51 @@ def docker_backend(docker_client: Any) -> Iterator[Any]:
     backend.ping()
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def buildkit_backend(docker_client: Any) -> Iterator[Any]:
+    from stackbuild.backends.buildkit import BuildKitBackend, BuildKitUnavailable
+
+    backend = BuildKitBackend()
+    try:
+        backend.cli()
+    except BuildKitUnavailable as e:
+        pytest.skip(str(e))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def base_image(
+    docker_client: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[Any], str]]:
+    """``base_image(backend)``: a busybox base image built by ``backend``; its reference.
+
+    Built once per backend class and session; removed at the end of the session.
+    """
+    built: dict[type, str] = {}
+
+    def get(backend: Any) -> str:
+        if type(backend) not in built:
+            prefix = new_unique()
+            ref = f"{prefix}/base:latest"
+            ctx = write_base_context(tmp_path_factory.mktemp("base"))
+            request = make_request(ctx, f"{prefix}/base", unique=prefix, tags=(ref,))
+            result = backend.build(request, lambda line: None, threading.Event())
+            assert result.ok, result.error
+            built[type(backend)] = ref
+        return built[type(backend)]
+
+    yield get
+    for ref in built.values():
+        remove_test_images(docker_client, ref.partition("/")[0])
+
+
+@pytest.fixture
+def base(backend: Any, base_image: Callable[[Any], str]) -> str:
+    """The base image built by the module's (or parametrized) ``backend`` fixture."""
+    return base_image(backend)
 
 
 def new_unique() -> str:

@@ -10,6 +10,7 @@ busybox; ``cleanup_images`` removes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -26,7 +27,7 @@ import pytest
 
 from stackbuild.context import context_files
 from stackbuild.state import StateDir
-from tests.helpers import TEST_LABEL, write_base_context
+from tests.helpers import TEST_LABEL, containers_mentioning, wait_until, write_base_context
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
@@ -102,6 +103,27 @@ def run_cli(
     )
 
 
+def start_cli(
+    root: Path, *args: str, stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE
+) -> subprocess.Popen:
+    """``stackbuild <args>`` started in the background (text streams)."""
+    return subprocess.Popen(
+        cli_command(root, *args), cwd=root, stdout=stdout, stderr=stderr, text=True, env=cli_env()
+    )
+
+
+@contextlib.contextmanager
+def killed_at_exit(procs: list[subprocess.Popen]) -> Iterator[list[subprocess.Popen]]:
+    """Kill and reap whichever of ``procs`` (a list the block may add to) still run at its end."""
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
 def short(image: str) -> str:
     """``<unique>/x`` -> ``x``."""
     return image.partition("/")[2] or image
@@ -153,21 +175,6 @@ def cat_markers(client: Any, ref: str, unique: str, *names: str) -> list[str]:
         remove=True,
     )
     return out.decode().split()
-
-
-def containers_mentioning(client: Any, marker: str, running_only: bool = False) -> list[dict]:
-    return [
-        c for c in client.api.containers(all=not running_only) if marker in str(c.get("Command"))
-    ]
-
-
-def wait_until(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return bool(predicate())
 
 
 # -- the tests -------------------------------------------------------------------------
@@ -412,15 +419,8 @@ def test_sigint_keeps_finished_images_and_a_rerun_finishes_the_rest(
         },
     )
     slow_log = log_path(tmp_path, unique, "slow")
-    proc = subprocess.Popen(
-        cli_command(tmp_path, "build", "--json", "-j", "4"),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
-    try:
+    proc = start_cli(tmp_path, "build", "--json", "-j", "4")
+    with killed_at_exit([proc]):
         assert wait_until(
             lambda: any(f" built {unique}/fast" in line for line in run_log(tmp_path))
             and slow_log.exists()
@@ -432,10 +432,6 @@ def test_sigint_keeps_finished_images_and_a_rerun_finishes_the_rest(
         interrupted_at = time.monotonic()
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
     assert proc.returncode == 130, stderr
     assert time.monotonic() - interrupted_at < 10
@@ -476,19 +472,12 @@ def test_sigterm_stops_a_run_like_ctrl_c(
     marker = f"{unique}-term"
     write_stack(tmp_path, unique, {"slow": f"FROM {{r}}/base\nRUN echo {marker} && sleep 30\n"})
     slow_log = log_path(tmp_path, unique, "slow")
-    proc = subprocess.Popen(
-        cli_command(tmp_path, "build", "--json"),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-    )  # fmt: skip
-    try:
+    proc = start_cli(tmp_path, "build", "--json")
+    with killed_at_exit([proc]):
         assert wait_until(lambda: slow_log.exists() and marker in slow_log.read_text(), 30)
         assert wait_until(lambda: containers_mentioning(docker_client, marker, True), 5)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
@@ -514,37 +503,23 @@ def test_concurrent_runs_wait_or_refuse_and_keep_state_and_logs_whole(
         },
     )
     lock = tmp_path / ".stackbuild" / "run.lock"
-    first = subprocess.Popen(
-        cli_command(tmp_path, "build", "--json"),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-    )  # fmt: skip
+    first = start_cli(tmp_path, "build", "--json")
     procs = [first]
-    try:
+    with killed_at_exit(procs):
         assert wait_until(lambda: lock.exists() and lock.read_text() == str(first.pid), 20)
-        second = subprocess.Popen(
-            cli_command(tmp_path, "build", "--json"),
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-        )  # fmt: skip
+        second = start_cli(tmp_path, "build", "--json")
         procs.append(second)
         refused = run_cli(tmp_path, "build", "--json", "--no-wait", timeout=30)
         # Ctrl-C while waiting for the lock ends the wait at once
         waiter_err = tmp_path / "waiter.err"
         with open(waiter_err, "w") as err:
-            waiter = subprocess.Popen(
-                cli_command(tmp_path, "build"),
-                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, text=True, env=cli_env(),
-            )  # fmt: skip
+            waiter = start_cli(tmp_path, "build", stdout=subprocess.DEVNULL, stderr=err)
         procs.append(waiter)
         assert wait_until(lambda: "waiting" in waiter_err.read_text(), 20), waiter_err.read_text()
         assert first.poll() is None, "the first run ended too soon for this test"
         waiter.send_signal(signal.SIGINT)
         assert waiter.wait(timeout=5) == 130, waiter_err.read_text()
         out = [p.communicate(timeout=90) for p in procs[:2]]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
 
     assert refused.returncode == 2, refused.stderr
     assert "Traceback" not in refused.stderr

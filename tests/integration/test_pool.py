@@ -133,7 +133,7 @@ def test_killing_an_engine_mid_build_moves_its_work_and_the_run_completes(
     engines: list[ExtraEngine], clients: dict[str, Any], registry: Any, unique: str,
     tmp_path: Path,
 ) -> None:
-    from tests.integration.test_build import wait_until
+    from tests.helpers import wait_until
 
     prefix = f"{registry.address}/{unique}"
     stack = write_stack(tmp_path / "stack", unique, {
