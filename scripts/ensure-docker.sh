@@ -81,10 +81,17 @@ esac
 
 install_missing with-engine
 
-if pgrep -x dockerd >/dev/null 2>&1; then
+# a live dockerd, not a zombie: where PID 1 does not reap, a killed dockerd lingers
+# as a zombie that pgrep still lists
+live_dockerd() { ps -C dockerd -o pid=,stat= 2>/dev/null | awk '$2 !~ /^Z/ {print $1; exit}'; }
+
+running=$(live_dockerd || true)
+if [ -n "$running" ]; then
     # started earlier (maybe by a previous run of this script) and still coming up
-    say "dockerd is already running (pid $(pgrep -x dockerd | head -n1)); waiting for it"
+    say "dockerd is already running (pid $running); waiting for it"
 else
+    # a dockerd or containerd killed without cleaning up leaves pid files behind
+    rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
     say "starting dockerd in the background (log: $LOG)"
     nohup dockerd >"$LOG" 2>&1 &
 fi
