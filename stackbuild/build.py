@@ -259,7 +259,7 @@ class BuildRun:
             return
         if event.kind == "requeued":  # its engine stopped answering; it builds again elsewhere
             self.logs.run.info("requeued %s %s", name, event.error or "")
-            self.reporter.message(f"{event.error}; {name} goes back to the queue")
+            self.reporter.image_requeued(name, f"{event.error}; {name} goes back to the queue")
             return
         if event.kind == "finished":
             result = self.results.get(name)

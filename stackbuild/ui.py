@@ -61,6 +61,10 @@ class PlainReporter:
     def image_output(self, image: str, line: str) -> None:
         pass  # the full output is in the image's log file
 
+    def image_requeued(self, image: str, why: str) -> None:
+        """The image's engine stopped answering; it waits for a slot elsewhere."""
+        self._line(why)
+
     def image_finished(self, result: ImageResult) -> None:
         with self.lock:
             self.done += result.status in ("built", "failed")
@@ -136,6 +140,11 @@ class LiveReporter(PlainReporter):
         with self.lock:
             self.running.pop(result.image, None)
         super().image_finished(result)
+
+    def image_requeued(self, image: str, why: str) -> None:
+        with self.lock:
+            self.running.pop(image, None)  # not running until a slot elsewhere takes it
+        super().image_requeued(image, why)
 
     def close(self) -> None:
         self.stopped.set()

@@ -284,6 +284,9 @@ class Reporter:
     def image_output(self, image: str, line: str) -> None:
         pass
 
+    def image_requeued(self, image: str, why: str) -> None:
+        self.messages.append(why)
+
     def image_finished(self, result) -> None:
         pass
 

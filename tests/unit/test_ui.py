@@ -97,6 +97,22 @@ def test_live_reporter_shows_running_builds_with_their_step() -> None:
     assert re.search(r"built +base", out.getvalue())
 
 
+def test_a_requeued_build_leaves_the_live_view_until_it_restarts() -> None:
+    out = io.StringIO()
+    reporter = LiveReporter(out)
+    try:
+        reporter.start(1, 0)
+        reporter.image_started("base", "engine-b")
+        reporter.image_requeued("base", "engine engine-b stopped answering; base goes back")
+        assert "base" not in reporter.running
+        assert reporter.done == 0
+        reporter.image_started("base", "engine-a")
+        assert "base" in reporter.running
+    finally:
+        reporter.close()
+    assert "base goes back" in out.getvalue()
+
+
 def _results() -> list[ImageResult]:
     return [
         ImageResult("base", "up-to-date", FP, tags=["r/base:abababababab", "r/base:latest"]),
