@@ -17,7 +17,7 @@ from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
 from stackbuild.errors import ManifestError
 from stackbuild.fingerprint import HashCache, ImageInputs, image_inputs
 from stackbuild.graph import StackGraph, build_graph
-from stackbuild.manifest import ImageSpec, Stack, load_stack
+from stackbuild.manifest import Stack, load_stack
 from stackbuild.plan import Plan, make_plan
 from stackbuild.state import StateDir
 
@@ -69,31 +69,19 @@ def read_dockerfiles(stack: Stack) -> tuple[dict[str, bytes], dict[str, Dockerfi
     return raw, parsed
 
 
-def without_state_dir(
-    files: list[ContextFile], spec: ImageSpec, state: StateDir
-) -> list[ContextFile]:
-    """A context holding the stack root would hold ``.stackbuild/`` too, whose logs and
-    records change with every run: leave it out (of the fingerprint and of the tar)."""
-    try:
-        rel = state.path.relative_to(spec.context).as_posix()
-    except ValueError:
-        return files
-    return [f for f in files if f.path != rel and not f.path.startswith(rel + "/")]
-
-
 def analyze(
-    stack_file: str | Path,
+    stack_file: str | Path | Stack,
     targets: Iterable[str] = (),
     with_descendants: bool = False,
     pinned: Mapping[str, str] | None = None,
 ) -> Analysis:
-    """Load the stack and fingerprint the selected images.
+    """Load the stack (unless given a loaded one) and fingerprint the selected images.
 
     ``pinned`` maps upstream references to digests; ``None`` reads them from
     ``stack.lock`` next to stack.yaml. An upstream without a pin is
     fingerprinted by its reference alone.
     """
-    stack = load_stack(stack_file)
+    stack = stack_file if isinstance(stack_file, Stack) else load_stack(stack_file)
     raw, parsed = read_dockerfiles(stack)
     graph = build_graph(stack, parsed)
     selected = graph.select(targets, with_descendants)
@@ -103,14 +91,13 @@ def analyze(
         from stackbuild.lockfile import lock_path, read_lock
 
         pinned = read_lock(lock_path(stack.path))
-    pins = pinned
     files: dict[str, list[ContextFile]] = {}
     inputs: dict[str, ImageInputs] = {}
     for name in selected:
         spec = stack.images[name]
-        files[name] = without_state_dir(context_files(spec.context, spec.dockerfile), spec, state)
+        files[name] = context_files(spec.context, spec.dockerfile, exclude=state.path)
         parents = {parent: inputs[parent].fingerprint for parent in graph.parents(name)}
-        upstream = {ref: pins.get(ref, "") for ref in graph.upstream(name)}
+        upstream = {ref: pinned.get(ref, "") for ref in graph.upstream(name)}
         inputs[name] = image_inputs(spec, files[name], parents, upstream, cache)
     if cache.dirty:
         cache.save(state.hash_cache)

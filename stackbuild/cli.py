@@ -103,19 +103,9 @@ def _warn(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _existing(analysis, backend) -> dict[str, str]:
-    """Where each selected image's fingerprint exists: this engine, else the registry."""
-    from stackbuild.registry import existing_images
-
-    return existing_images(analysis, backend, _warn).where()
-
-
-def _plan_engines(stack_file: Path):
+def _plan_engines(stack):
     """``(backend, pool)`` for plan: stack.yaml's builders as a pool (an image on any of
     its engines exists), else the engine of docker.from_env() and None."""
-    from stackbuild.manifest import load_stack
-
-    stack = load_stack(stack_file)
     if not stack.builders:
         return _open_backend(), None
     from stackbuild.backends.pool import open_pool
@@ -124,14 +114,28 @@ def _plan_engines(stack_file: Path):
     return pool.alive[0].backend, pool
 
 
-def _existing_on(analysis, backend, pool):
+def _existing_on(analysis, backend, pool, warn=_warn):
     """``registry.Existing`` on the pool's engines, or on ``backend``, then the registry."""
     from stackbuild.backends.pool import pool_existing
     from stackbuild.registry import existing_images
 
     if pool:
-        return pool_existing(analysis, pool, _warn)
-    return existing_images(analysis, backend, _warn)
+        return pool_existing(analysis, pool, warn)
+    return existing_images(analysis, backend, warn)
+
+
+def _plan_now(stack_file: Path, targets, with_descendants: bool, force=()):
+    """The plan a build would follow now: the lock's pins (missing ones resolved, not
+    written) and what the engines or the registry already hold."""
+    from stackbuild.manifest import load_stack
+    from stackbuild.upstream import pinned_analysis
+
+    stack = load_stack(stack_file)
+    backend, pool = _plan_engines(stack)
+    analysis = pinned_analysis(
+        stack, targets, with_descendants, backend, write=False, warn=_warn
+    )
+    return analysis, analysis.plan(_existing_on(analysis, backend, pool).where(), force)
 
 
 @cli.command()
@@ -166,20 +170,16 @@ def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refre
         analysis = analyze(ctx.stack_file, targets, with_descendants)
         result = analysis.plan(None, force)
     elif refresh:
+        from stackbuild.manifest import load_stack
         from stackbuild.upstream import refresh as refresh_upstreams
 
-        backend, pool = _plan_engines(ctx.stack_file)
-        fresh = refresh_upstreams(ctx.stack_file, targets, with_descendants, backend, _warn)
+        stack = load_stack(ctx.stack_file)
+        backend, pool = _plan_engines(stack)
+        fresh = refresh_upstreams(stack, targets, with_descendants, backend, _warn)
         analysis = fresh.analysis
         result = fresh.plan(_existing_on(analysis, backend, pool), backend, force, _warn)
     else:
-        from stackbuild.upstream import pinned_analysis
-
-        backend, pool = _plan_engines(ctx.stack_file)
-        analysis = pinned_analysis(
-            ctx.stack_file, targets, with_descendants, backend, write=False, warn=_warn
-        )
-        result = analysis.plan(_existing_on(analysis, backend, pool).where(), force)
+        analysis, result = _plan_now(ctx.stack_file, targets, with_descendants, force)
     if as_json and fresh:
         click.echo(json.dumps({**result.to_json(), "moved": fresh.moved_json()}, indent=2))
     elif as_json:
@@ -276,13 +276,7 @@ def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_g
     import os
     import threading
 
-    from stackbuild.backends.pool import (
-        PoolPushes,
-        attach_registry,
-        open_pool,
-        pool_builders,
-        pool_existing,
-    )
+    from stackbuild.backends.pool import PoolPushes, attach_registry, open_pool, pool_builders
     from stackbuild.build import BuildOptions, BuildRun
     from stackbuild.errors import (
         EXIT_BUILD_FAILED,
@@ -292,7 +286,7 @@ def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_g
         UsageError,
     )
     from stackbuild.manifest import load_stack
-    from stackbuild.registry import Pusher, RegistryHooks, existing_images, push_summary
+    from stackbuild.registry import Pusher, RegistryHooks, push_summary
     from stackbuild.state import StateDir
     from stackbuild.ui import make_reporter, summary
     from stackbuild.upstream import pinned_analysis
@@ -326,21 +320,15 @@ def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_g
         _install_stop_handlers(stop)
         # analysed under the lock: a run we waited for may have built some of it
         if refresh:
-            fresh = refresh_upstreams(
-                ctx.stack_file, targets, with_descendants, backend, reporter.message
-            )
+            fresh = refresh_upstreams(stack, targets, with_descendants, backend, reporter.message)
             fresh.save()
             click.echo(fresh.header(), err=as_json)  # the output begins with what moved
             analysis = fresh.analysis
         else:
             analysis = pinned_analysis(
-                ctx.stack_file, targets, with_descendants, backend, write=True,
-                warn=reporter.message,
+                stack, targets, with_descendants, backend, write=True, warn=reporter.message
             )
-        if pool:
-            existing = pool_existing(analysis, pool, reporter.message)
-        else:
-            existing = existing_images(analysis, backend, reporter.message)
+        existing = _existing_on(analysis, backend, pool, reporter.message)
         if fresh:
             plan_ = fresh.plan(existing, backend, force, reporter.message)
         else:
@@ -398,11 +386,14 @@ def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_g
 def why(ctx: Context, image: str, offline: bool) -> None:
     """Explain the plan for one IMAGE: what changed since its last build."""
     from stackbuild import render
-    from stackbuild.analyze import analyze
 
-    analysis = analyze(ctx.stack_file, [image])
-    existing = None if offline else _existing(analysis, _open_backend())
-    click.echo(render.why_text(analysis.plan(existing), image))
+    if offline:
+        from stackbuild.analyze import analyze
+
+        result = analyze(ctx.stack_file, [image]).plan(None)
+    else:  # the very plan `plan` shows: same pins, same engines
+        _analysis, result = _plan_now(ctx.stack_file, [image], False)
+    click.echo(render.why_text(result, image))
 
 
 def _graph(ctx: Context):

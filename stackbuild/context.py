@@ -521,23 +521,26 @@ class PatternMatcher:
 # --------------------------------------------------------------------------- listing
 
 
-def _dockerfile_rel(context: str, dockerfile: str) -> str | None:
-    """The Dockerfile's posix path inside the context (both absolute and normalized),
+def _rel_inside(context: str, path: str) -> str | None:
+    """``path``'s posix path inside the context (both absolute and normalized),
     or None when it lies outside."""
     prefix = context.rstrip("/") + "/"
-    if dockerfile.startswith(prefix) and len(dockerfile) > len(prefix):
-        return dockerfile[len(prefix) :]
+    if path.startswith(prefix) and len(path) > len(prefix):
+        return path[len(prefix) :]
     return None
 
 
 def dockerfile_name_in_context(spec: ImageSpec) -> str:
     """The path the Dockerfile has inside the context tar (``dockerfile=`` of the build)."""
-    rel = _dockerfile_rel(os.path.abspath(spec.context), os.path.abspath(spec.dockerfile))
+    rel = _rel_inside(os.path.abspath(spec.context), os.path.abspath(spec.dockerfile))
     return rel if rel is not None else EXTERNAL_DOCKERFILE
 
 
-def _walk(root: str, matcher: PatternMatcher | None) -> list[tuple[str, Path, str]]:
-    """(relative path, source, kind) of every entry the CLI's walk would send."""
+def _walk(
+    root: str, matcher: PatternMatcher | None, skip: str | None = None
+) -> list[tuple[str, Path, str]]:
+    """(relative path, source, kind) of every entry the CLI's walk would send, except the
+    subtree at relative path ``skip``, which is not even read."""
     found: list[tuple[str, Path, str]] = []
     # (directory, as a Path, its relative path + "/", its per-pattern match info)
     todo: list[tuple[str, Path, str, list[bool] | None]] = [(root, Path(root), "", None)]
@@ -559,6 +562,8 @@ def _walk(root: str, matcher: PatternMatcher | None) -> list[tuple[str, Path, st
                 else:
                     continue  # socket, FIFO, device
                 rel = prefix + entry.name
+                if rel == skip:
+                    continue
                 info = None
                 if matcher is not None:
                     excluded, info = matcher.matches_using_parent(rel, parent)
@@ -601,8 +606,13 @@ def _matches_legacy(matcher: PatternMatcher, path: str) -> bool:
         return False  # the CLI ignores this error here (and fails later, if at all)
 
 
-def context_files(context: Path, dockerfile: Path) -> list[ContextFile]:
+def context_files(
+    context: Path, dockerfile: Path, exclude: Path | None = None
+) -> list[ContextFile]:
     """Every file, directory and symlink ``docker build`` would send, sorted by path.
+
+    ``exclude``: a directory left out whole when it lies inside the context (the
+    stack's ``.stackbuild/``, whose logs and records change with every run).
 
     Symlinks are entries, never followed. A directory that is excluded but
     walked for a ``!`` exception is not itself an entry (Docker creates it
@@ -610,7 +620,7 @@ def context_files(context: Path, dockerfile: Path) -> list[ContextFile]:
     bad ``.dockerignore`` or an unreadable directory.
     """
     root = os.path.abspath(context)
-    dockerfile_rel = _dockerfile_rel(root, os.path.abspath(dockerfile))
+    dockerfile_rel = _rel_inside(root, os.path.abspath(dockerfile))
     patterns = read_dockerignore(root)
     where = os.path.join(root, DOCKERIGNORE)
     matcher: PatternMatcher | None = None
@@ -625,7 +635,8 @@ def context_files(context: Path, dockerfile: Path) -> list[ContextFile]:
             ]
             if extra:
                 matcher = _matcher(tuple(patterns + extra))
-        found = _walk(root, matcher)
+        skip = _rel_inside(root, os.path.abspath(exclude)) if exclude is not None else None
+        found = _walk(root, matcher, skip)
     except PatternError as e:
         raise ContextError(f"{where}: {e}") from None
     if matcher is not None:

@@ -28,6 +28,7 @@ from stackbuild.plan import Plan, make_plan, short
 if TYPE_CHECKING:
     from stackbuild.analyze import Analysis
     from stackbuild.graph import StackGraph
+    from stackbuild.manifest import Stack
     from stackbuild.registry import Existing
 
 Warn = Callable[[str], None]
@@ -86,7 +87,7 @@ def resolve_all(
 
 
 def pinned_analysis(
-    stack_file: str | Path,
+    stack_file: str | Path | Stack,
     targets: Iterable[str],
     with_descendants: bool,
     backend: Any,
@@ -210,7 +211,7 @@ class Refresh:
 
 
 def refresh(
-    stack_file: str | Path, targets: Iterable[str], with_descendants: bool, backend: Any,
+    stack_file: str | Path | Stack, targets: Iterable[str], with_descendants: bool, backend: Any,
     warn: Warn,
 ) -> Refresh:
     """Re-resolve every upstream of the selected images (pulls, builds and writes nothing)."""

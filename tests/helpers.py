@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from stackbuild.backends.base import FINGERPRINT_LABEL, BuildRequest, ContextFile
+from stackbuild.backends.base import FINGERPRINT_LABEL, BuildRequest
+from stackbuild.context import context_files
 
 BUSYBOX = Path("/usr/bin/busybox")
 TEST_LABEL = "stackbuild.test"  # value: the test's unique prefix; lets cleanup find dangling images
@@ -88,24 +88,6 @@ def write_base_context(directory: Path, extra: str = "") -> Path:
     return directory
 
 
-def context_files(directory: Path) -> tuple[ContextFile, ...]:
-    """Every entry under ``directory`` as a ContextFile (no .dockerignore), sorted by path."""
-    directory = Path(directory).resolve()
-    entries: list[ContextFile] = []
-    for root, dirs, files in os.walk(directory):
-        for name in dirs + files:
-            source = Path(root) / name
-            rel = source.relative_to(directory).as_posix()
-            if source.is_symlink():
-                kind = "l"
-            elif source.is_dir():
-                kind = "d"
-            else:
-                kind = "f"
-            entries.append(ContextFile(path=rel, source=source, kind=kind))
-    return tuple(sorted(entries, key=lambda e: e.path))
-
-
 def fake_fingerprint(*parts: str) -> str:
     """A well-formed fingerprint; tests don't need the real hashing."""
     return "sha256:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
@@ -130,7 +112,9 @@ def make_request(
         repository=repository,
         fingerprint=fingerprint,
         tags=tags if tags is not None else (f"{repository}:{fingerprint[7:19]}",),
-        context_files=tuple(f for f in context_files(directory) if f.path != dockerfile),
+        context_files=tuple(
+            f for f in context_files(directory, directory / dockerfile) if f.path != dockerfile
+        ),
         dockerfile_bytes=(directory / dockerfile).read_bytes(),
         dockerfile_name=dockerfile,
         labels={FINGERPRINT_LABEL: fingerprint, TEST_LABEL: unique},

@@ -54,6 +54,15 @@ def listed(root: Path, dockerfile: Path | None = None) -> list[str]:
 # --------------------------------------------------------------------------- listing
 
 
+def test_an_excluded_directory_inside_the_context_is_left_out_whole(tmp_path):
+    root = context(tmp_path, {"app.py": b"x", ".stackbuild": {"logs": {"a.log": b"l"}}})
+    files = context_files(root, root / "Dockerfile", exclude=root / ".stackbuild")
+    assert [f.path for f in files] == ["Dockerfile", "app.py"]
+    # outside the context it changes nothing
+    assert [f.path for f in context_files(root, root / "Dockerfile", exclude=tmp_path / "x")] \
+        == listed(root)
+
+
 def test_without_dockerignore_everything_is_sent_sorted_with_kinds(tmp_path):
     root = context(tmp_path, {"b.txt": b"b", "a": {"x": b"x", "sub": {"y": b"y"}}})
     files = context_files(root, root / "Dockerfile")
