@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stackbuild.dockerfile import split_reference
+from stackbuild.dockerfile import repository_of
 from stackbuild.errors import StackbuildError
 from stackbuild.state import atomic_writer
 
@@ -44,8 +44,8 @@ def images_to_save(analysis: Analysis, backend: Any) -> list[Saved]:
         )
     saved = []
     for name in analysis.selected:
-        repository = analysis.stack.reference(name)
-        tags = sorted(t for t in local[name].tags if split_reference(t)[0] == repository)
+        repository = repository_of(analysis.stack.reference(name))
+        tags = sorted(t for t in local[name].tags if repository_of(t) == repository)
         saved.append(Saved(name, analysis.inputs[name].fingerprint, tuple(tags)))
     return saved
 

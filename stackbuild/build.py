@@ -25,7 +25,7 @@ from stackbuild.backends.base import (
     BuildRequest,
     LocalImage,
 )
-from stackbuild.dockerfile import split_reference
+from stackbuild.dockerfile import repository_of
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
 from stackbuild.scheduler import RetryElsewhere, Schedule, SchedulerEvent, Status, run_threaded
@@ -106,9 +106,9 @@ def find_existing(analysis: Analysis, backend: Backend) -> dict[str, LocalImage]
     by_fingerprint = backend.fingerprinted_images()
     found: dict[str, LocalImage] = {}
     for name in analysis.selected:
-        repository = analysis.stack.reference(name)
+        repository = repository_of(analysis.stack.reference(name))
         for image in by_fingerprint.get(analysis.inputs[name].fingerprint, ()):
-            if any(split_reference(tag)[0] == repository for tag in image.tags):
+            if any(repository_of(tag) == repository for tag in image.tags):
                 found[name] = image
                 break
     return found

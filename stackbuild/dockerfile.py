@@ -62,6 +62,17 @@ def split_reference(ref: str) -> tuple[str, str | None, str | None]:
     return name, tag, (digest if at else None)
 
 
+def repository_of(ref: str) -> str:
+    """The repository of a reference as the engine reports it: Docker Hub names short
+    (``docker.io/library/base:1`` -> ``base``, ``docker.io/acme/base`` -> ``acme/base``)."""
+    repository = split_reference(ref)[0]
+    for prefix in ("docker.io/", "index.docker.io/"):
+        if repository.startswith(prefix):
+            repository = repository[len(prefix) :]
+            break
+    return repository.removeprefix("library/") if repository.count("/") == 1 else repository
+
+
 def parse_dockerfile(
     text: str,
     build_args: Mapping[str, str] | None = None,

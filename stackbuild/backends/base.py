@@ -63,8 +63,8 @@ class Backend(Protocol):
     def ping(self) -> None:
         """Raise EngineUnreachable with one clear sentence when the engine does not answer."""
 
-    def find_fingerprint(self, repository: str, fingerprint: str) -> str | None:
-        """Id of a local image labelled with this fingerprint, else None."""
+    def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
+        """Every local image with a fingerprint label, by fingerprint."""
 
     def build(self, request: BuildRequest, log: LogSink, cancel: threading.Event) -> BuildResult:
         """Build, tag and label one image, streaming its output lines to ``log``."""

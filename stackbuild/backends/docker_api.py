@@ -36,7 +36,7 @@ from stackbuild.backends.base import (
     LocalImage,
     LogSink,
 )
-from stackbuild.dockerfile import split_reference
+from stackbuild.dockerfile import repository_of, split_reference
 from stackbuild.errors import EngineUnreachable, StackbuildError
 
 if TYPE_CHECKING:
@@ -60,15 +60,6 @@ class StreamError(Exception):
 
 class Cancelled(Exception):
     """A streaming call was aborted because its cancel event was set."""
-
-
-def _normalize_repository(repo: str) -> str:
-    # the engine reports Docker Hub names short ("acme/base", "base"); compare like it does
-    for prefix in ("docker.io/", "index.docker.io/"):
-        if repo.startswith(prefix):
-            repo = repo[len(prefix) :]
-            break
-    return repo.removeprefix("library/") if repo.count("/") == 1 else repo
 
 
 def _docker_host_note() -> str:
@@ -432,22 +423,6 @@ class DockerBackend:
 
     # -- Backend protocol --------------------------------------------------------------
 
-    def find_fingerprint(self, repository: str, fingerprint: str) -> str | None:
-        """Id of a local image labelled with ``fingerprint`` and tagged in ``repository``.
-
-        Tagged in the repository, not merely labelled: children pin their FROM to
-        ``<repository>:<tag>``, and an untagged look-alike (say another stack image
-        with identical inputs) would leave that reference dangling.
-        """
-        with self._engine_errors():
-            images = self.api.images(filters={"label": f"{FINGERPRINT_LABEL}={fingerprint}"})
-        wanted = _normalize_repository(repository)
-        for image in sorted(images, key=lambda i: i.get("Created", 0), reverse=True):
-            for ref in image.get("RepoTags") or ():
-                if _normalize_repository(split_reference(ref)[0]) == wanted:
-                    return str(image["Id"])
-        return None
-
     def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
         """Every local image with a fingerprint label, by fingerprint, in one API call.
 
@@ -640,10 +615,10 @@ class DockerBackend:
                 info = self.api.inspect_image(ref)
         except docker.errors.NotFound:
             return None
-        wanted = _normalize_repository(split_reference(ref)[0])
+        wanted = repository_of(ref)
         for repo_digest in info.get("RepoDigests") or ():
             repository, _, digest = repo_digest.partition("@")
-            if digest and _normalize_repository(repository) == wanted:
+            if digest and repository_of(repository) == wanted:
                 return digest
         return str(info["Id"])
 

@@ -129,10 +129,10 @@ def test_builds_tags_labels_streams_the_exact_context_and_is_found_by_fingerprin
     )
     assert output == b"sent.txt\n"
 
-    assert backend.find_fingerprint(repository, fingerprint) == result.image_id
-    assert backend.find_fingerprint(repository, fake_fingerprint("unknown")) is None
-    # labelled, but not tagged where a child would look for it
-    assert backend.find_fingerprint(f"{unique}/other", fingerprint) is None
+    found = backend.fingerprinted_images()
+    assert [image.id for image in found[fingerprint]] == [result.image_id]
+    assert set(request.tags) <= set(found[fingerprint][0].tags)
+    assert fake_fingerprint("unknown") not in found
     assert backend.image_labels(f"{unique}/nothing:here") is None
 
 
@@ -279,7 +279,7 @@ def test_unreachable_engine_raises_one_clear_error(
     assert info.value.exit_code == 3
     # every other call says the same, never a traceback from the SDK
     with pytest.raises(EngineUnreachable):
-        backend.find_fingerprint("x/base", fake_fingerprint("x"))
+        backend.fingerprinted_images()
     ctx = write_dockerfile(tmp_path / "any", "FROM scratch\n")
     for pins in ({}, {"x/p": "x/q"}):
         with pytest.raises(EngineUnreachable):

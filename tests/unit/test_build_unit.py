@@ -164,6 +164,32 @@ def run(stack_file: Path, backend: FakeBackend, reporter=None, existing=(), jobs
     return analysis, plan, results, reporter
 
 
+# -- find_existing -------------------------------------------------------------------------
+
+
+def test_an_existing_image_counts_only_when_tagged_in_its_own_repository(stack: Path) -> None:
+    analysis = analyze(stack)
+    fingerprint = analysis.inputs["base"].fingerprint
+    # labelled with base's fingerprint, but tagged where no child looks for it
+    elsewhere = FakeBackend(local={fingerprint: [LocalImage("sha256:x", ("reg/other:1",))]})
+    assert find_existing(analysis, elsewhere) == {}
+    home = LocalImage("sha256:y", ("reg/base:latest",))
+    assert find_existing(analysis, FakeBackend(local={fingerprint: [home]})) == {"base": home}
+
+
+def test_a_docker_hub_registry_matches_the_short_names_the_engine_reports(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "Dockerfile").write_text("FROM scratch\n")
+    stack_file = tmp_path / "stack.yaml"
+    stack_file.write_text(
+        "version: 1\nregistry: docker.io/acme\nimages:\n  base: {context: base}\n"
+    )
+    analysis = analyze(stack_file)
+    image = LocalImage("sha256:z", ("acme/base:latest",))  # how the engine spells it
+    backend = FakeBackend(local={analysis.inputs["base"].fingerprint: [image]})
+    assert find_existing(analysis, backend) == {"base": image}
+
+
 # -- BuildRun ----------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from stackbuild.dockerfile import ImageReference, parse_dockerfile, split_reference
+from stackbuild.dockerfile import ImageReference, parse_dockerfile, repository_of, split_reference
 
 
 def refs(text: str, build_args: dict[str, str] | None = None, **kwargs) -> list[str]:
@@ -651,3 +651,11 @@ def test_ten_thousand_small_dockerfiles_parse_well_under_a_second():
     for text in dockerfiles:
         parse_dockerfile(text)
     assert time.perf_counter() - start < 1.0
+
+
+def test_repository_of_spells_docker_hub_names_as_the_engine_does() -> None:
+    assert repository_of("docker.io/library/base:1") == "base"
+    assert repository_of("docker.io/acme/base@sha256:" + "a" * 64) == "acme/base"
+    assert repository_of("index.docker.io/acme/base") == "acme/base"
+    assert repository_of("127.0.0.1:5000/library/base:1") == "127.0.0.1:5000/library/base"
+    assert repository_of("acme/team/base:2") == "acme/team/base"
