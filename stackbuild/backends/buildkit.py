@@ -57,8 +57,8 @@ from typing import IO, Any
 from stackbuild.backends.base import BuildRequest, BuildResult, LogSink
 from stackbuild.backends.docker_api import (
     API_TIMEOUT,
-    CANCEL_POLL,
     DEFAULT_HOST,
+    CancelWatch,
     DockerBackend,
     image_labels_for,
     pull_allowed,
@@ -317,27 +317,15 @@ def error_line(tail: Sequence[str], returncode: int) -> str:
     return f"docker build failed with exit code {returncode}"
 
 
-class _CancelWatch:
-    """A thread that stops the CLI's process group once ``cancel`` is set, until stopped."""
+class _ProcessGroup:
+    """The docker CLI's process group: signalled as a whole (the CLI and any plugin)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], cancel: threading.Event) -> None:
-        self.fired = False
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self._proc = proc
-        self._cancel = cancel
-        self._done = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="stackbuild-cancel", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while not self._done.is_set():
-            if self._cancel.wait(CANCEL_POLL):
-                if not self._done.is_set():
-                    self.fired = True
-                    self._stop()
-                return
-
-    def _stop(self) -> None:
+    def stop(self, done: threading.Event) -> None:
+        """Cancel: SIGINT, then SIGTERM, then SIGKILL, until the CLI has ended (``done``)."""
         # SIGINT first: the docker CLI cancels the build on the engine and exits cleanly
         for sig, grace in (
             (signal.SIGINT, INT_GRACE),
@@ -345,20 +333,16 @@ class _CancelWatch:
             (signal.SIGKILL, None),
         ):
             self.kill(sig)
-            if grace is None or self._done.wait(grace):
+            if grace is None or done.wait(grace):
                 return
 
     def kill(self, sig: int) -> None:
-        """Signal the whole group (the CLI and any plugin it runs) while it is still there."""
+        """Signal the whole group while it is still there."""
         with self._lock:
             # poll() first: once the leader is reaped its pid (the group id) may be reused
             if self._proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self._proc.pid, sig)
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
 
 
 # --------------------------------------------------------------------------- backend
@@ -425,9 +409,13 @@ class BuildKitBackend(DockerBackend):
         return env
 
     def cli(self) -> DockerCli:
-        """The client builds use; probed on first use. Raises BuildKitUnavailable."""
+        """The client builds use; probed on first use. Raises BuildKitUnavailable, or
+        EngineUnreachable when the engine does not answer the first time."""
         with self._cli_lock:
             if self._cli is None and self._cli_error is None:
+                # an engine that is not there: EngineUnreachable, in the SDK backend's
+                # words, rather than a probe failure blamed on the client
+                self.ping()
                 with tempfile.TemporaryDirectory(prefix="stackbuild-") as tmp:
                     try:
                         self._cli = find_cli(self._cli_environ(tmp))
@@ -447,7 +435,6 @@ class BuildKitBackend(DockerBackend):
         except ValueError as e:
             log(f"ERROR: {e}")
             return BuildResult(ok=False, error=str(e))
-        self.ping()  # EngineUnreachable, in the SDK backend's words
         try:
             cli = self.cli()
         except BuildKitUnavailable as e:
@@ -547,7 +534,8 @@ class BuildKitBackend(DockerBackend):
             cwd=cwd,
             start_new_session=True,
         )
-        watch = _CancelWatch(proc, cancel)
+        group = _ProcessGroup(proc)
+        watch = CancelWatch(cancel, group.stop)
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
@@ -557,7 +545,7 @@ class BuildKitBackend(DockerBackend):
                     log(line)
             returncode = proc.wait()
         except BaseException:
-            watch.kill(signal.SIGKILL)  # a failing log sink must not leave a build running
+            group.kill(signal.SIGKILL)  # a failing log sink must not leave a build running
             proc.wait()
             raise
         finally:

@@ -25,7 +25,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from stackbuild.backends.base import (
@@ -153,13 +153,17 @@ def _abort(response: requests.Response) -> None:
             response.close()
 
 
-class _CancelWatch:
-    """A thread that aborts ``response`` when ``cancel`` is set, until stopped."""
+class CancelWatch:
+    """A thread that calls ``abort(done)`` once ``cancel`` is set, until stopped.
 
-    def __init__(self, response: requests.Response, cancel: threading.Event) -> None:
+    ``done`` is set by ``stop()``: an abort that escalates (the BuildKit backend's
+    signals) stops waiting as soon as the work has ended.
+    """
+
+    def __init__(self, cancel: threading.Event, abort: Callable[[threading.Event], None]) -> None:
         self.fired = False
-        self._response = response
         self._cancel = cancel
+        self._abort = abort
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stackbuild-cancel", daemon=True)
         self._thread.start()
@@ -171,7 +175,7 @@ class _CancelWatch:
             if self._cancel.is_set():
                 if not self._done.is_set():
                     self.fired = True
-                    _abort(self._response)
+                    self._abort(self._done)
                 return
 
     def stop(self) -> None:
@@ -391,7 +395,7 @@ class DockerBackend:
             if cancel.is_set():  # the upload was cut short on purpose
                 raise Cancelled() from None
             raise
-        watch = _CancelWatch(response, cancel)
+        watch = CancelWatch(cancel, lambda done: _abort(response))
         try:
             try:
                 api._raise_for_status(response)
@@ -542,6 +546,8 @@ class DockerBackend:
 
     def _apply_pins(self, pins: Mapping[str, str], log: LogSink) -> str | None:
         """Tag each pin's source as the reference the Dockerfile writes; an error or None."""
+        if not pins:  # a root image: no need to import the SDK (~100 ms) for nothing
+            return None
         import docker.errors
 
         for ref, source in sorted(pins.items()):
