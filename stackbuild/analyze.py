@@ -98,7 +98,7 @@ def analyze(
         files[name] = context_files(spec.context, spec.dockerfile, exclude=state.path)
         parents = {parent: inputs[parent].fingerprint for parent in graph.parents(name)}
         upstream = {ref: pinned.get(ref, "") for ref in graph.upstream(name)}
-        inputs[name] = image_inputs(spec, files[name], parents, upstream, cache)
+        inputs[name] = image_inputs(spec, raw[name], files[name], parents, upstream, cache)
     if cache.dirty:
         cache.save(state.hash_cache)
     last: dict[str, ImageInputs | None] = {}

@@ -261,33 +261,21 @@ def _file_entries(files: Iterable[ContextFile], cache: HashCache) -> dict[str, s
 
 def image_inputs(
     spec: ImageSpec,
+    dockerfile: bytes,
     files: list[ContextFile],
     parents: Mapping[str, str],
     upstream: Mapping[str, str],
     cache: HashCache,
 ) -> ImageInputs:
-    """The inputs of one image: ``files`` as ``context_files`` listed them, hashed.
+    """The inputs of one image: ``dockerfile``, the very bytes that will be sent, and
+    ``files`` as ``context_files`` listed them, hashed.
 
     Files map to ``f<mode octal>:<sha256>``, directories to ``d<mode>``,
     symlinks to ``l:<target>``. Raises ContextError for an unreadable file.
     """
     entries = _file_entries(files, cache)
-    context = os.fspath(spec.context).rstrip("/") + "/"
-    dockerfile_path = os.fspath(spec.dockerfile)
-    hashed = (
-        entries.get(dockerfile_path[len(context) :], "")
-        if dockerfile_path.startswith(context)
-        else ""
-    )
-    if hashed.startswith("f"):
-        dockerfile = hashed.split(":", 1)[1]  # the same file, just hashed as a context file
-    else:
-        try:
-            dockerfile = cache.digest(dockerfile_path, os.stat(dockerfile_path))
-        except OSError as e:
-            raise ContextError(f"cannot read {spec.dockerfile}: {e.strerror or e}") from None
     return ImageInputs(
-        dockerfile=dockerfile,
+        dockerfile=hashlib.sha256(dockerfile).hexdigest(),
         files=entries,
         build_args=dict(spec.build_args),
         labels=dict(spec.labels),

@@ -106,7 +106,8 @@ def _tree(root: Path) -> Path:
 
 def _expected(context: Path, dockerfile: Path) -> dict[str, str]:
     files = context_files(context, dockerfile)
-    inputs = image_inputs(_spec(context, dockerfile), files, {}, {}, HashCache())
+    spec = _spec(context, dockerfile)
+    inputs = image_inputs(spec, spec.dockerfile.read_bytes(), files, {}, {}, HashCache())
     expected = dict(inputs.files)
     for path in list(expected):  # parents the engine creates for re-included children
         parts = path.split("/")

@@ -58,6 +58,7 @@ def inputs_of(root: Path, cache: HashCache | None = None, **overrides) -> ImageI
     files = context_files(s.context, s.dockerfile)
     return image_inputs(
         s,
+        s.dockerfile.read_bytes(),
         files,
         overrides.get("parents", {"base": "sha256:" + "b" * 64}),
         overrides.get("upstream", {"debian:bookworm-slim": "sha256:" + "d" * 64}),
@@ -157,11 +158,14 @@ def test_listing_order_and_mtimes_do_not_matter(ctx):
     shuffled = files[:]
     random.Random(1).shuffle(shuffled)
     parents = {"base": "sha256:" + "b" * 64}
-    first = image_inputs(s, files, parents, {}, HashCache())
-    assert image_inputs(s, shuffled, parents, {}, HashCache()).fingerprint == first.fingerprint
+    dockerfile = s.dockerfile.read_bytes()
+    first = image_inputs(s, dockerfile, files, parents, {}, HashCache())
+    again = image_inputs(s, dockerfile, shuffled, parents, {}, HashCache())
+    assert again.fingerprint == first.fingerprint
     for path in ctx.rglob("*"):
         os.utime(path, (12345, 12345), follow_symlinks=False)  # touch, to the past
-    assert image_inputs(s, files, parents, {}, HashCache()).fingerprint == first.fingerprint
+    touched = image_inputs(s, dockerfile, files, parents, {}, HashCache())
+    assert touched.fingerprint == first.fingerprint
 
 
 def test_parents_upstream_and_build_settings_move_it(ctx):
@@ -231,7 +235,8 @@ def test_a_dockerfile_outside_the_context_is_hashed_too(ctx, tmp_path):
     inputs = inputs_of(ctx, cache, dockerfile=outside)
     assert inputs.dockerfile == hashlib.sha256(outside.read_bytes()).hexdigest()
     assert "Dockerfile" not in inputs.files
-    assert cache.misses == 5
+    # the context's four files; the Dockerfile is hashed from the bytes that are sent
+    assert cache.misses == 4
 
 
 def test_the_cache_survives_save_and_load(ctx, tmp_path):
@@ -330,4 +335,4 @@ def test_a_file_gone_since_listing_is_a_clear_error(ctx):
     files = context_files(s.context, s.dockerfile)
     (ctx / "src" / "app.py").unlink()
     with pytest.raises(ContextError, match="app.py"):
-        image_inputs(s, files, {}, {}, HashCache())
+        image_inputs(s, s.dockerfile.read_bytes(), files, {}, {}, HashCache())
