@@ -308,7 +308,7 @@ class BuildRun:
             # lazily: a no-op run never loads concurrent-log-handler (~30-90 ms of imports)
             from stackbuild.logs import RunLogs
 
-            self.logs = RunLogs(self.analysis.state.logs)
+            self.logs = RunLogs(self.analysis.state)
             self.logs.run.info("run: %d to build, %d up to date", len(todo), len(up_to_date))
             try:
                 schedule = Schedule(

@@ -116,12 +116,9 @@ def _plan_engines(stack):
 
 def _existing_on(analysis, backend, pool, warn=_warn):
     """``registry.Existing`` on the pool's engines, or on ``backend``, then the registry."""
-    from stackbuild.backends.pool import pool_existing
     from stackbuild.registry import existing_images
 
-    if pool:
-        return pool_existing(analysis, pool, warn)
-    return existing_images(analysis, backend, warn)
+    return existing_images(analysis, backend, warn, pool.discover(analysis) if pool else None)
 
 
 def _plan_now(stack_file: Path, targets, with_descendants: bool, force=()):

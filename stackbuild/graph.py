@@ -122,13 +122,10 @@ class StackGraph:
         names = [edge[0] for edge in cycle] + [cycle[0][0]]
         first_parent, first_child = cycle[0][0], cycle[0][1]
         spec = self.stack.images[first_child]
-        why = (
-            "depends_on"
-            if first_parent in spec.depends_on
-            else "its Dockerfile builds on it (FROM / COPY --from / RUN --mount)"
-        )
-        location = spec.key_locations.get("depends_on", spec.location)
-        if why != "depends_on":
+        if first_parent in spec.depends_on:
+            why, location = "depends_on", spec.key_locations.get("depends_on", spec.location)
+        else:
+            why = "its Dockerfile builds on it (FROM / COPY --from / RUN --mount)"
             location = spec.location
         raise ManifestError(
             f"dependency cycle: {' -> '.join(names)}; image '{first_child}' needs "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from concurrent_log_handler import ConcurrentRotatingFileHandler
 
-from stackbuild.state import safe_filename
+from stackbuild.state import StateDir
 
 MAX_BYTES = 10 * 1024 * 1024
 BACKUPS = 3
@@ -67,9 +67,11 @@ class ImageLog:
 
 
 class RunLogs:
-    """Opens the run log and one log per image under ``logs_dir``."""
+    """Opens the run log and one log per image in the stack's ``.stackbuild/logs/``."""
 
-    def __init__(self, logs_dir: Path) -> None:
+    def __init__(self, state: StateDir) -> None:
+        logs_dir = state.logs
+        self.state = state
         self.dir = logs_dir
         self.lock_dir = logs_dir / ".locks"
         self.lock_dir.mkdir(parents=True, exist_ok=True)
@@ -82,11 +84,8 @@ class RunLogs:
         self._run_handler = _handler(self.run_path, self.lock_dir)
         self.run.addHandler(self._run_handler)
 
-    def image_path(self, image: str) -> Path:
-        return self.dir / f"{safe_filename(image)}.log"
-
     def open_image(self, image: str) -> ImageLog:
-        path = self.image_path(image)
+        path = self.state.log_path(image)
         with self._lock:
             logger = logging.getLogger(f"stackbuild.image.{os.getpid()}.{self.dir}.{image}")
             logger.setLevel(logging.INFO)

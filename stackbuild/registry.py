@@ -341,11 +341,18 @@ class Existing:
         return found
 
 
-def existing_images(analysis: Analysis, backend: Any, warn: Callable[[str], None]) -> Existing:
-    """Local engine first (one listing), then the registry for the rest."""
-    from stackbuild.build import find_existing
+def existing_images(
+    analysis: Analysis,
+    backend: Any,
+    warn: Callable[[str], None],
+    local: dict[str, LocalImage] | None = None,
+) -> Existing:
+    """Local images first (``backend``'s one listing, or ``local`` when a pool has
+    already looked on every engine), then the registry, asked through ``backend``."""
+    if local is None:
+        from stackbuild.build import find_existing
 
-    local = find_existing(analysis, backend)
+        local = find_existing(analysis, backend)
     missing = [name for name in analysis.selected if name not in local]
     return Existing(local, registry_existing(analysis, backend, missing, warn))
 

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from stackbuild.analyze import Analysis
     from stackbuild.backends.base import BuildRequest, LocalImage, LogSink
     from stackbuild.manifest import Stack
-    from stackbuild.registry import Existing, RegistryHooks, RetryPolicy
+    from stackbuild.registry import RegistryHooks, RetryPolicy
 
 URL_SCHEMES = ("unix://", "tcp://", "ssh://", "npipe://", "http://", "https://")
 
@@ -523,15 +523,6 @@ def open_pool(
             warn(f"warning: leaving engine {engine.name} out of the pool: {problem}")
             pool.left_out.append(engine.name)
     return pool
-
-
-def pool_existing(analysis: Analysis, pool: EnginePool, warn: Callable[[str], None]) -> Existing:
-    """``registry.existing_images`` for a pool: every engine's images, then the registry."""
-    from stackbuild.registry import Existing, registry_existing
-
-    local = pool.discover(analysis)
-    missing = [name for name in analysis.selected if name not in local]
-    return Existing(local, registry_existing(analysis, pool.alive[0].backend, missing, warn))
 
 
 def attach_registry(

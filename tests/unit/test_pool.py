@@ -22,12 +22,11 @@ from stackbuild.backends.pool import (
     open_pool,
     parse_builder,
     pool_builders,
-    pool_existing,
 )
 from stackbuild.build import BuildOptions, BuildRun, fingerprint12
 from stackbuild.errors import EngineUnreachable, ManifestError, RegistryError, UsageError
 from stackbuild.manifest import Builder, load_stack
-from stackbuild.registry import RegistryNotFound, RetryPolicy
+from stackbuild.registry import RegistryNotFound, RetryPolicy, existing_images
 from stackbuild.scheduler import NoSlotsLeft
 
 NO_RETRY = RetryPolicy(first_delay=0.01, budget=0.0)
@@ -302,7 +301,7 @@ def stack(tmp_path: Path) -> Path:
 def build_on(stack: Path, pool: EnginePool, reporter: Reporter | None = None):
     analysis = analyze(stack)
     pool.policy = NO_RETRY
-    existing = pool_existing(analysis, pool, print)
+    existing = existing_images(analysis, pool.alive[0].backend, print, pool.discover(analysis))
     plan = analysis.plan(existing.where())
     results = BuildRun(analysis, plan, pool.engines[0].backend, reporter or Reporter(),
                        BuildOptions(jobs=1), existing.local, pool=pool).run()  # fmt: skip
@@ -414,7 +413,7 @@ def test_up_to_date_images_are_found_on_every_engine_with_one_listing_each(stack
                  fp["b"]: [image("b", "elsewhere/b")]},  # not in its repository: no
     })  # fmt: skip
     pool = EnginePool([alpha, beta])
-    existing = pool_existing(analysis, pool, print)
+    existing = existing_images(analysis, pool.alive[0].backend, print, pool.discover(analysis))
     assert (alpha.backend.listings, beta.backend.listings) == (1, 1)
     assert set(existing.local) == {"base", "a"} and existing.remote == {}
     assert pool.holders("base") == [alpha, beta] and pool.holders("a") == [beta]
