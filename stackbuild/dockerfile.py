@@ -437,10 +437,11 @@ def _assignments(rest: str, escape: str, legacy: bool) -> list[tuple[str, str | 
 # docker/distribution's reference grammar (digest length relaxed): anything else
 # left after substitution (":latest", "/x", "x:") cannot be pulled
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"  # ASCII only: Python's \w would take "täg"
 _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)"
 _DOMAIN = rf"(?:{_HOST}(?:\.{_HOST})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
 _REFERENCE = re.compile(
-    rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::\w[\w.-]{{0,127}})?"
+    rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::{TAG})?"
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]+)?"
 )
 _STAGE_NUMBER = re.compile(r"[0-9]+")

@@ -181,26 +181,9 @@ class StackGraph:
         return [(parent, name) for name in self.order for parent in self.nodes[name].parents]
 
 
-def check_depends_on(stack: Stack) -> None:
-    """Every ``depends_on`` entry names an image of the stack."""
-    for spec in stack.images.values():
-        for index, dependency in enumerate(spec.depends_on):
-            if dependency not in stack.images:
-                location = spec.key_locations.get(
-                    f"depends_on[{index}]", spec.key_locations.get("depends_on", spec.location)
-                )
-                raise ManifestError(
-                    f"image '{spec.name}' depends_on '{dependency}', which is not in images:; "
-                    f"known images: {', '.join(stack.images)}",
-                    stack.display_path,
-                    location.line,
-                    location.col,
-                )
-
-
 def build_graph(stack: Stack, dockerfiles: Mapping[str, DockerfileInfo]) -> StackGraph:
-    """The DAG of ``stack`` given each image's parsed Dockerfile."""
-    check_depends_on(stack)
+    """The DAG of ``stack`` given each image's parsed Dockerfile (``load_stack`` has
+    already checked that every ``depends_on`` names an image of the stack)."""
     nodes = {name: infer_node(stack, name, dockerfiles[name]) for name in stack.images}
     return StackGraph(stack, nodes)
 

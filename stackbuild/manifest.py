@@ -53,6 +53,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stackbuild.dockerfile import TAG
 from stackbuild.errors import ManifestError
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ TAG_PLACEHOLDERS: Mapping[str, str] = {
 # Worst-case values (longest) for checking that a template expands to a valid tag.
 _TAG_SAMPLES = {"fingerprint12": "0" * 12, "git_sha": "0" * 40, "date": "20240131"}
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DOCKER_TAG = re.compile(TAG)
 
 
 def render_tag(template: str, values: Mapping[str, str]) -> str:

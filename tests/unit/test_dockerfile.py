@@ -659,3 +659,8 @@ def test_repository_of_spells_docker_hub_names_as_the_engine_does() -> None:
     assert repository_of("index.docker.io/acme/base") == "acme/base"
     assert repository_of("127.0.0.1:5000/library/base:1") == "127.0.0.1:5000/library/base"
     assert repository_of("acme/team/base:2") == "acme/team/base"
+
+
+def test_a_tag_outside_docker_s_ascii_alphabet_is_not_an_image() -> None:
+    info = parse_dockerfile("FROM base:täg\nFROM base:v1.2_x\n")
+    assert [r.ref for r in info.references] == ["base:v1.2_x"]

@@ -92,14 +92,6 @@ def test_depends_on_adds_an_edge():
     assert graph.parents("b") == ("a",)
 
 
-def test_unknown_depends_on_is_a_located_error():
-    stack, parsed = make_stack({"a": "FROM scratch\n"}, depends_on={"a": ["nope"]})
-    with pytest.raises(ManifestError) as error:
-        build_graph(stack, parsed)
-    assert "depends_on 'nope'" in str(error.value)
-    assert str(error.value).startswith("/repo/stack.yaml:3:5:")
-
-
 def test_a_cycle_is_printed_with_its_path():
     stack, parsed = make_stack({"a": "FROM b\n", "b": "FROM a\n"})
     with pytest.raises(ManifestError) as error:
