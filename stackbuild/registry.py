@@ -170,6 +170,17 @@ def with_retries(
             attempt += 1
 
 
+def with_logged_retries(
+    call: Callable[[], T], policy: RetryPolicy, stop: threading.Event | None, log: LogSink
+) -> T:
+    """``with_retries``, saying each retry in ``log``."""
+
+    def on_retry(attempt: int, delay: float, error: RegistryError) -> None:
+        log(f"attempt {attempt} failed ({error}); retrying in {delay:.1f}s")
+
+    return with_retries(call, policy, stop=stop, on_retry=on_retry)
+
+
 # --- pushing ---------------------------------------------------------------------------
 
 
@@ -231,10 +242,7 @@ class Pusher:
         return {image: future.result() for image, future in self._futures.items()}
 
     def _retrying(self, call: Callable[[], T], log: LogSink) -> T:
-        def on_retry(attempt: int, delay: float, error: RegistryError) -> None:
-            log(f"attempt {attempt} failed ({error}); retrying in {delay:.1f}s")
-
-        return with_retries(call, self.policy, stop=self.stop, on_retry=on_retry)
+        return with_logged_retries(call, self.policy, self.stop, log)
 
     def _already_there(self, refs: list[str], log: LogSink) -> set[str]:
         """The refs whose registry digest is the fingerprint tag's (``refs[0]``)."""

@@ -345,13 +345,9 @@ class EnginePool:
         return fingerprint_ref(self.analysis, name)
 
     def _retrying(self, call: Callable[[], Any], log: LogSink) -> Any:
-        from stackbuild.registry import RetryPolicy, with_retries
+        from stackbuild.registry import RetryPolicy, with_logged_retries
 
-        def on_retry(attempt: int, delay: float, error: RegistryError) -> None:
-            log(f"attempt {attempt} failed ({error}); retrying in {delay:.1f}s")
-
-        policy = self.policy or RetryPolicy.from_env()
-        return with_retries(call, policy, stop=self.stop, on_retry=on_retry)
+        return with_logged_retries(call, self.policy or RetryPolicy.from_env(), self.stop, log)
 
     def _push(self, name: str, engine: Engine, log: LogSink) -> None:
         """Push ``name``'s fingerprint tag from ``engine`` (once per run)."""
