@@ -99,6 +99,8 @@ def analyze(
         parents = {parent: inputs[parent].fingerprint for parent in graph.parents(name)}
         upstream = {ref: pinned.get(ref, "") for ref in graph.upstream(name)}
         inputs[name] = image_inputs(spec, raw[name], files[name], parents, upstream, cache)
+    if len(selected) == len(stack.images):  # every context was hashed: the rest is stale
+        cache.forget_unused()
     if cache.dirty:
         cache.save(state.hash_cache)
     last: dict[str, ImageInputs | None] = {}

@@ -200,9 +200,12 @@ class HashCache:
         return True
 
     def forget_unused(self) -> None:
-        """Drop entries this run did not look up (after hashing every image of a stack)."""
-        self._entries = {p: e for p, e in self._entries.items() if p in self._used}
-        self.dirty = True
+        """Drop entries this run did not look up (after hashing every image of a stack),
+        so files deleted or moved out of every context do not stay in the cache forever."""
+        kept = {p: e for p, e in self._entries.items() if p in self._used}
+        if len(kept) != len(self._entries):  # a no-op run still writes nothing
+            self._entries = kept
+            self.dirty = True
 
     def digest(self, path: str | os.PathLike[str], st: os.stat_result) -> str:
         """Hex sha256 of the regular file at ``path`` whose stat result is ``st``."""

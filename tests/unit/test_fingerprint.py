@@ -336,3 +336,22 @@ def test_a_file_gone_since_listing_is_a_clear_error(ctx):
     (ctx / "src" / "app.py").unlink()
     with pytest.raises(ContextError, match="app.py"):
         image_inputs(s, s.dockerfile.read_bytes(), files, {}, {}, HashCache())
+
+
+def test_forget_unused_drops_files_no_context_holds_any_more(ctx, tmp_path):
+    age(ctx)
+    saved = tmp_path / "cache.json"
+    first = HashCache()
+    inputs_of(ctx, first)
+    first.save(saved)
+    (ctx / "run.sh").unlink()
+    again = HashCache.load(saved)
+    inputs_of(ctx, again)
+    assert not again.dirty  # every lookup a hit
+    again.forget_unused()
+    assert again.dirty and len(again) == len(first) - 1
+    again.save(saved)
+    unchanged = HashCache.load(saved)
+    inputs_of(ctx, unchanged)
+    unchanged.forget_unused()
+    assert not unchanged.dirty  # nothing dropped: a no-op run writes nothing
