@@ -273,10 +273,7 @@ class BuildRun:
         else:
             reason = f"parent failed: {event.blocked_by}" if event.blocked_by else None
             result = ImageResult(
-                name,
-                "blocked" if event.kind == "blocked" else "cancelled",
-                self.analysis.inputs[name].fingerprint,
-                error=reason,
+                name, str(event.status), self.analysis.inputs[name].fingerprint, error=reason
             )
             self.results[name] = result
         self.logs.run.info("%s %s %s", result.status, name, result.error or "")

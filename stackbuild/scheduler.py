@@ -171,11 +171,6 @@ class Schedule:
 
     # -- queries ---------------------------------------------------------
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The to-do nodes, in the order given."""
-        return tuple(self._names)
-
     def status(self, name: str) -> Status:
         """Status of a to-do node (KeyError for any other name)."""
         return self._status[self._index[name]]
