@@ -562,6 +562,15 @@ def test_backend_must_be_known(stack_root: Path) -> None:
     assert_error(error, 2, 10, "backend 'buildkitd' is not supported", "did you mean 'buildkit'?")
 
 
+def test_a_secret_id_the_build_would_refuse_is_refused_at_load(stack_root: Path) -> None:
+    error = error_for(
+        stack_root,
+        "version: 1\nimages:\n  b:\n    context: images/base\n    secrets: {_tok: 'env:T'}\n",
+    )
+    assert error.line == 5
+    assert "_tok" in error.message and "start with a letter or digit" in error.message
+
+
 def test_secret_sources_are_env_or_file(stack_root: Path) -> None:
     error = error_for(
         stack_root,
