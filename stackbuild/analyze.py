@@ -11,8 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackbuild.backends.base import ContextFile
-from stackbuild.context import context_files, dockerfile_name_in_context
+from stackbuild.context import ContextFile, context_files, dockerfile_name_in_context
 from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
 from stackbuild.errors import ManifestError
 from stackbuild.fingerprint import HashCache, ImageInputs, image_inputs

@@ -171,6 +171,7 @@ class BuildRun:
             fingerprint=fingerprint,
             tags=tuple(image_tags(repository, fingerprint, spec.tags, self.git_sha)),
             context_files=tuple(self.analysis.files[name]),
+            context_entries=inputs.files,
             dockerfile_bytes=self.analysis.dockerfiles[name],
             dockerfile_name=self.analysis.dockerfile_name(name),
             build_args=dict(spec.build_args),

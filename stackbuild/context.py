@@ -34,19 +34,19 @@ builder only knows the one at the context root.
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import hashlib
 import io
 import os
 import re
 import stat
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from stackbuild.backends.base import ContextFile
 from stackbuild.errors import EXIT_USAGE, StackbuildError
 
 if TYPE_CHECKING:
@@ -67,6 +67,34 @@ class ContextError(StackbuildError):
     """A build context Docker would refuse: a bad .dockerignore, an unreadable path."""
 
     exit_code = EXIT_USAGE
+
+
+class ContextChanged(StackbuildError):
+    """A context file differs, while its tar is written, from what its fingerprint hashed.
+
+    The build of that image fails (exit 1): an image whose content its fingerprint
+    does not describe would be taken as up to date by every later run.
+    """
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    """One entry of a build context as Docker would receive it."""
+
+    path: str  # posix, relative to the context root; directories too
+    source: Path  # absolute path on disk
+    kind: str  # "f" file, "d" directory, "l" symlink
+
+
+def context_entry(kind: str, mode: int, value: str = "") -> str:
+    """How one context entry counts in a fingerprint: ``f<mode octal>:<sha256>`` for a
+    file, ``d<mode>`` for a directory, ``l:<target>`` for a symlink (``value`` is the
+    digest or the target). Written by the hashing and checked by the tar writer."""
+    if kind == "f":
+        return f"f{mode:o}:{value}"
+    if kind == "d":
+        return f"d{mode:o}"
+    return "l:" + value
 
 
 # --------------------------------------------------------------------------- .dockerignore
@@ -673,27 +701,49 @@ def _add_bytes(tar: tarfile.TarFile, name: str, mode: int, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _add_entry(tar: tarfile.TarFile, f: ContextFile, replace: bytes | None) -> None:
-    """One context entry, as it is on disk now, or ``replace`` as its content."""
+class _HashingReader:
+    """A file read by tarfile, hashed on the way: the digest of the very bytes sent."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self.sha256.update(data)
+        return data
+
+
+def _add_entry(
+    tar: tarfile.TarFile, f: ContextFile, replace: bytes | None, on_disk: bytes | None = None
+) -> str:
+    """One context entry, as it is on disk now, or ``replace`` as its content; returns
+    its ``context_entry``: of what was read, or of ``on_disk`` when ``replace`` was
+    made from those bytes (the file's content as the fingerprint hashed it)."""
     source = os.fspath(f.source)
     try:
         st = os.lstat(source)
         mode = stat.S_IMODE(st.st_mode)
         if replace is not None:
             _add_bytes(tar, f.path, mode if stat.S_ISREG(st.st_mode) else 0o644, replace)
-        elif f.kind == "f" and stat.S_ISREG(st.st_mode):
+            content = replace if on_disk is None else on_disk
+            return context_entry("f", mode, hashlib.sha256(content).hexdigest())
+        if f.kind == "f" and stat.S_ISREG(st.st_mode):
             info = _tarinfo(f.path, mode)
             info.size = st.st_size
             with open(source, "rb") as handle:
-                tar.addfile(info, handle)
-        elif f.kind == "d" and stat.S_ISDIR(st.st_mode):
+                reader = _HashingReader(handle)
+                tar.addfile(info, reader)  # type: ignore[arg-type]
+            return context_entry("f", mode, reader.sha256.hexdigest())
+        if f.kind == "d" and stat.S_ISDIR(st.st_mode):
             tar.addfile(_tarinfo(f.path, mode, "d"))
-        elif f.kind == "l" and stat.S_ISLNK(st.st_mode):
+            return context_entry("d", mode)
+        if f.kind == "l" and stat.S_ISLNK(st.st_mode):
             info = _tarinfo(f.path, mode, "l")
             info.linkname = os.readlink(source)
             tar.addfile(info)
-        else:
-            raise ContextError(f"{source} changed type while the build context was sent")
+            return context_entry("l", mode, info.linkname)
+        raise ContextChanged(f"{source} changed type after it was hashed for this build")
     except OSError as e:
         # includes tarfile's "unexpected end of data": the file shrank meanwhile
         raise ContextError(f"cannot send {source}: {e.strerror or e}") from None
@@ -705,7 +755,7 @@ def write_context_tar(
     dockerfile_name: str,
     fileobj: BinaryIO,
     *,
-    gzip: bool = False,
+    expected: Mapping[str, str] | None = None,
 ) -> None:
     """Write the context tar of ``files`` plus the Dockerfile to ``fileobj``.
 
@@ -716,37 +766,41 @@ def write_context_tar(
     Dockerfile from outside the context), ``.dockerignore`` in the tar gets
     the name appended, or is created as ``.dockerignore`` + the name, exactly
     as the docker CLI does: the engine then drops both from what ``COPY .``
-    sees. Pass ``dockerfile=dockerfile_name`` to the build. Uncompressed by
-    default (fastest to a local engine); ``gzip=True`` for a remote one: the
-    engine detects the compression itself.
+    sees. Pass ``dockerfile=dockerfile_name`` to the build.
+
+    ``expected`` (path -> ``context_entry``, the image's fingerprinted files): every
+    entry is hashed as it is written and must equal what the fingerprint hashed,
+    else ContextChanged names the file. A file edited between the plan and its
+    build would otherwise ship under a fingerprint that does not describe it.
+    The Dockerfile entry is the given bytes, hashed into the fingerprint on their own.
     """
-    import gzip as gzip_module  # lazily: plan never writes a tar
-    import tarfile
+    import tarfile  # lazily: plan never writes a tar
 
     files = list(files)
     paths = {f.path for f in files}
     external = dockerfile_name not in paths
     hide = b"\n" + os.fsencode(dockerfile_name) + b"\n"
-    with contextlib.ExitStack() as stack:
-        out: BinaryIO = fileobj
-        if gzip:
-            out = stack.enter_context(  # type: ignore[assignment]
-                gzip_module.GzipFile(fileobj=fileobj, mode="wb", compresslevel=1, mtime=0)
-            )
-        tar = stack.enter_context(
-            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_COPY_CHUNK)
-        )
+    with tarfile.open(
+        fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_COPY_CHUNK
+    ) as tar:
         for f in files:
-            replace = None
+            replace = on_disk = None
             if f.path == dockerfile_name:
                 replace = dockerfile_bytes
             elif external and f.path == DOCKERIGNORE:
                 # read through a symlink too: the engine reads the patterns as a file
                 try:
-                    replace = Path(f.source).read_bytes() + hide
+                    on_disk = Path(f.source).read_bytes()
                 except OSError as e:
                     raise ContextError(f"cannot read {f.source}: {e.strerror}") from None
-            _add_entry(tar, f, replace)
+                replace = on_disk + hide
+            sent = _add_entry(tar, f, replace, on_disk)
+            if expected is not None and f.path != dockerfile_name and expected.get(f.path) != sent:
+                raise ContextChanged(
+                    f"{f.source} changed after it was hashed for this build (while earlier "
+                    "builds ran?); the image was not built, so no fingerprint names content "
+                    "it does not have. Run the build again."
+                )
         if external:
             _add_bytes(tar, dockerfile_name, 0o600, dockerfile_bytes)
             if DOCKERIGNORE not in paths:

@@ -27,8 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stackbuild.backends.base import ContextFile
-from stackbuild.context import ContextError
+from stackbuild.context import ContextError, ContextFile, context_entry
 
 if TYPE_CHECKING:
     from stackbuild.manifest import ImageSpec
@@ -250,11 +249,11 @@ def _file_entries(files: Iterable[ContextFile], cache: HashCache) -> dict[str, s
             st = lstat(f.source)
             mode = st.st_mode
             if f.kind == "f" and stat.S_ISREG(mode):
-                entries[f.path] = f"f{s_imode(mode):o}:{digest(f.source, st)}"
+                entries[f.path] = context_entry("f", s_imode(mode), digest(f.source, st))
             elif f.kind == "d" and stat.S_ISDIR(mode):
-                entries[f.path] = f"d{s_imode(mode):o}"
+                entries[f.path] = context_entry("d", s_imode(mode))
             elif f.kind == "l" and stat.S_ISLNK(mode):
-                entries[f.path] = "l:" + os.readlink(f.source)
+                entries[f.path] = context_entry("l", 0, os.readlink(f.source))
             else:
                 raise ContextError(f"{f.source} changed type while it was being read; run again")
         except OSError as e:

@@ -5,20 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
+
+from stackbuild.context import ContextFile
 
 FINGERPRINT_LABEL = "stackbuild.fingerprint"
 IMAGE_LABEL = "stackbuild.image"
-
-
-@dataclass(frozen=True)
-class ContextFile:
-    """One entry of a build context as Docker would receive it."""
-
-    path: str  # posix, relative to the context root; directories too
-    source: Path  # absolute path on disk
-    kind: str  # "f" file, "d" directory, "l" symlink
 
 
 @dataclass(frozen=True)
@@ -42,6 +34,9 @@ class BuildRequest:
     # (a parent's "<repository>:<fingerprint12>" or an upstream "name@sha256:...")
     pins: Mapping[str, str] = field(default_factory=dict)
     secrets: Mapping[str, str] = field(default_factory=dict)  # id -> "env:NAME" | "file:PATH"
+    # path -> its entry in the fingerprint (context.context_entry); the tar writer checks
+    # every file it sends against it. None: not checked (a request made by hand)
+    context_entries: Mapping[str, str] | None = None
 
 
 @dataclass

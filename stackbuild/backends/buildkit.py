@@ -453,7 +453,8 @@ class BuildKitBackend(DockerBackend):
             tempfile.TemporaryFile(prefix="stackbuild-context-") as context,
         ):
             write_context_tar(
-                request.context_files, request.dockerfile_bytes, request.dockerfile_name, context
+                request.context_files, request.dockerfile_bytes, request.dockerfile_name, context,
+                expected=request.context_entries,
             )
             context.seek(0)
             iidfile = Path(tmp, "iid")

@@ -500,7 +500,8 @@ class DockerBackend:
         image_id: str | None = None
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX) as context:
             write_context_tar(
-                request.context_files, dockerfile_bytes, request.dockerfile_name, context
+                request.context_files, dockerfile_bytes, request.dockerfile_name, context,
+                expected=request.context_entries,
             )
             size = context.tell()
             context.seek(0)

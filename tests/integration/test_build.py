@@ -466,6 +466,50 @@ def test_sigint_keeps_finished_images_and_a_rerun_finishes_the_rest(
 
 
 @docker
+def test_a_context_file_edited_during_the_run_fails_its_image_instead_of_shipping_it(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
+) -> None:
+    # issue 16.1: the child's data.txt is edited while the base builds (the child's
+    # fingerprint was taken before), then restored; the image must never hold BBBB
+    # under the fingerprint of AAAA
+    write_stack(
+        tmp_path,
+        unique,
+        {"app": "FROM {r}/base\nCOPY data.txt /data.txt\n"},
+        files={"app/data.txt": "AAAA"},
+    )
+    (tmp_path / "base" / "Dockerfile").write_text(
+        (tmp_path / "base" / "Dockerfile").read_text() + f"RUN echo {unique}-slow && sleep 3\n"
+    )
+    base_log = log_path(tmp_path, unique, "base")
+    proc = start_cli(tmp_path, "build", "--json")
+    with killed_at_exit([proc]):
+        assert wait_until(lambda: base_log.exists() and "slow" in base_log.read_text(), 30)
+        (tmp_path / "app" / "data.txt").write_text("BBBB")
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    results = by_short_name(json.loads(stdout)["results"])
+    assert statuses(results) == {"base": "built", "app": "failed"}
+    assert "data.txt changed after it was hashed" in results["app"]["error"]
+    assert "data.txt" in stderr
+    assert docker_client.api.images(name=f"{unique}/app") == []
+    assert recorded(tmp_path) == ["base"]
+
+    (tmp_path / "app" / "data.txt").write_text("AAAA")
+    plan = json.loads(run_cli(tmp_path, "plan", "--json").stdout)
+    assert {short(s["image"]): s["action"] for s in plan["steps"]} == {
+        "base": "skip", "app": "build"
+    }
+    rerun, _ = build(tmp_path)
+    assert statuses(rerun) == {"base": "up-to-date", "app": "built"}
+    out = docker_client.containers.run(
+        f"{unique}/app:latest", ["cat", "/data.txt"], name=f"{unique}-check", remove=True
+    )
+    assert out == b"AAAA"
+
+
+@docker
 def test_sigterm_stops_a_run_like_ctrl_c(
     tmp_path: Path, unique: str, docker_client: Any, cleanup_images
 ) -> None:
