@@ -87,6 +87,154 @@ def parse_dockerfile(
     return _Analysis(build_args or {}).run(text, target)
 
 
+def pin_references(
+    text: str, pins: Mapping[str, str], build_args: Mapping[str, str] | None = None
+) -> str:
+    """Dockerfile ``text`` with every FROM, COPY --from and RUN --mount from= whose image
+    reference (after ARG substitution: exactly the ``ImageReference.ref`` that
+    ``parse_dockerfile`` reports) is a key of ``pins`` rewritten to name ``pins[ref]``
+    literally.
+
+    Stage names, stage numbers and ``scratch`` are never touched (``FROM base AS base``
+    rewrites that FROM's image; a later ``COPY --from=base`` names the stage and stays).
+    Only the operand itself is replaced, so flags (``--platform``), ``AS name``, other
+    ``--mount`` fields (in their order), heredoc bodies and every other byte stay as
+    they are, and so do the physical line count and the line of every instruction.
+    Used to build a child on exactly the parent image it was hashed against (a tag
+    nothing else can move) rather than on a shared name another run may re-tag.
+    """
+    if not pins:
+        return text
+    analysis = _Analysis(build_args or {})
+    escape = analysis.walk(text)
+    by_name = analysis.stage_numbers()
+    # start line -> [(instruction, slot, new reference)]
+    edits: dict[int, list[tuple[str, int, str]]] = {}
+    for use in analysis.uses:
+        new = pins.get(use.value)
+        if new is None or analysis.stage_of(use, by_name) is not None:
+            continue
+        if use.value.lower() == "scratch" or not _REFERENCE.fullmatch(use.value):
+            continue  # not an image parse_dockerfile would report
+        edits.setdefault(use.line, []).append((use.instruction, use.slot, new))
+    if not edits:
+        return text
+    raw_lines = text.split("\n")
+    # the analysis saw lines without a BOM and without trailing "\r"s: edit those
+    bom = "\ufeff" if raw_lines[0].startswith("\ufeff") else ""
+    clean = [line.rstrip("\r") for line in raw_lines]
+    clean[0] = clean[0][len(bom) :]
+    for line, wanted in edits.items():
+        _pin_instruction(clean, line - 1, escape, wanted)
+    clean[0] = bom + clean[0]
+    # put back each line's trailing "\r"s
+    return "\n".join(
+        line + raw[len(raw.rstrip("\r")) :] for raw, line in zip(raw_lines, clean, strict=True)
+    )
+
+
+# one piece of a logical line: (offset in it, length, physical line index, column)
+_Segment = tuple[int, int, int, int]
+
+
+def _logical_spans(lines: list[str], index: int, escape: str) -> tuple[str, list[_Segment]]:
+    """The logical line starting at ``lines[index]`` joined as ``_instructions`` joins
+    it, with where each of its pieces sits in the physical lines."""
+    line = lines[index]
+    stripped = line.lstrip()
+    column = len(line) - len(stripped)
+    part, more = _trim_continuation(stripped, escape)
+    parts, segments = [part], [(0, len(part), index, column)]
+    offset = len(part)
+    index += 1
+    while more and index < len(lines):
+        line = lines[index]
+        bare = line.lstrip()
+        if bare and bare[0] != "#":  # comment and blank lines are dropped, as there
+            part, more = _trim_continuation(line, escape)
+            parts.append(part)
+            segments.append((offset, len(part), index, 0))
+            offset += len(part)
+        index += 1
+    return "".join(parts), segments
+
+
+def _pin_instruction(
+    lines: list[str], index: int, escape: str, wanted: list[tuple[str, int, str]]
+) -> None:
+    logical, segments = _logical_spans(lines, index, escape)
+    words = logical.split(None, 1)
+    rest = words[1] if len(words) > 1 else ""
+    base = len(logical) - len(rest)  # offset of ``rest`` in the logical line
+    flags, operands = _flag_spans(rest)
+    replacements: list[tuple[int, int, str]] = []
+    for instruction, slot, new in wanted:
+        if instruction == "FROM":
+            _, start, end = operands[0]
+            replacements.append((base + start, base + end, new))
+        else:
+            _, _, start, end = flags[slot]
+            if instruction == "RUN --mount":
+                new = _pin_mount(rest[start:end], new)
+            replacements.append((base + start, base + end, new))
+    # right to left, so that the columns of the edits still to make stay valid
+    for start, end, new in sorted(set(replacements), reverse=True):
+        _replace(lines, segments, start, end, new, logical[end:].strip() == "")
+
+
+def _replace(
+    lines: list[str], segments: list[_Segment], start: int, end: int, new: str, last: bool
+) -> None:
+    """Replace ``[start, end)`` of the logical line by ``new`` in the physical lines."""
+    first = next(n for n, s in enumerate(segments) if s[0] <= start < s[0] + s[1])
+    final = next(n for n, s in enumerate(segments) if s[0] < end <= s[0] + s[1])
+    offset, _, row, column = segments[first]
+    left = column + start - offset
+    if first == final:
+        lines[row] = lines[row][:left] + new + lines[row][left + end - start :]
+        return
+    # the operand is split by continuations (rare): put it whole on its first line,
+    # remove its other pieces and keep each escape so the instruction still joins up
+    tail_offset, tail_length, tail_row, tail_column = segments[final]
+    if last:
+        # nothing follows it: end the instruction on the first line, as a continuation
+        # into a now blank line would swallow the next instruction
+        lines[row] = lines[row][:left] + new
+        for segment in segments[first + 1 : final + 1]:
+            lines[segment[2]] = ""
+        return
+    head_end = segments[first][3] + segments[first][1]
+    lines[row] = lines[row][:left] + new + lines[row][head_end:]
+    for _, length, middle, column in segments[first + 1 : final]:
+        lines[middle] = lines[middle][:column] + lines[middle][column + length :]
+    cut = tail_column + end - tail_offset
+    lines[tail_row] = lines[tail_row][:tail_column] + lines[tail_row][cut:]
+
+
+def _pin_mount(raw: str, new: str) -> str:
+    """A ``--mount`` value as written with its (last) ``from=`` field set to ``new``."""
+    if "'" not in raw and '"' not in raw and "\\" not in raw:
+        fields = raw.split(",")  # keep every other field byte for byte
+        for position in range(len(fields) - 1, -1, -1):
+            key, equals, _ = fields[position].partition("=")
+            if equals and key.strip().lower() == "from":
+                fields[position] = f"{key}={new}"
+                break
+        return ",".join(fields)
+    # quoted: rebuild the CSV (same fields, same order) and quote it for the flag scanner
+    fields = _csv_fields(_unquote(raw))
+    for position in range(len(fields) - 1, -1, -1):
+        key, equals, _ = fields[position].partition("=")
+        if equals and key.strip().lower() == "from":
+            fields[position] = f"{key}={new}"
+            break
+    csv = ",".join(
+        '"' + field.replace('"', '""') + '"' if "," in field or '"' in field else field
+        for field in fields
+    )
+    return '"' + csv.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 # ---------------------------------------------------------------------------
 # Physical lines -> instructions
 
@@ -190,10 +338,7 @@ def _heredocs(rest: str) -> list[tuple[str, bool]]:
 _WORD: dict[str, re.Pattern[str]] = {}  # per escape character, compiled when first needed
 
 
-def _words(text: str, escape: str) -> list[str]:
-    """The blank-separated words of ``text``, quotes and escapes kept."""
-    if "'" not in text and '"' not in text and escape not in text:
-        return text.split()
+def _word_pattern(escape: str) -> re.Pattern[str]:
     pattern = _WORD.get(escape)
     if pattern is None:
         # runs of plain characters, escaped characters and quoted strings;
@@ -202,7 +347,24 @@ def _words(text: str, escape: str) -> list[str]:
         pattern = _WORD[escape] = re.compile(
             rf"""(?:[^\s'"{e}]+|{e}.?|"(?:[^"{e}]|{e}.)*"?|'[^']*'?)+""", re.DOTALL
         )
-    return pattern.findall(text)
+    return pattern
+
+
+_PLAIN_WORD = re.compile(r"\S+")
+
+
+def _words(text: str, escape: str) -> list[str]:
+    """The blank-separated words of ``text``, quotes and escapes kept."""
+    if "'" not in text and '"' not in text and escape not in text:
+        return text.split()
+    return _word_pattern(escape).findall(text)
+
+
+def _word_spans(text: str, escape: str) -> list[tuple[str, int, int]]:
+    """``_words`` with the ``(start, end)`` of each word in ``text``."""
+    plain = "'" not in text and '"' not in text and escape not in text
+    pattern = _PLAIN_WORD if plain else _word_pattern(escape)
+    return [(match.group(), match.start(), match.end()) for match in pattern.finditer(text)]
 
 
 # flags that take a value; accepted also as `--from x` although Docker wants `--from=x`
@@ -213,19 +375,29 @@ _VALUE_FLAGS = frozenset(
 
 def _flags(rest: str) -> tuple[list[tuple[str, str]], list[str]]:
     """The leading ``--name=value`` flags (values unquoted) and the remaining words."""
-    words = _words(rest, "\\")  # BuildKit's flag scanner always escapes with a backslash
-    flags: list[tuple[str, str]] = []
+    flags, words = _flag_spans(rest)
+    return [(name, value) for name, value, _, _ in flags], [word for word, _, _ in words]
+
+
+def _flag_spans(
+    rest: str,
+) -> tuple[list[tuple[str, str, int, int]], list[tuple[str, int, int]]]:
+    """``_flags`` with the ``(start, end)`` in ``rest`` of each flag's value as written
+    and of each remaining word (for ``pin_references``)."""
+    words = _word_spans(rest, "\\")  # BuildKit's flag scanner always escapes with a backslash
+    flags: list[tuple[str, str, int, int]] = []
     index = 0
-    while index < len(words) and words[index].startswith("--"):
-        word = words[index]
+    while index < len(words) and words[index][0].startswith("--"):
+        word, start, end = words[index]
         index += 1
         if word == "--":
             break
         name, equals, value = word[2:].partition("=")
+        value_start = start + 2 + len(name) + len(equals)
         if not equals and name.lower() in _VALUE_FLAGS and index < len(words):
-            value = words[index]
+            value, value_start, end = words[index]
             index += 1
-        flags.append((name.lower(), _unquote(value)))
+        flags.append((name.lower(), _unquote(value), value_start, end))
     return flags, words[index:]
 
 
@@ -450,10 +622,17 @@ _STAGE_NUMBER = re.compile(r"[0-9]+")
 class _Use:
     """A reference-bearing operand, before it is known to be a stage or an image."""
 
-    __slots__ = ("stage", "instruction", "line", "value", "raw", "missing", "base_stage")
+    __slots__ = ("stage", "instruction", "line", "value", "raw", "missing", "base_stage", "slot")
 
     def __init__(
-        self, stage: int, instruction: str, line: int, value: str, raw: str, missing: list[str]
+        self,
+        stage: int,
+        instruction: str,
+        line: int,
+        value: str,
+        raw: str,
+        missing: list[str],
+        slot: int = -1,
     ) -> None:
         self.stage = stage
         self.instruction = instruction
@@ -462,6 +641,7 @@ class _Use:
         self.raw = raw  # as written, for warnings
         self.missing = missing
         self.base_stage: int | None = None  # FROM resolved to an earlier stage
+        self.slot = slot  # index of the flag among the instruction's flags; -1: FROM's image
 
 
 class _Analysis:
@@ -474,6 +654,11 @@ class _Analysis:
         self.warnings: list[str] = []
 
     def run(self, text: str, target: str | None) -> DockerfileInfo:
+        self.walk(text)
+        return self._result(target)
+
+    def walk(self, text: str) -> str:
+        """Collect the stages and uses of ``text``; returns its escape character."""
         escape, instructions = _instructions(text)
         args: dict[str, str | None] = {}
         env: dict[str, str] = {}
@@ -490,15 +675,15 @@ class _Analysis:
                 for name, raw in _assignments(rest, escape, legacy=True):
                     env[name] = scope[name] = _expand(raw or "", scope, escape, missing)
             elif keyword == "copy" and rest.startswith("--"):
-                for name, value in _flags(rest)[0]:
+                for slot, (name, value) in enumerate(_flags(rest)[0]):
                     if name == "from":
-                        self._operand("COPY --from", value, line, escape, args, env)
+                        self._operand("COPY --from", value, line, escape, args, env, slot)
             elif keyword == "run" and rest.startswith("--"):
-                for name, value in _flags(rest)[0]:
+                for slot, (name, value) in enumerate(_flags(rest)[0]):
                     source = _mount_from(value) if name == "mount" else None
                     if source is not None:
-                        self._operand("RUN --mount", source, line, escape, args, env)
-        return self._result(target)
+                        self._operand("RUN --mount", source, line, escape, args, env, slot)
+        return escape
 
     def _arg(
         self,
@@ -557,13 +742,25 @@ class _Analysis:
         escape: str,
         args: dict[str, str | None],
         env: dict[str, str],
+        slot: int,
     ) -> None:
         missing: list[str] = []
         value = _expand(raw, {**args, **env} if "$" in raw else {}, escape, missing)
-        self.uses.append(_Use(len(self.names) - 1, instruction, line, value, raw, missing))
+        self.uses.append(_Use(len(self.names) - 1, instruction, line, value, raw, missing, slot))
+
+    def stage_of(self, use: _Use, by_name: Mapping[str, int]) -> int | None:
+        """The stage ``use`` names (``COPY --from=0``, ``--from=builder``), else None."""
+        if use.base_stage is not None or use.instruction == "FROM":
+            return use.base_stage
+        if _STAGE_NUMBER.fullmatch(use.value):
+            return int(use.value)
+        return by_name.get(use.value.lower())
+
+    def stage_numbers(self) -> dict[str, int]:
+        return {name: index for index, name in enumerate(self.names) if name}
 
     def _result(self, target: str | None) -> DockerfileInfo:
-        by_name = {name: index for index, name in enumerate(self.names) if name}
+        by_name = self.stage_numbers()
         needs: list[set[int]] = [set() for _ in self.names]  # stage -> stages it uses
         found: list[ImageReference] = []
         for use in self.uses:
@@ -573,12 +770,7 @@ class _Analysis:
                     f"variable {variable} is not set (an ARG without a value and "
                     "no build arg, or not declared where it is used)",
                 )
-            stage = use.base_stage
-            if stage is None and use.instruction != "FROM":
-                if _STAGE_NUMBER.fullmatch(use.value):
-                    stage = int(use.value)
-                else:
-                    stage = by_name.get(use.value.lower())
+            stage = self.stage_of(use, by_name)
             if stage is not None:
                 if stage < len(needs):  # a number past the last stage: Docker's error
                     needs[use.stage].add(stage)
