@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from stackbuild.dockerfile import repository_of
 from stackbuild.errors import StackbuildError
+from stackbuild.refs import is_exact_reference
 from stackbuild.state import atomic_writer
 
 if TYPE_CHECKING:
@@ -45,7 +46,10 @@ def images_to_save(analysis: Analysis, backend: Any) -> list[Saved]:
     saved = []
     for name in analysis.selected:
         repository = repository_of(analysis.stack.reference(name))
-        tags = sorted(t for t in local[name].tags if repository_of(t) == repository)
+        tags = sorted(
+            t for t in local[name].tags
+            if repository_of(t) == repository and not is_exact_reference(t)
+        )
         saved.append(Saved(name, analysis.inputs[name].fingerprint, tuple(tags)))
     return saved
 

@@ -28,6 +28,7 @@ from stackbuild.backends.base import (
 from stackbuild.dockerfile import repository_of
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
+from stackbuild.refs import fingerprint12
 from stackbuild.scheduler import RetryElsewhere, Schedule, SchedulerEvent, Status, run_threaded
 from stackbuild.state import BuildRecord
 
@@ -71,10 +72,6 @@ class BuildOptions:
     fail_fast: bool = False
     no_cache: bool = False
     pull: bool = False
-
-
-def fingerprint12(fingerprint: str) -> str:
-    return fingerprint.partition(":")[2][:12]
 
 
 def git_revision(root: Path) -> str | None:

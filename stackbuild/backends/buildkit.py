@@ -440,7 +440,7 @@ class BuildKitBackend(DockerBackend):
         except BuildKitUnavailable as e:
             log(f"ERROR: {e}")
             return BuildResult(ok=False, error=str(e))
-        error = self._apply_pins(request.pins, log)
+        dockerfile, error = self.pinned_dockerfile(request, log)
         if error:
             log(error)
             return BuildResult(ok=False, error=error)
@@ -453,7 +453,7 @@ class BuildKitBackend(DockerBackend):
             tempfile.TemporaryFile(prefix="stackbuild-context-") as context,
         ):
             write_context_tar(
-                request.context_files, request.dockerfile_bytes, request.dockerfile_name, context,
+                request.context_files, dockerfile, request.dockerfile_name, context,
                 expected=request.context_entries,
             )
             context.seek(0)

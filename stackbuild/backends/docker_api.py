@@ -36,8 +36,9 @@ from stackbuild.backends.base import (
     LocalImage,
     LogSink,
 )
-from stackbuild.dockerfile import repository_of, split_reference
+from stackbuild.dockerfile import pin_references, repository_of, split_reference
 from stackbuild.errors import EngineUnreachable, StackbuildError
+from stackbuild.refs import exact_reference
 
 if TYPE_CHECKING:
     import docker
@@ -460,7 +461,7 @@ class DockerBackend:
                 ok=False,
                 error="build secrets need BuildKit; the classic Docker builder cannot mount them",
             )
-        error = self._apply_pins(request.pins, log)
+        dockerfile, error = self.pinned_dockerfile(request, log)
         if error:
             log(error)
             return BuildResult(ok=False, error=error)
@@ -473,9 +474,7 @@ class DockerBackend:
         labels = image_labels_for(request)
         # the classic builder turns the labels parameter into one LABEL step per label
         # (~55 ms each); one LABEL line appended to the Dockerfile costs one step
-        dockerfile_bytes = None if request.target else with_label_line(
-            request.dockerfile_bytes, labels
-        )
+        dockerfile_bytes = None if request.target else with_label_line(dockerfile, labels)
         params: dict[str, Any] = {
             "t": list(request.tags),  # repeated t=: the engine tags only on success
             "dockerfile": request.dockerfile_name,
@@ -486,7 +485,7 @@ class DockerBackend:
             "forcerm": 1,  # remove the intermediate container of a failed step too
         }
         if dockerfile_bytes is None:
-            dockerfile_bytes = request.dockerfile_bytes
+            dockerfile_bytes = dockerfile
             params["labels"] = json.dumps(labels)
         if request.target:
             params["target"] = request.target
@@ -545,24 +544,42 @@ class DockerBackend:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _apply_pins(self, pins: Mapping[str, str], log: LogSink) -> str | None:
-        """Tag each pin's source as the reference the Dockerfile writes; an error or None."""
-        if not pins:  # a root image: no need to import the SDK (~100 ms) for nothing
-            return None
+    def pinned_dockerfile(self, request: BuildRequest, log: LogSink) -> tuple[bytes, str | None]:
+        """The Dockerfile to send, every pinned reference naming its exact image, or an error.
+
+        Each pin's image gets a tag named after its own id (``exact_reference``), and
+        the Dockerfile sent names that tag instead of the reference it writes. Retagging
+        the written name (``base:latest``) instead would leave a window in which another
+        run on the same engine (another checkout of the stack) retags it to its own
+        parent. Image ids cannot be used directly: BuildKit reads ``FROM sha256:...`` as a
+        Docker Hub name. A digest reference names one image already and stays.
+        """
+        if not request.pins:  # a root image: no need to import the SDK (~100 ms) for nothing
+            return request.dockerfile_bytes, None
         import docker.errors
 
-        for ref, source in sorted(pins.items()):
+        exact: dict[str, str] = {}
+        for ref, source in sorted(request.pins.items()):
             if split_reference(ref)[2]:
                 log(f"pin {ref}: a digest reference names one image already; nothing to tag")
                 continue
+            image_id = source if source.startswith("sha256:") else self.image_id(source)
+            target = exact_reference(ref, image_id) if image_id else ""
             try:
-                self.tag(source, ref)
+                if not image_id:
+                    raise docker.errors.NotFound(source)
+                self.tag(image_id, target)
             except docker.errors.NotFound:
-                return f"cannot pin {ref} to {source}: no such image on the engine at {self.name}"
+                return b"", (
+                    f"cannot pin {ref} to {source}: no such image on the engine at {self.name}"
+                )
             except docker.errors.APIError as e:
-                return f"cannot pin {ref} to {source}: {e.explanation or e}"
-            log(f"pinned {ref} -> {source}")
-        return None
+                return b"", f"cannot pin {ref} to {source}: {e.explanation or e}"
+            exact[ref] = target
+            log(f"pinned {ref} -> {source} as {target}")
+        text = request.dockerfile_bytes.decode("utf-8", "surrogateescape")
+        pinned = pin_references(text, exact, request.build_args)
+        return pinned.encode("utf-8", "surrogateescape"), None
 
     def tag(self, image: str, ref: str) -> None:
         """Tag ``image`` (id or reference) as ``ref`` ("repo[:tag]", tag defaults to latest)."""

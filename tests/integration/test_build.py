@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -397,6 +398,51 @@ def test_child_is_built_on_the_fresh_parent_not_a_stale_latest(
     assert cat_markers(docker_client, f"{unique}/app:latest", unique, "app") == ["base"]
     fresh = docker_client.api.inspect_image(f"{unique}/base:{first['base']['fingerprint'][7:19]}")
     assert docker_client.api.inspect_image(f"{unique}/base:latest")["Id"] == fresh["Id"]
+
+
+@docker
+def test_two_checkouts_with_the_same_names_build_on_their_own_parents(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
+) -> None:
+    # issue 16.2: two checkouts of one stack (same image names, different content) build
+    # at once on one engine, while a third party keeps moving `base:latest`; every child
+    # must be built on exactly the parent its own checkout hashed
+    kids = {f"kid{i}": "FROM {r}/base\nRUN cat /salt > /m-kid\n" for i in range(6)}
+    roots = {}
+    for salt in "AB":
+        root = write_stack(tmp_path / salt, unique, kids)
+        (root / "base" / "rootfs" / "salt").write_text(salt + "\n")
+        roots[salt] = root
+    stop = threading.Event()
+
+    def move_latest() -> None:  # what a careless script or a third checkout does
+        while not stop.is_set():
+            for image in docker_client.api.images(name=f"{unique}/base"):
+                with contextlib.suppress(Exception):
+                    docker_client.api.tag(image["Id"], f"{unique}/base", "latest")
+            stop.wait(0.01)
+
+    mover = threading.Thread(target=move_latest, daemon=True)
+    procs = [start_cli(root, "build", "--json", "-j", "3") for root in roots.values()]
+    with killed_at_exit(procs):
+        mover.start()
+        outputs = [proc.communicate(timeout=180) for proc in procs]
+        stop.set()
+        mover.join()
+    for proc, (_stdout, stderr) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, stderr
+    for (salt, root), (stdout, _) in zip(roots.items(), outputs, strict=True):
+        results = by_short_name(json.loads(stdout)["results"])
+        base_id = json.loads(StateDir(root).record_path(f"{unique}/base").read_text())["image_id"]
+        base_layers = docker_client.api.inspect_image(base_id)["RootFS"]["Layers"]
+        for kid in kids:
+            record = json.loads(StateDir(root).record_path(f"{unique}/{kid}").read_text())
+            layers = docker_client.api.inspect_image(record["image_id"])["RootFS"]["Layers"]
+            assert layers[: len(base_layers)] == base_layers, f"{salt} {kid} not on its base"
+            out = docker_client.containers.run(
+                record["image_id"], ["cat", "/m-kid"], name=f"{unique}-{salt}-{kid}", remove=True
+            )
+            assert out == f"{salt}\n".encode(), (salt, kid, results[kid])
 
 
 @docker
