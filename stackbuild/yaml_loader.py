@@ -20,6 +20,12 @@ Decisions:
 * Plain scalars are typed like YAML 1.1 / PyYAML (``1`` int, ``1.5`` float, ``yes`` bool,
   ``~`` None), except timestamps, which stay strings. The text of every non-string scalar
   is kept (``source_text``) so callers can use ``1.10`` as written rather than ``1.1``.
+* A number written with more than ``MAX_NUMBER_CHARS`` characters, and a value an explicit
+  tag contradicts (``!!int abc``, ``!!bool maybe``), is a located error, never a crash.
+* Positions are 1-based lines and columns in characters, with YAML's line breaks: the
+  text is checked for characters YAML refuses before parsing, because libyaml reports
+  those by byte offset. stack.lock is read with this loader too (``lockfile.read_lock``),
+  so a message is "problem; what to do" and the problem never names stack.yaml.
 """
 
 from __future__ import annotations
