@@ -34,9 +34,26 @@ _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,}$")
 
 
 class LockfileError(StackbuildError):
-    """stack.lock cannot be read as a lock: a person has to fix or regenerate it."""
+    """stack.lock cannot be read as a lock: a person has to fix or regenerate it.
+
+    Located like a ``ManifestError`` (``PATH:LINE:COL: message``) when the mistake is at
+    a place in the file."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(
+        self, message: str, path: str | None = None, line: int | None = None, col: int = 1
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.line = line
+        self.col = col
+
+    def __str__(self) -> str:
+        if self.path is None or self.line is None:
+            return self.message
+        return f"{self.path}:{self.line}:{self.col}: {self.message}"
 
 
 def lock_path(stack_path: Path) -> Path:
@@ -44,38 +61,69 @@ def lock_path(stack_path: Path) -> Path:
     return Path(stack_path).parent / LOCK_NAME
 
 
+# stack.lock is written by stackbuild, so the way out of any damage is to write it again.
+_FIX = "fix it, or delete it and run `stackbuild lock` to rewrite it"
+
+
 def read_lock(path: Path) -> dict[str, str]:
     """Upstream reference -> digest; ``{}`` when there is no lock yet."""
-    import yaml
+    # The strict loader of stack.yaml, not yaml.safe_load: it locates every value, and it
+    # never raises anything but a ManifestError, whatever the bytes (safe_load crashed on
+    # non-UTF-8 bytes, `version: 2001-02-30`, `!!int x` and 5,000-digit numbers).
+    from stackbuild.errors import ManifestError
+    from stackbuild.yaml_loader import load_yaml
 
+    display = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as error:
-        raise LockfileError(f"cannot read {path}: {error.strerror}") from None
-    fix = "fix it, or delete it and run `stackbuild lock`"
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the lock is read on every plan
+        raise LockfileError(f"cannot read {path}: {error.strerror}; {_FIX}") from None
     try:
-        data = yaml.load(text, Loader=loader)
-    except yaml.YAMLError as error:
-        raise LockfileError(f"{path} is not valid YAML ({error}); {fix}") from None
+        doc = load_yaml(raw, display)
+    except ManifestError as error:
+        # the loader's own advice (quote it, ...) is for a hand-written file; keep the problem
+        problem = error.message.rpartition("; ")[0] or error.message
+        raise LockfileError(f"{problem}; {_FIX}", display, error.line, error.col) from None
+    data = doc.data
     if data is None:
         return {}
-    if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
-        raise LockfileError(f"{path} is not a version {LOCK_VERSION} stackbuild lock; {fix}")
+
+    def fail(message: str, at: tuple[str, ...] = ()) -> LockfileError:
+        loc = doc.location(at)
+        return LockfileError(f"{message}; {_FIX}", display, loc.line, loc.col)
+
+    if not isinstance(data, dict):
+        raise fail(f"this is not a version {LOCK_VERSION} stackbuild lock")
+    version = data.get("version")
+    # type() and not ==: `version: true` and `version: 1.0` equal 1 in Python
+    if type(version) is not int or version != LOCK_VERSION:
+        at = ("version",) if "version" in data else ()
+        raise fail(f"this is not a version {LOCK_VERSION} stackbuild lock", at)
     upstream = data.get("upstream") or {}
     if not isinstance(upstream, dict):
-        raise LockfileError(f"{path}: 'upstream' must map references to digests; {fix}")
+        raise fail("'upstream' must map references to digests", ("upstream",))
     pins: dict[str, str] = {}
-    for ref, digest in upstream.items():
-        if not isinstance(ref, str) or not isinstance(digest, str) or not _DIGEST.match(digest):
-            raise LockfileError(
-                f"{path}: upstream {ref!r} is pinned to {digest!r}, which is not a digest "
-                f"like sha256:<hex>; {fix}"
+    for ref, digest in upstream.items():  # keys are always strings (see yaml_loader)
+        if not isinstance(digest, str) or not _DIGEST.match(digest):
+            raise fail(
+                f"upstream {_brief(ref)} is pinned to {_brief(digest)}, which is not a digest "
+                "like sha256:<hex>",
+                ("upstream", ref),
             )
         pins[ref] = digest
     return pins
+
+
+def _brief(value: object) -> str:
+    """A value for a message: short, whatever is in the file."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
 
 
 def render_lock(pins: Mapping[str, str]) -> str:
@@ -92,7 +140,7 @@ def write_lock(path: Path, pins: Mapping[str, str]) -> bool:
     try:
         if Path(path).read_text(encoding="utf-8") == text:
             return False
-    except OSError:
+    except (OSError, ValueError):  # missing, unreadable or not UTF-8: write it anew
         pass
     atomic_write(Path(path), text.encode("utf-8"))
     return True

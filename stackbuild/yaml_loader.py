@@ -20,10 +20,17 @@ Decisions:
 * Plain scalars are typed like YAML 1.1 / PyYAML (``1`` int, ``1.5`` float, ``yes`` bool,
   ``~`` None), except timestamps, which stay strings. The text of every non-string scalar
   is kept (``source_text``) so callers can use ``1.10`` as written rather than ``1.1``.
+* A number written with more than ``MAX_NUMBER_CHARS`` characters, and a value an explicit
+  tag contradicts (``!!int abc``, ``!!bool maybe``), is a located error, never a crash.
+* Positions are 1-based lines and columns in characters, with YAML's line breaks: the
+  text is checked for characters YAML refuses before parsing, because libyaml reports
+  those by byte offset. stack.lock is read with this loader too (``lockfile.read_lock``),
+  so a message is "problem; what to do" and the problem never names stack.yaml.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -35,6 +42,10 @@ from stackbuild.manifest import Location
 
 MAX_BYTES = 10 * 1024 * 1024  # far beyond any real stack; bounds memory and time
 MAX_DEPTH = 64  # stack.yaml needs 5; deeper nesting is a mistake or an attack
+# Longest number (as written) read as a number. Python refuses to convert decimal text of
+# more than 4,300 digits (and to print such an int), so a 5,000-digit `version:` or a
+# 20,000-digit `0b...` literal crashed; no field of stack.yaml needs more than a few digits.
+MAX_NUMBER_CHARS = 100
 
 # libyaml's C parser is ~10x faster than the pure-Python one; both give the same events.
 _Loader: type = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
@@ -45,8 +56,17 @@ _TAG = "tag:yaml.org,2002:"
 _STR, _NULL, _BOOL, _INT, _FLOAT = (_TAG + t for t in ("str", "null", "bool", "int", "float"))
 _TIMESTAMP, _MAP, _SEQ, _MERGE = (_TAG + t for t in ("timestamp", "map", "seq", "merge"))
 
-_ANCHOR_MESSAGE = "anchors and aliases are not supported in stack.yaml; write the value out"
-_MERGE_MESSAGE = "merge keys (<<) are not supported in stack.yaml; write the keys out"
+# What YAML accepts in a stream (the YAML 1.1 printable set, as both parsers check it).
+# Checked here, on the decoded text, because libyaml reports the *byte* offset of a bad
+# character, which is the wrong column after any non-ASCII character.
+_NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What both parsers count as a line break (YAML 1.1), so our positions match their marks.
+_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+# Messages are "problem; what to do", and the problem names no file: stack.lock is read
+# with this loader too, and gives its own advice (see lockfile.read_lock).
+_ANCHOR_MESSAGE = "anchors and aliases are not supported; write the value out"
+_MERGE_MESSAGE = "merge keys (<<) are not supported; write the keys out"
 
 
 class YamlDocument:
@@ -127,32 +147,44 @@ def load_yaml(source: bytes | str, display_path: str) -> YamlDocument:
             display_path,
         )
     text = _decode(source, display_path) if isinstance(source, bytes) else source
+    bad = _NOT_PRINTABLE.search(text)
+    if bad is not None:
+        raise _character_error(text, bad.start(), display_path)
     loader = _Loader(text)
     try:
-        return _Builder(loader, display_path).build()
+        return _Builder(loader, display_path, text).build()
     except yaml.MarkedYAMLError as e:
         raise _syntax_error(e, text, display_path) from None
-    except yaml.YAMLError as e:  # ReaderError: no mark, only a character position
+    except yaml.YAMLError as e:  # ReaderError: no mark, only an offset (cannot happen now)
         position = getattr(e, "position", 0) or 0
-        line, col = _line_col(text, position)
-        reason = getattr(e, "reason", None) or str(e)
-        raise ManifestError(
-            f"invalid character in YAML ({reason}); remove it or put the value in quotes",
-            display_path,
-            line,
-            col,
-        ) from None
+        if _Loader is not yaml.SafeLoader:  # libyaml counts bytes of the UTF-8 text
+            position = len(text.encode("utf-8")[:position].decode("utf-8", "ignore"))
+        raise _character_error(text, position, display_path) from None
     finally:
         loader.dispose()
+
+
+def _character_error(text: str, position: int, display_path: str) -> ManifestError:
+    line, col = _line_col(text, position)
+    code = ord(text[position]) if 0 <= position < len(text) else 0
+    escape = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return ManifestError(
+        f"the character U+{code:04X} is not allowed in YAML; remove it, or write it as "
+        f'"{escape}" inside a double-quoted value',
+        display_path,
+        line,
+        col,
+    )
 
 
 def _decode(source: bytes, display_path: str) -> str:
     try:
         return source.decode("utf-8-sig")  # tolerate a UTF-8 byte order mark
     except UnicodeDecodeError as e:
-        before = source[: e.start]
-        line = before.count(b"\n") + 1
-        col = e.start - (before.rfind(b"\n") + 1) + 1
+        # the bytes before the bad one are valid UTF-8: count lines and columns in
+        # characters, as an editor shows them, not in bytes
+        before = source[: e.start].decode("utf-8-sig")
+        line, col = _line_col(before, len(before))
         raise ManifestError(
             f"{display_path} is not valid UTF-8 (byte 0x{source[e.start]:02x}); save it as UTF-8",
             display_path,
@@ -161,13 +193,34 @@ def _decode(source: bytes, display_path: str) -> str:
         ) from None
 
 
+def _shown(text: str) -> str:
+    """A scalar for a message: quoted, and cut short (it may be megabytes)."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+
+
 def _short(tag: str) -> str:
     return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
 
 
 def _line_col(text: str, position: int) -> tuple[int, int]:
-    before = text[:position]
-    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+    """1-based line and column (in characters) of ``text[position]``, lines split as
+    the YAML parsers split them; a position past the end is the end of the text."""
+    position = max(0, min(position, len(text)))
+    line, start = 1, 0
+    for match in _BREAK.finditer(text, 0, position):
+        line += 1
+        start = match.end()
+    return line, position - start + 1
+
+
+def _mark_line_col(mark: Any, text: str) -> tuple[int, int]:
+    """A parser mark as 1-based line and column. libyaml puts the end of a text that does
+    not end with a line break on a line of its own, past the end of the file: clamp it."""
+    if mark is None:
+        return 1, 1
+    if mark.index >= len(text):
+        return _line_col(text, len(text))
+    return mark.line + 1, mark.column + 1
 
 
 # Hints for the syntax errors people actually make; libyaml's wording is terse.
@@ -192,7 +245,7 @@ _SYNTAX_HINTS = (
 
 def _syntax_error(e: yaml.MarkedYAMLError, text: str, display_path: str) -> ManifestError:
     mark = e.problem_mark or e.context_mark
-    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    line, col = _mark_line_col(mark, text)
     problem = (e.problem or "invalid YAML").strip()
     hint = "fix the YAML syntax at this position"
     offset = getattr(mark, "index", None)
@@ -215,15 +268,16 @@ def _syntax_error(e: yaml.MarkedYAMLError, text: str, display_path: str) -> Mani
 class _Builder:
     """Turns the parser's event stream into values and location tables, iteratively."""
 
-    def __init__(self, loader: Any, display_path: str) -> None:
+    def __init__(self, loader: Any, display_path: str, text: str = "") -> None:
         self.loader = loader
         self.display_path = display_path
+        self.text = text
         self.values: dict[YamlPath, Any] = {}
         self.keys: dict[YamlPath, Any] = {}
         self.texts: dict[YamlPath, str] = {}
 
     def fail(self, message: str, mark: Any) -> ManifestError:
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        line, col = _mark_line_col(mark, self.text)
         return ManifestError(message, self.display_path, line, col)
 
     def build(self) -> YamlDocument:
@@ -345,11 +399,14 @@ class _Builder:
         if tag == _NULL:
             value: Any = None
         elif tag == _BOOL:
-            value = SafeConstructor.bool_values[text.lower()]
-        elif tag == _INT:
-            value = SafeConstructor.construct_yaml_int(self.loader, ScalarNode(tag, text))
-        elif tag == _FLOAT:
-            value = SafeConstructor.construct_yaml_float(self.loader, ScalarNode(tag, text))
+            value = SafeConstructor.bool_values.get(text.lower())
+            if value is None:  # only an explicit !!bool reaches here with other text
+                raise self.fail(
+                    f"{_shown(text)} is not a !!bool; write true or false, or remove the tag",
+                    event.start_mark,
+                )
+        elif tag in (_INT, _FLOAT):
+            value = self.number(event, tag, text)
         elif tag == _MERGE:
             raise self.fail(_MERGE_MESSAGE, event.start_mark)
         else:
@@ -359,3 +416,26 @@ class _Builder:
             )
         texts[path] = text
         return value
+
+    def number(self, event: Any, tag: str, text: str) -> int | float:
+        """An int or float; text only an explicit tag calls a number is refused, located."""
+        if len(text) > MAX_NUMBER_CHARS:
+            raise self.fail(
+                f"this number is {len(text):,} characters long, more than the "
+                f"{MAX_NUMBER_CHARS} stackbuild reads; shorten it, or put it in quotes "
+                "to keep it as text",
+                event.start_mark,
+            )
+        node = ScalarNode(tag, text)
+        try:
+            if tag == _INT:
+                return SafeConstructor.construct_yaml_int(self.loader, node)
+            return SafeConstructor.construct_yaml_float(self.loader, node)
+        except (ValueError, IndexError, TypeError, OverflowError):
+            # PyYAML's constructors trust the resolver; an explicit tag skips it
+            kind = "a whole number" if tag == _INT else "a number"
+            raise self.fail(
+                f"{_shown(text)} is not {kind}, as the tag {_short(tag)} says; "
+                "fix the value, or remove the tag",
+                event.start_mark,
+            ) from None

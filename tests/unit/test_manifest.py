@@ -23,6 +23,8 @@ from stackbuild import manifest, yaml_loader
 from stackbuild.errors import EXIT_USAGE, ManifestError
 from stackbuild.manifest import Location, load_stack, render_tag
 
+REPO = Path(__file__).resolve().parents[2]
+
 EXAMPLE = """\
 version: 1
 registry: 127.0.0.1:5000/acme
@@ -420,6 +422,81 @@ def test_python_tags_are_refused(stack_root: Path) -> None:
 def test_invalid_utf8_is_located(stack_root: Path) -> None:
     error = error_for(stack_root, b"version: 1\nregistry: caf\xe9\n")
     assert_error(error, 2, 14, "not valid UTF-8", "save it as UTF-8")
+
+
+@pytest.fixture(params=["libyaml", "python"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with libyaml's parser and again with PyYAML's pure-Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(yaml_loader, "_Loader", yaml.SafeLoader)
+    elif not yaml.__with_libyaml__:
+        pytest.skip("PyYAML was built without libyaml")
+    return request.param
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("!!int abc", ("'abc' is not a whole number", "remove the tag")),
+        ('!!int ""', ("'' is not a whole number", "remove the tag")),
+        ("!!int 1.5", ("'1.5' is not a whole number",)),
+        ("!!float x", ("'x' is not a number", "remove the tag")),
+        ("!!bool maybe", ("'maybe' is not a !!bool", "true or false")),
+        ("!!bool 1", ("'1' is not a !!bool",)),
+        ("1" * 5000, ("5,000 characters long", "put it in quotes")),
+        ("0b" + "1" * 20000, ("20,002 characters long", "put it in quotes")),
+        ("0x" + "f" * 5000, ("5,002 characters long",)),
+        ("1:" * 3000 + "1", ("6,001 characters long",)),  # base 60
+    ],
+)
+def test_scalars_the_constructors_refuse_are_located(
+    stack_root: Path, parser: str, value: str, words: tuple[str, ...]
+) -> None:
+    error = error_for(stack_root, f"# base ─┬─ httpd\nversion: {value}\nimages: {{}}\n")
+    assert_error(error, 2, 10, *words)
+    assert len(str(error)) < 300  # printing it works, and it stays one short line
+
+
+def test_long_numbers_within_the_limit_are_still_numbers(stack_root: Path) -> None:
+    digits = "9" * yaml_loader.MAX_NUMBER_CHARS
+    doc = yaml_loader.load_yaml(f"a: {digits}\nb: !!int '12'\nc: !!float '1'\n", "x.yaml")
+    assert doc.data == {"a": int(digits), "b": 12, "c": 1.0}
+    assert doc.source_text(("a",)) == digits
+
+
+def test_a_bad_character_after_non_ascii_text_is_located_in_characters(
+    stack_root: Path, parser: str
+) -> None:
+    # libyaml reports the byte offset; applied to the text it was 4 lines and columns off
+    error = error_for(stack_root, "# ─┬─ tree\nregistry: ─┬─\x00\n".encode())
+    assert_error(error, 2, 14, "U+0000 is not allowed in YAML", "remove it")
+    error = error_for(stack_root, "version: 1\nlabels: {é: \"ü\x07\"}\n".encode())
+    assert_error(error, 2, 15, "U+0007 is not allowed", '"\\x07"')
+
+
+def test_a_nul_in_the_example_stacks_tree_comment_is_located(
+    stack_root: Path, parser: str
+) -> None:
+    # the repository's own stack.yaml draws its tree with box-drawing characters
+    lines = (REPO / "stack.yaml").read_text(encoding="utf-8").split("\n")
+    number = next(i for i, line in enumerate(lines) if "└─ (site-ops)" in line)
+    col = lines[number].index("(site-ops)")
+    lines[number] = lines[number][:col] + "\x00" + lines[number][col:]
+    error = error_for(stack_root, "\n".join(lines).encode("utf-8"))
+    assert_error(error, number + 1, col + 1, "U+0000")
+
+
+def test_invalid_utf8_after_non_ascii_text_is_located_in_characters(stack_root: Path) -> None:
+    error = error_for(stack_root, "version: 1\nregistry: ─caf".encode() + b"\xe9\n")
+    assert_error(error, 2, 15, "not valid UTF-8", "save it as UTF-8")
+
+
+def test_an_error_at_the_end_of_the_text_is_inside_the_file(
+    stack_root: Path, parser: str
+) -> None:
+    # without a final newline libyaml put the end of the text on a line past the last one
+    assert_error(error_for(stack_root, "version: 1\nimages: [a"), 2, 11, "invalid YAML")
+    assert_error(error_for(stack_root, "version: 1\nimages: [a\n"), 3, 1, "invalid YAML")
 
 
 def test_keys_must_be_names(stack_root: Path) -> None:
