@@ -158,6 +158,12 @@ def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refre
     from stackbuild import render
     from stackbuild.errors import UsageError
 
+    if force:  # as build refuses them, before any engine is asked
+        from stackbuild.manifest import load_stack
+
+        unknown = [name for name in force if name not in load_stack(ctx.stack_file).images]
+        if unknown:
+            raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
     fresh = None
     if offline:
         from stackbuild.analyze import analyze

@@ -6,6 +6,8 @@
   reset connections: worth retrying; exit 3 when it ends a command).
 - ``with_retries`` retries transient failures with exponential backoff
   within a bounded total time (``STACKBUILD_PUSH_RETRY_SECONDS``, default 120).
+  The pushes of a run share that time per registry (``RegistryDeadline``): a
+  registry that stays down costs one budget, not one per image.
 - ``Pusher`` pushes every tag of an image on its own threads (``--push-jobs``),
   so a child's build never waits for its parent's push.
 - ``RegistryHooks`` is what ``BuildRun`` calls around each build: before it,
@@ -132,6 +134,67 @@ class RetryPolicy:
         return cls(first_delay=min(cls.first_delay, max(budget / 4, 0.05)), budget=budget)
 
 
+class RegistryDeadline:
+    """One registry's retry budget, shared by every call of a run that retries against it.
+
+    The clock starts at the first transient failure and stops at the next success, so
+    a registry that answers again gets a whole budget for its next outage. Once a
+    retry loop runs out of it, the registry counts as down for the rest of the run:
+    every later call fails at once, with the error that ended the retries.
+    """
+
+    def __init__(self, host: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.host = host
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failing_since: float | None = None
+        self._down: RegistryUnavailable | None = None
+
+    def check(self) -> None:
+        """Raise at once when the registry ran out of its budget earlier in this run."""
+        with self._lock:
+            down = self._down
+        if down is not None:
+            raise RegistryUnavailable(
+                f"{down} (not tried again: the registry {self.host} used up this run's "
+                f"retry time, {RETRY_ENV})"
+            )
+
+    def answered(self) -> None:
+        with self._lock:
+            if self._down is None:
+                self._failing_since = None
+
+    def failing_for(self) -> float:
+        """Seconds since this outage began (now, when it begins with this failure)."""
+        now = self._clock()
+        with self._lock:
+            if self._failing_since is None:
+                self._failing_since = now
+            return now - self._failing_since
+
+    def give_up(self, error: RegistryUnavailable) -> None:
+        with self._lock:
+            if self._down is None:
+                self._down = error
+
+
+class RegistryDeadlines:
+    """A ``RegistryDeadline`` per registry host, created on first use (thread-safe)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._by_host: dict[str, RegistryDeadline] = {}
+
+    def for_ref(self, ref: str) -> RegistryDeadline:
+        host = registry_host(ref)
+        with self._lock:
+            if host not in self._by_host:
+                self._by_host[host] = RegistryDeadline(host, self._clock)
+            return self._by_host[host]
+
+
 def with_retries(
     call: Callable[[], T],
     policy: RetryPolicy,
@@ -140,11 +203,14 @@ def with_retries(
     on_retry: Callable[[int, float, RegistryError], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], bool] | None = None,
+    deadline: RegistryDeadline | None = None,
 ) -> T:
     """``call()``, retried while it raises a transient RegistryError and time is left.
 
     ``sleep(seconds)`` returns True to abandon (default: wait on ``stop``).
-    The error that ends the retries says how many attempts were made.
+    The error that ends the retries says how many attempts were made. With a
+    ``deadline``, the budget is that registry's for the whole run (shared with other
+    calls, see ``RegistryDeadline``), not this call's own.
     """
     stop = stop or threading.Event()
     sleep = sleep or stop.wait
@@ -152,33 +218,51 @@ def with_retries(
     delay = policy.first_delay
     attempt = 1
     while True:
+        if deadline is not None:
+            deadline.check()  # another call used up the registry's time meanwhile
         try:
-            return call()
-        except RegistryUnavailable as error:
+            result = call()
+        except RegistryError as error:
+            if not isinstance(error, RegistryUnavailable):
+                if deadline is not None:  # "not found", "refused": the registry answers
+                    deadline.answered()
+                raise
+
             elapsed = clock() - started
-            if stop.is_set() or elapsed + delay > policy.budget:
-                if attempt == 1:
+            spent = deadline.failing_for() if deadline is not None else elapsed
+            if stop.is_set() or spent + delay > policy.budget:
+                final = error
+                if attempt > 1:
+                    final = type(error)(
+                        f"{error}; gave up after {attempt} attempts in {elapsed:.0f}s"
+                    )
+                if deadline is not None and not stop.is_set():
+                    deadline.give_up(final)
+                if final is error:
                     raise
-                raise type(error)(
-                    f"{error}; gave up after {attempt} attempts in {elapsed:.0f}s"
-                ) from error
+                raise final from error
             if on_retry:
                 on_retry(attempt, delay, error)
             if sleep(delay):
                 raise
             delay = min(delay * policy.factor, policy.max_delay)
             attempt += 1
+        else:
+            if deadline is not None:
+                deadline.answered()
+            return result
 
 
 def with_logged_retries(
-    call: Callable[[], T], policy: RetryPolicy, stop: threading.Event | None, log: LogSink
+    call: Callable[[], T], policy: RetryPolicy, stop: threading.Event | None, log: LogSink,
+    deadline: RegistryDeadline | None = None,
 ) -> T:
     """``with_retries``, saying each retry in ``log``."""
 
     def on_retry(attempt: int, delay: float, error: RegistryError) -> None:
         log(f"attempt {attempt} failed ({error}); retrying in {delay:.1f}s")
 
-    return with_retries(call, policy, stop=stop, on_retry=on_retry)
+    return with_retries(call, policy, stop=stop, on_retry=on_retry, deadline=deadline)
 
 
 # --- pushing ---------------------------------------------------------------------------
@@ -230,6 +314,9 @@ class Pusher:
         self.policy = policy or RetryPolicy.from_env()
         self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stackbuild-push")
         self._futures: dict[str, Future[PushOutcome]] = {}
+        # the retry budget is the run's, per registry: a registry that stays down fails
+        # the remaining pushes at once instead of costing every image a whole budget
+        self.deadlines = RegistryDeadlines()
 
     def submit(self, image: str, refs: Sequence[str], only_missing: bool = False) -> None:
         """Queue a push of ``refs`` (the fingerprint tag first). ``only_missing``: an image
@@ -241,19 +328,21 @@ class Pusher:
         self._pool.shutdown(wait=True)
         return {image: future.result() for image, future in self._futures.items()}
 
-    def _retrying(self, call: Callable[[], T], log: LogSink) -> T:
-        return with_logged_retries(call, self.policy, self.stop, log)
+    def _retrying(self, call: Callable[[], T], log: LogSink, ref: str | None = None) -> T:
+        deadline = self.deadlines.for_ref(ref) if ref is not None else None
+        return with_logged_retries(call, self.policy, self.stop, log, deadline)
 
     def _already_there(self, refs: list[str], log: LogSink) -> set[str]:
         """The refs whose registry digest is the fingerprint tag's (``refs[0]``)."""
         try:
-            want = self._retrying(lambda: self.backend.registry_digest(refs[0]), log)
+            want = self._retrying(lambda: self.backend.registry_digest(refs[0]), log, refs[0])
         except RegistryNotFound:
             return set()
         there = {refs[0]}
         for ref in refs[1:]:
             try:
-                if self._retrying(lambda r=ref: self.backend.registry_digest(r), log) == want:
+                digest = self._retrying(lambda r=ref: self.backend.registry_digest(r), log, ref)
+                if digest == want:
                     there.add(ref)
             except RegistryNotFound:
                 pass
@@ -275,7 +364,9 @@ class Pusher:
                     outcome.error = f"push of {ref} cancelled: interrupted"
                     break
                 log(f"=== stackbuild: push {ref} ===")
-                digest = self._retrying(lambda r=ref: self.backend.push(r, log, self.stop), log)
+                digest = self._retrying(
+                    lambda r=ref: self.backend.push(r, log, self.stop), log, ref
+                )
                 log(f"=== stackbuild: pushed {ref} {digest} ===")
                 outcome.pushed.append(ref)
         except Exception as error:  # any failure is this image's, never the run's

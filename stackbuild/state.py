@@ -9,11 +9,14 @@
 Every write goes to a temporary file in the same directory and is renamed
 into place, so a crash or Ctrl-C never leaves half a file; a record that
 cannot be read is treated as absent (the image is rebuilt), never an error.
+A file that cannot be written (a full disk, a read-only checkout) is one
+``StateWriteError`` naming it, and the file it would have replaced is intact.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -25,10 +28,34 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote
 
-from stackbuild.errors import LockBusy
+from stackbuild.errors import EXIT_BUILD_FAILED, LockBusy, StackbuildError
 from stackbuild.fingerprint import ImageInputs
 
 STATE_DIRNAME = ".stackbuild"
+
+
+class StateWriteError(StackbuildError, OSError):
+    """A file of stackbuild's own (state, run lock, stack.lock) cannot be written: the disk
+    is full, the file system read-only, ... An outside failure, not a mistake in the stack.
+
+    Still an OSError (errno, strerror, filename as the failure's), so callers that
+    caught the raw error keep working; ``str()`` is the sentence for a person.
+    """
+
+    exit_code = EXIT_BUILD_FAILED
+
+    def __init__(self, path: Path | str, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error), str(path))
+        self.path = Path(path)
+        hint = ""
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "; free some space on that file system and run again"
+        elif error.errno == errno.EROFS:
+            hint = "; the file system is read-only"
+        self.message = f"cannot write {self.path}: {self.strerror}{hint}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _read_umask() -> int:
@@ -70,9 +97,13 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (see ``atomic_writer``)."""
-    with atomic_writer(path) as handle:
-        handle.write(data)
+    """Replace ``path`` with ``data`` atomically (see ``atomic_writer``); StateWriteError
+    naming ``path`` when it cannot be written (the old file, if any, is left as it was)."""
+    try:
+        with atomic_writer(path) as handle:
+            handle.write(data)
+    except OSError as error:
+        raise StateWriteError(path, error) from None
 
 
 def safe_filename(image: str) -> str:
@@ -158,14 +189,18 @@ class StateDir:
         refuses with a clear message; flock is released by the kernel when
         the process dies, so a crashed run never leaves a stale lock.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_file, "a+")  # noqa: SIM115 - held until the run ends
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            # a bare descriptor, not a buffered file: a write that fails (a full disk) fails
+            # once, here, instead of again when a buffer is flushed at close
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise StateWriteError(self.lock_file, error) from None
         try:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
+                holder = self._lock_holder(fd)
                 if not wait:
                     raise LockBusy(
                         f"another stackbuild run (pid {holder}) is building this stack "
@@ -176,12 +211,23 @@ class StateDir:
                     "waiting for it to finish"
                 )
                 started = time.monotonic()
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 notify(f"lock acquired after {time.monotonic() - started:.1f}s")
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
+            # the pid is for the message of a run that waits; but a state directory that
+            # cannot take these few bytes cannot take a build's records and logs either:
+            # refuse now, before building anything, rather than fail every image after it
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+            except OSError as error:
+                raise StateWriteError(self.lock_file, error) from None
             yield
         finally:
-            handle.close()
+            os.close(fd)
+
+    @staticmethod
+    def _lock_holder(fd: int) -> str:
+        try:
+            return os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        except OSError:
+            return "unknown"

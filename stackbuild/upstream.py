@@ -6,6 +6,12 @@ exists only on this engine (never pulled from or pushed to a registry)
 resolves to its image id without asking any registry. A reference that
 carries a digest resolves to that digest.
 
+A digest the registry reports (a ``Docker-Content-Digest`` header, relayed by
+the engine) is checked against the manifest itself before it is pinned: the
+manifest is fetched from the registry and its bytes must hash to that digest
+(``verify_digest``), else a RegistryError. A registry stackbuild cannot reach
+itself (one only a remote engine sees) is pinned unverified, with a warning.
+
 ``strict`` (``lock``, ``refresh``, ``plan --refresh``): the registry's answer
 is the point, so a registry that fails is an error. Not strict (a ``build``
 or ``plan`` that finds an upstream missing from the lock): a registry that
@@ -14,6 +20,8 @@ fails falls back, with a warning, to the image the engine already holds.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +40,21 @@ if TYPE_CHECKING:
     from stackbuild.registry import Existing
 
 Warn = Callable[[str], None]
+# ref -> (the manifest's bytes, its Content-Type, the registry's Docker-Content-Digest header)
+FetchManifest = Callable[[str], "tuple[bytes, str, str | None]"]
+
+MANIFEST_TYPES = (  # every kind the engine accepts: a registry would convert to the first
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+)
+FETCH_TIMEOUT = 30  # s, per request to the registry
+_LOOPBACK = ("127.", "localhost", "[::1]")
+
+
+class ManifestUnreachable(Exception):
+    """stackbuild itself cannot fetch the manifest (the engine could): not verifiable."""
 
 
 def upstream_refs(graph: StackGraph, names: Iterable[str]) -> list[str]:
@@ -39,8 +62,133 @@ def upstream_refs(graph: StackGraph, names: Iterable[str]) -> list[str]:
     return sorted({ref for name in names for ref in graph.upstream(name)})
 
 
-def resolve(backend: Any, ref: str, *, strict: bool, warn: Warn) -> str:
-    """The digest ``ref`` should be pinned to (see the module docstring)."""
+def _registry_base(host: str) -> tuple[str, str]:
+    """``(scheme://host, what the engine calls it)`` for a registry host of a reference."""
+    if host == "docker.io":
+        return "https://registry-1.docker.io", "https://index.docker.io/v1/"
+    scheme = "http" if host.startswith(_LOOPBACK) else "https"  # as the engine: insecure
+    return f"{scheme}://{host}", host
+
+
+def _credentials(config_name: str) -> tuple[str, str] | None:
+    """(user, password) for a registry from the Docker config, as the SDK reads it."""
+    try:
+        from docker import auth
+
+        found = auth.resolve_authconfig(auth.load_config(), config_name) or {}
+    except Exception:  # an unreadable config: ask without credentials, like the engine would
+        return None
+    user, password = found.get("username") or found.get("Username"), found.get(
+        "password") or found.get("Password")  # fmt: skip
+    return (str(user), str(password)) if user and password else None
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="..."`` -> ("bearer", {"realm": ..., "service": ...})."""
+    import re
+
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+    return scheme.lower(), params
+
+
+def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
+    """GET ``ref``'s manifest from its registry, as the engine would (same credentials,
+    Basic or Bearer token auth). Raises ManifestUnreachable when it cannot be had."""
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from stackbuild.registry import registry_host
+
+    host = registry_host(ref)
+    repository, tag, digest = split_reference(ref)
+    path = repository.split("/", 1)[1] if "/" in repository and repository.split("/")[0] == host \
+        else repository
+    if host == "docker.io" and "/" not in path:
+        path = f"library/{path}"
+    base, config_name = _registry_base(host)
+    url = f"{base}/v2/{path}/manifests/{digest or tag or 'latest'}"
+    headers = {"Accept": ", ".join(MANIFEST_TYPES)}
+
+    def get(target: str, extra: Mapping[str, str]) -> Any:
+        request = urllib.request.Request(target, headers={**headers, **extra})
+        return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT)  # noqa: S310 - http(s)
+
+    try:
+        try:
+            response = get(url, {})
+        except urllib.error.HTTPError as error:
+            if error.code != 401:
+                raise
+            scheme, params = _challenge(error.headers.get("WWW-Authenticate", ""))
+            credentials = _credentials(config_name)
+            basic = {}
+            if credentials:
+                token = base64.b64encode(":".join(credentials).encode()).decode()
+                basic = {"Authorization": f"Basic {token}"}
+            if scheme == "bearer" and params.get("realm"):
+                query = {"scope": f"repository:{path}:pull"}
+                if params.get("service"):
+                    query["service"] = params["service"]
+                realm = f"{params['realm']}?{urllib.parse.urlencode(query)}"
+                with urllib.request.urlopen(  # noqa: S310 - the registry's token service
+                    urllib.request.Request(realm, headers=basic), timeout=FETCH_TIMEOUT
+                ) as answer:
+                    grant = json.loads(answer.read())
+                bearer = grant.get("token") or grant.get("access_token") or ""
+                response = get(url, {"Authorization": f"Bearer {bearer}"})
+            else:
+                response = get(url, basic)
+        with response:
+            body = response.read()
+            return body, response.headers.get("Content-Type", ""), response.headers.get(
+                "Docker-Content-Digest")  # fmt: skip
+    except (OSError, ValueError) as error:  # HTTPError and URLError are OSErrors
+        raise ManifestUnreachable(f"{url}: {error}") from None
+
+
+def verify_digest(ref: str, digest: str, fetch: FetchManifest = fetch_manifest) -> str:
+    """``digest`` when ``ref``'s manifest, as its registry serves it, hashes to it; else a
+    RegistryError saying what the registry claimed and what its bytes are."""
+    from stackbuild.registry import registry_host
+
+    body, content_type, header = fetch(ref)
+    algorithm, _, _hex = digest.partition(":")
+    try:
+        actual = f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
+    except (ValueError, TypeError):
+        raise RegistryError(
+            f"the registry {registry_host(ref)} gave {ref} the digest {digest}, whose "
+            f"algorithm {algorithm!r} stackbuild cannot check; not pinning it"
+        ) from None
+    claims = {digest} | ({header} if header else set())
+    if claims == {actual}:
+        return digest
+    if "prettyjws" in content_type:  # schema 1: signed, its digest is not of these bytes
+        return digest
+    claimed = " and ".join(sorted(claims))
+    raise RegistryError(
+        f"the registry {registry_host(ref)} claims the digest {claimed} for {ref}, but the "
+        f"manifest it serves hashes to {actual}: not pinning a digest its content does not "
+        "have (a misbehaving registry or proxy; if the tag was pushed just now, run again)"
+    )
+
+
+def _engine_fetch(backend: Any) -> FetchManifest | None:
+    """How to fetch manifests to verify ``backend``'s digests: a real engine's come from
+    real registries; test doubles' and other backends' are left alone."""
+    from stackbuild.backends.docker_api import DockerBackend
+
+    return fetch_manifest if isinstance(backend, DockerBackend) else None
+
+
+def resolve(
+    backend: Any, ref: str, *, strict: bool, warn: Warn, fetch: FetchManifest | None = None
+) -> str:
+    """The digest ``ref`` should be pinned to (see the module docstring). ``fetch``
+    verifies a registry's digest against its manifest (default: for a real engine)."""
     from stackbuild.registry import RegistryNotFound
 
     digest = split_reference(ref)[2]
@@ -50,7 +198,16 @@ def resolve(backend: Any, ref: str, *, strict: bool, warn: Warn) -> str:
     if local is not None and local == backend.image_id(ref):
         return local  # exists only here: no registry knows it
     try:
-        return backend.registry_digest(ref)
+        claimed = backend.registry_digest(ref)
+        fetch = fetch or _engine_fetch(backend)
+        if fetch is None:
+            return claimed
+        try:
+            return verify_digest(ref, claimed, fetch)
+        except ManifestUnreachable as error:
+            warn(f"warning: cannot fetch the manifest of {ref} to check its digest "
+                 f"({error}); pinning {short(claimed)} as the engine reported it")  # fmt: skip
+            return claimed
     except RegistryError as error:
         if local is None:
             raise

@@ -45,8 +45,13 @@ if TYPE_CHECKING:
     import requests
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
-API_TIMEOUT = 600  # s, ordinary calls: removing or tagging on a busy engine can be slow
+# s, a read timeout for every call that should return (inspect, list, tag, remove, registry
+# look-ups): an engine silent for this long has stopped answering (frozen, SIGSTOP, a hung
+# daemon), and waiting on longer would wait forever. Generous: removing or tagging on a busy
+# engine can be slow. The build, push, pull and save streams have no read timeout at all
+API_TIMEOUT = 120
 PING_TIMEOUT = 15  # s, ping and the API version probe: "is anybody there?"
+TIMEOUT_ENV = "STACKBUILD_ENGINE_TIMEOUT"  # s, overrides both (a slow engine, or tests)
 CONNECT_TIMEOUT = 30  # s, connecting for a streaming call; reading it has no timeout
 CANCEL_POLL = 0.1  # s, how often a watcher looks at the cancel event
 SPOOL_MAX = 32 * 1024 * 1024  # context tars above this go to a temporary file
@@ -61,6 +66,22 @@ class StreamError(Exception):
 
 class Cancelled(Exception):
     """A streaming call was aborted because its cancel event was set."""
+
+
+def _timeout(default: float) -> float:
+    """``default``, or ``STACKBUILD_ENGINE_TIMEOUT`` seconds when set (read on every use)."""
+    value = os.environ.get(TIMEOUT_ENV)
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e9:  # also refuses nan and inf
+        from stackbuild.errors import UsageError
+
+        raise UsageError(f"{TIMEOUT_ENV}={value!r} is not a positive number of seconds")
+    return seconds
 
 
 def _docker_host_note() -> str:
@@ -235,9 +256,11 @@ class DockerBackend:
             # version="auto" asks the engine which API it speaks, so old (20.10) and new
             # engines both work; that probe should fail fast, hence the short timeout first
             client = docker.APIClient(
-                version="auto", timeout=PING_TIMEOUT, max_pool_size=POOL_SIZE, **kwargs
+                version="auto", timeout=_timeout(PING_TIMEOUT), max_pool_size=POOL_SIZE,
+                **kwargs,
             )
-        client.timeout = self.timeout
+        # the read timeout of every call that does not pass its own (the streams do)
+        client.timeout = _timeout(self.timeout)
         return client
 
     def close(self) -> None:
@@ -261,7 +284,10 @@ class DockerBackend:
                 hint = f"connection refused; {hint}"
                 break
             if isinstance(cause, TimeoutError) or type(cause).__name__.endswith("Timeout"):
-                hint = "it did not answer in time; is the engine overloaded or the address wrong?"
+                hint = (
+                    "it stopped answering (no answer in time): is the engine frozen or "
+                    f"overloaded, or the address wrong? ({TIMEOUT_ENV} sets how long to wait)"
+                )
                 break
         if doing:
             return f"lost the connection to {where} while {doing}: {hint}"
@@ -316,6 +342,7 @@ class DockerBackend:
             url = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         if not url.startswith("unix://") or len(url) == len("unix://"):
             return None
+        timeout = _timeout(timeout)
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(timeout)
@@ -345,7 +372,7 @@ class DockerBackend:
         with self._engine_errors():
             api = self.api
             try:
-                api._result(api._get(api._url("/_ping"), timeout=PING_TIMEOUT))
+                api._result(api._get(api._url("/_ping"), timeout=_timeout(PING_TIMEOUT)))
             except docker.errors.APIError as e:
                 raise EngineUnreachable(
                     f"the Docker engine at {self.name} ({_docker_host_note()}) answers ping "

@@ -1,0 +1,141 @@
+"""A frozen engine (dockerd under SIGSTOP) is not waited on forever: every call that should
+return gives up after its read timeout with EngineUnreachable naming the engine, and a
+command whose only engine froze exits 3 saying which one.
+
+The engine is a private test dockerd (tests/engines.py), stopped with SIGSTOP and always
+continued with SIGCONT before it is closed: the shared engine is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackbuild.backends.docker_api import TIMEOUT_ENV, DockerBackend
+from stackbuild.errors import EXIT_UNREACHABLE, EngineUnreachable
+from tests.engines import EnginesUnavailable, ExtraEngine, extra_engines
+from tests.helpers import make_request, write_base_context
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = "2"  # s, the engine read timeout these tests run with
+GUARD = 90  # s: a call still waiting after this long waits forever (the bug)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[ExtraEngine]:
+    try:
+        with extra_engines(1) as (started,):
+            yield started
+    except EnginesUnavailable as e:
+        if os.environ.get("STACKBUILD_REQUIRE_DOCKER") == "1":
+            pytest.fail(str(e), pytrace=False)
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def image(engine: ExtraEngine, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A busybox image built on the private engine; its reference."""
+    ref = "sbt-frozen/base:latest"
+    request = make_request(write_base_context(tmp_path_factory.mktemp("base")),
+                           "sbt-frozen/base", unique="sbt-frozen", tags=(ref,))  # fmt: skip
+    backend = DockerBackend(engine.url)
+    try:
+        result = backend.build(request, lambda line: None, threading.Event())
+    finally:
+        backend.close()
+    assert result.ok, result.error
+    return ref
+
+
+@contextmanager
+def frozen(engine: ExtraEngine) -> Iterator[None]:
+    assert engine.pid is not None and engine.running
+    os.kill(engine.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(engine.pid, signal.SIGCONT)
+
+
+def gives_up(call: Callable[[], Any]) -> EngineUnreachable:
+    """Run ``call`` (it must raise EngineUnreachable); fail, instead of hanging, when it is
+    still waiting after GUARD seconds."""
+    executor = ThreadPoolExecutor(max_workers=1)
+    future = executor.submit(call)
+    try:
+        future.result(timeout=GUARD)
+    except EngineUnreachable as error:
+        return error
+    except FutureTimeout:
+        pytest.fail(f"still waiting on the frozen engine after {GUARD}s")
+    finally:
+        executor.shutdown(wait=False)  # a stuck call ends once the engine is continued
+    pytest.fail("the call returned although the engine is frozen")
+
+
+def test_calls_that_should_return_give_up_on_a_frozen_engine_naming_it(
+    engine: ExtraEngine, image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TIMEOUT_ENV, TIMEOUT)
+    sdk = DockerBackend(engine.url)  # its SDK client exists before the freeze
+    assert sdk.image_id(image)
+    fresh = DockerBackend(engine.url)  # a unix socket without a client: the raw-socket path
+    fresh.ping()
+    try:
+        with frozen(engine):
+            calls: dict[str, Callable[[], Any]] = {
+                "ping": fresh.ping,
+                "list": fresh.fingerprinted_images,
+                "sdk ping": sdk.ping,
+                "sdk list": sdk.fingerprinted_images,
+                "inspect": lambda: sdk.image_id(image),
+                "labels": lambda: sdk.image_labels(image),
+                "tag": lambda: sdk.tag(image, "sbt-frozen/base:other"),
+                "registry look-up": lambda: sdk.registry_digest("127.0.0.1:9/sbt-frozen/x:1"),
+            }
+            for what, call in calls.items():
+                error = gives_up(call)
+                assert engine.url in str(error), (what, str(error))
+                assert "stopped answering" in str(error), (what, str(error))
+                assert error.exit_code == EXIT_UNREACHABLE
+        assert sdk.image_id(image)  # continued: the same backend answers again
+    finally:
+        sdk.close()
+        fresh.close()
+
+
+def test_plan_and_build_on_a_frozen_engine_exit_3_naming_it(
+    engine: ExtraEngine, image: str, tmp_path: Path
+) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text(f"FROM {image}\nLABEL a=1\n")
+    (tmp_path / "stack.yaml").write_text(
+        "version: 1\nimages:\n  sbt-frozen/app:\n    context: app\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKER_HOST": engine.url, TIMEOUT_ENV: TIMEOUT}
+    with frozen(engine):
+        for command in (["plan"], ["build"], ["lock"]):
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-m", "stackbuild", "-f", str(tmp_path / "stack.yaml"),
+                     *command],
+                    capture_output=True, text=True, env=env, timeout=GUARD,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{command} still waiting on the frozen engine after {GUARD}s")
+            assert done.returncode == EXIT_UNREACHABLE, (command, done.stderr)
+            assert "Traceback" not in done.stderr
+            assert engine.url in done.stderr and "stopped answering" in done.stderr, done.stderr
