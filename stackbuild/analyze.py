@@ -7,6 +7,7 @@ Reads stack.yaml, the Dockerfiles, the context files, ``stack.lock`` and
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,10 @@ from stackbuild.context import ContextFile, context_files, dockerfile_name_in_co
 from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
 from stackbuild.errors import ManifestError
 from stackbuild.fingerprint import HashCache, ImageInputs, image_inputs
-from stackbuild.graph import StackGraph, build_graph
+from stackbuild.graph import StackGraph, build_graph, graph_key
 from stackbuild.manifest import Stack, load_stack
 from stackbuild.plan import Plan, make_plan
-from stackbuild.state import StateDir
+from stackbuild.state import StateDir, atomic_write
 
 
 @dataclass
@@ -48,8 +49,12 @@ class Analysis:
 
 
 def read_dockerfiles(stack: Stack) -> tuple[dict[str, bytes], dict[str, DockerfileInfo]]:
+    raw = read_dockerfile_bytes(stack)
+    return raw, parse_dockerfiles(stack, raw)
+
+
+def read_dockerfile_bytes(stack: Stack) -> dict[str, bytes]:
     raw: dict[str, bytes] = {}
-    parsed: dict[str, DockerfileInfo] = {}
     for name, spec in stack.images.items():
         try:
             raw[name] = spec.dockerfile.read_bytes()
@@ -62,10 +67,37 @@ def read_dockerfiles(stack: Stack) -> tuple[dict[str, bytes], dict[str, Dockerfi
                 location.line,
                 location.col,
             ) from None
-        parsed[name] = parse_dockerfile(
+    return raw
+
+
+def parse_dockerfiles(stack: Stack, raw: Mapping[str, bytes]) -> dict[str, DockerfileInfo]:
+    return {
+        name: parse_dockerfile(
             raw[name].decode("utf-8", "replace"), spec.build_args, target=spec.target
         )
-    return raw, parsed
+        for name, spec in stack.images.items()
+    }
+
+
+def load_graph(stack: Stack, raw: Mapping[str, bytes], state: StateDir) -> StackGraph:
+    """The stack's graph from ``.stackbuild/graph.json`` when that was resolved from
+    the same inputs (``graph_key``), else parsed and resolved again (networkx).
+
+    An unreadable, corrupt or stale cache is no error: it is resolved again.
+    """
+    key = graph_key(stack, raw)
+    try:
+        cached = StackGraph.from_cache(stack, key, state.graph_cache.read_bytes())
+    except OSError:
+        cached = None
+    return cached or build_graph(stack, parse_dockerfiles(stack, raw))
+
+
+def save_graph(graph: StackGraph, raw: Mapping[str, bytes], state: StateDir) -> None:
+    """Write the graph's cache when it holds something new; a failure only costs speed."""
+    if graph.unsaved:
+        with contextlib.suppress(OSError):
+            atomic_write(state.graph_cache, graph.to_cache(graph_key(graph.stack, raw)))
 
 
 def analyze(
@@ -81,10 +113,13 @@ def analyze(
     fingerprinted by its reference alone.
     """
     stack = stack_file if isinstance(stack_file, Stack) else load_stack(stack_file)
-    raw, parsed = read_dockerfiles(stack)
-    graph = build_graph(stack, parsed)
-    selected = graph.select(targets, with_descendants)
+    raw = read_dockerfile_bytes(stack)
     state = StateDir(stack.root)
+    graph = load_graph(stack, raw, state)
+    try:
+        selected = graph.select(targets, with_descendants)
+    finally:  # after select(), which remembers a new selection; also when a target is unknown
+        save_graph(graph, raw, state)
     cache = HashCache.load(state.hash_cache)
     if pinned is None:
         from stackbuild.lockfile import lock_path, read_lock

@@ -1,8 +1,8 @@
 """Parallel build scheduling: a ready queue ordered by critical path.
 
-The scheduler knows nothing about Docker, manifests or networkx. It works on
-plain names, a ``parents`` mapping and weights (last build durations), in
-three layers:
+The scheduler knows nothing about Docker or manifests. It works on plain
+names, a ``parents`` mapping and weights (last build durations), in three
+layers:
 
 ``Schedule``
     A pure, single-threaded state machine. A node becomes *ready* the moment
@@ -32,8 +32,9 @@ them as ``up-to-date``.
 
 Priority (``priority="critical-path"``, the default): the weighted length of
 the longest path from the node down to a leaf, counting only to-do nodes,
-each node weighing ``weights.get(name, 1.0)``. Computed once in O(V+E) over
-a reverse topological order. Ties are broken, deterministically, by the
+each node weighing ``weights.get(name, 1.0)``. Computed once in O(V+E) by
+``graph.longest_path_lengths`` (networkx's topological order, walked
+backwards). Ties are broken, deterministically, by the
 larger number of direct to-do children (finishing such a node unlocks more
 parallel work at once), then by name. ``priority="fifo"`` is the baseline
 the benchmark compares with: ready nodes start in the order they became
@@ -51,6 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol
+
+from stackbuild.graph import NotADag, longest_path_lengths
 
 __all__ = [
     "NoSlotsLeft",
@@ -116,27 +119,13 @@ class Schedule:
                 children[j].append(i)
                 remaining[i] += 1
 
-        # Kahn's algorithm; ``order`` grows while we walk it.
-        indegree = remaining.copy()
-        order = [i for i in range(n) if indegree[i] == 0]
-        for i in order:
-            for c in children[i]:
-                indegree[c] -= 1
-                if indegree[c] == 0:
-                    order.append(c)
-        if len(order) < n:
-            stuck = sorted(names[i] for i in range(n) if indegree[i] > 0)
-            raise ValueError(f"dependency cycle among: {', '.join(stuck)}")
-
         weights = weights or {}
         weight = [_weight(weights.get(name)) for name in names]
-        prio = [0.0] * n
-        for i in reversed(order):  # children before parents
-            longest = 0.0
-            for c in children[i]:
-                if prio[c] > longest:
-                    longest = prio[c]
-            prio[i] = weight[i] + longest
+        try:
+            prio = longest_path_lengths(children, weight)
+        except NotADag as cycle:
+            stuck = sorted(names[i] for i in cycle.stuck)
+            raise ValueError(f"dependency cycle among: {', '.join(stuck)}") from None
 
         self._names = names
         self._index = index
@@ -164,10 +153,9 @@ class Schedule:
             for r, i in enumerate(self._decode):
                 self._rank[i] = r
         self._heap: list[int] = []
-        for i in order:  # roots come first in ``order``, in todo order
-            if remaining[i]:
-                break
-            self._push(i)
+        for i in range(n):  # the roots, in todo order
+            if not remaining[i]:
+                self._push(i)
 
     # -- queries ---------------------------------------------------------
 

@@ -3,6 +3,7 @@
     .stackbuild/
       images/<image>.json   inputs, fingerprint, duration, tags of the last good build
       hashcache.json        file digests keyed on (path, size, mtime, inode)
+      graph.json            the resolved DAG, keyed on what decides it (see graph.py)
       logs/                 one log per image + stackbuild.log (see logs.py)
       run.lock              held by a running build; a second run waits or refuses
 
@@ -158,6 +159,7 @@ class StateDir:
         self.images = self.path / "images"
         self.logs = self.path / "logs"
         self.hash_cache = self.path / "hashcache.json"
+        self.graph_cache = self.path / "graph.json"
         self.lock_file = self.path / "run.lock"
 
     def record_path(self, image: str) -> Path:

@@ -8,7 +8,7 @@ import pytest
 
 from stackbuild.dockerfile import parse_dockerfile
 from stackbuild.errors import ManifestError, UsageError
-from stackbuild.graph import build_graph, in_stack_name
+from stackbuild.graph import NotADag, StackGraph, build_graph, in_stack_name, longest_path_lengths
 from stackbuild.manifest import ImageSpec, Location, Stack
 
 
@@ -128,3 +128,47 @@ def test_in_stack_name_ignores_tags_and_digests():
     assert in_stack_name("base:7", stack) == "base"
     assert in_stack_name("r.example:5000/x/base@sha256:" + "a" * 64, stack) == "base"
     assert in_stack_name("r.example:5000/y/base", stack) is None
+
+
+def test_images_ready_together_go_in_manifest_order():
+    # z is listed first; a becomes ready only after z, yet before m and y (manifest order)
+    graph = graph_of({"z": "FROM scratch\n", "y": "FROM z\n", "m": "FROM scratch\n",
+                      "a": "FROM scratch\n", "b": "FROM y\n"})  # fmt: skip
+    assert graph.order == ["z", "y", "m", "a", "b"]
+    assert graph.levels() == [["a", "m", "z"], ["y"], ["b"]]
+    assert graph.children("z") == ["y"] and graph.children("a") == []
+    assert graph.edges() == [("z", "y"), ("y", "b")]
+
+
+def test_a_depends_on_cycle_names_the_depends_on_line():
+    stack, parsed = make_stack(
+        {"a": "FROM b\n", "b": "FROM scratch\n", "c": "FROM scratch\n"}, depends_on={"b": ["a"]}
+    )
+    with pytest.raises(ManifestError) as error:
+        build_graph(stack, parsed)
+    assert str(error.value) == (
+        "/repo/stack.yaml:4:5: dependency cycle: a -> b -> a; image 'b' needs 'a' because "
+        "depends_on. Remove one edge of the cycle."
+    )
+
+
+def test_selection_survives_the_cache_round_trip():
+    graph = graph_of(DIAMOND)
+    assert graph.select(["right"], with_descendants=True) == ["base", "left", "right", "top"]
+    cached = StackGraph.from_cache(graph.stack, "k", graph.to_cache("k"))
+    assert cached is not None and not cached.unsaved
+    assert cached.order == graph.order and cached.levels() == graph.levels()
+    assert cached.nodes == graph.nodes
+    assert cached.select(["right"], with_descendants=True) == ["base", "left", "right", "top"]
+    assert cached.select(["left"]) == ["base", "left"] and cached.unsaved  # a new one
+    assert cached.children("base") == ["left", "right"]
+    assert StackGraph.from_cache(graph.stack, "other key", graph.to_cache("k")) is None
+
+
+def test_longest_path_lengths_weigh_the_heaviest_way_down():
+    # 0 -> 1 -> 3, 0 -> 2 -> 3, 4 alone
+    children = [[1, 2], [3], [3], [], []]
+    assert longest_path_lengths(children, [1.0, 5.0, 2.0, 1.0, 7.0]) == [7.0, 6.0, 3.0, 1.0, 7.0]
+    with pytest.raises(NotADag) as error:
+        longest_path_lengths([[1], [0], [], [0]], [1.0] * 4)
+    assert error.value.stuck == [0, 1]  # 3 is a root outside the cycle; 2 is alone
