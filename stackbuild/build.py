@@ -30,7 +30,7 @@ from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
 from stackbuild.refs import fingerprint12
 from stackbuild.scheduler import RetryElsewhere, Schedule, SchedulerEvent, Status, run_threaded
-from stackbuild.state import BuildRecord
+from stackbuild.state import BuildRecord, StateWriteError
 
 if TYPE_CHECKING:
     from stackbuild.backends.pool import EnginePool, EngineSlot
@@ -217,18 +217,21 @@ class BuildRun:
         log(f"=== stackbuild: {'built' if result_ok else 'failed'} in {duration:.1f}s ===")
         log.close()
         if result_ok and image_id:
-            self.analysis.state.save_record(
-                BuildRecord(
-                    image=name,
-                    fingerprint=request.fingerprint,
-                    inputs=self.analysis.inputs[name],
-                    duration_s=duration,
-                    built_at=time.time(),
-                    tags=list(request.tags),
-                    image_id=image_id,
-                    engine=backend.name,
-                )
+            record = BuildRecord(
+                image=name,
+                fingerprint=request.fingerprint,
+                inputs=self.analysis.inputs[name],
+                duration_s=duration,
+                built_at=time.time(),
+                tags=list(request.tags),
+                image_id=image_id,
+                engine=backend.name,
             )
+            try:
+                self.analysis.state.save_record(record)
+            except StateWriteError as error:  # a full disk: the image is built, not recorded
+                result_ok, message = False, str(error)
+        if result_ok and image_id:
             with self.lock:
                 self.image_ids[name] = image_id
             if self.registry:  # pushed on the registry's own threads; children go on

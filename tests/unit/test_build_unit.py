@@ -348,3 +348,28 @@ def test_plain_reporter_and_logs_end_to_end(stack: Path) -> None:
     # every image's handler is closed again: the lock files are all in one place
     assert not list(analysis.state.logs.glob("*.lock"))
     assert list((analysis.state.logs / ".locks").iterdir())
+
+
+def test_a_build_whose_record_cannot_be_written_fails_and_keeps_its_log(
+    stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from stackbuild.state import StateDir, StateWriteError
+
+    real_save = StateDir.save_record
+
+    def full_disk_for_left(self, record) -> None:
+        if record.image == "left":
+            raise StateWriteError(self.record_path("left"), OSError(errno.ENOSPC, "No space left"))
+        real_save(self, record)
+
+    monkeypatch.setattr(StateDir, "save_record", full_disk_for_left)
+    _, _, results, _ = run(stack, FakeBackend())
+    by_name = {r.image: r for r in results}
+    left = by_name["left"]
+    assert left.status == "failed"
+    assert "No space left" in (left.error or "") and "left" in (left.error or "")
+    assert left.log and left.log.endswith(".log")  # the summary points at the build log
+    assert by_name["top"].status == "blocked"  # nothing is built on an unrecorded image
+    assert by_name["right"].status == "built"
