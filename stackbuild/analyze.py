@@ -14,7 +14,7 @@ from pathlib import Path
 from stackbuild.backends.base import ContextFile
 from stackbuild.context import context_files, dockerfile_name_in_context
 from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
-from stackbuild.errors import ManifestError
+from stackbuild.errors import DockerfileError, ManifestError
 from stackbuild.fingerprint import HashCache, ImageInputs, image_inputs
 from stackbuild.graph import StackGraph, build_graph
 from stackbuild.manifest import Stack, load_stack
@@ -63,9 +63,15 @@ def read_dockerfiles(stack: Stack) -> tuple[dict[str, bytes], dict[str, Dockerfi
                 location.line,
                 location.col,
             ) from None
-        parsed[name] = parse_dockerfile(
-            raw[name].decode("utf-8", "replace"), spec.build_args, target=spec.target
-        )
+        try:
+            parsed[name] = parse_dockerfile(
+                raw[name].decode("utf-8", "replace"),
+                spec.build_args,
+                target=spec.target,
+                platform=spec.platform,
+            )
+        except DockerfileError as error:  # BuildKit would refuse it: say where
+            raise error.located(spec.dockerfile_rel) from None
     return raw, parsed
 
 
