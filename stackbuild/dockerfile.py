@@ -286,6 +286,8 @@ _HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
 _SPACED_HEREDOC = re.compile(r"[0-9]*<<-?")
 # text on which a plain line split is exactly BuildKit's (see _instructions)
 _NOT_PLAIN = re.compile(r"[^\t\n\r\x20-\x7e]|<<")
+# instructions whose arguments BuildKit's parser checks (ENV needs a value, JSON forms)
+_CHECKED = frozenset({"env", "label", "healthcheck", "onbuild"})
 # the user-facing name of BuildKit's own parser: the `dockerfile` package embeds it
 _PARSER = "BuildKit's Dockerfile parser"
 
@@ -354,8 +356,12 @@ def _instructions(
         for number, line in enumerate(body, first + 1):
             words = line.split(None, 1)
             if words and words[0][0] != "#":
-                result.append((words[0].lower(), words[1] if len(words) > 1 else "", number))
-        return escape, result
+                keyword, rest = words[0].lower(), words[1] if len(words) > 1 else ""
+                if keyword in _CHECKED or rest.startswith("["):
+                    break  # instructions BuildKit's parser validates: let it
+                result.append((keyword, rest, number))
+        else:
+            return escape, result
     return escape, _buildkit_instructions(lines, escape, warnings)
 
 
@@ -369,7 +375,8 @@ def _buildkit_instructions(
 ) -> list[tuple[str, str, int]]:
     import dockerfile as buildkit  # only here: the fast path needs no import
 
-    lines = list(lines)
+    # the parser takes a C string: a NUL would silently end the file there
+    lines = [line.replace("\x00", "\ufffd") for line in lines]
     while True:
         try:
             commands = buildkit.parse_string("\n".join(lines))
@@ -384,12 +391,16 @@ def _buildkit_instructions(
                     "end it with its delimiter on a line of its own",
                     line,
                 ) from None
-            raise DockerfileError(f"{_PARSER} refuses the file: {message}", 1) from None
+            raise DockerfileError(
+                f"{_PARSER} refuses this instruction: {message}", _failing_line(lines, message)
+            ) from None
         # BuildKit 1.16 and later read `<< EOF` (blanks before the delimiter) as a
         # heredoc; the embedded parser is older. The one correction: join such a
         # word to its delimiter and read the file again, first such instruction first.
         if not _join_spaced_heredoc(lines, commands):
             break
+    # a lone escape at the very end yields an empty command: nothing to read in it
+    commands = tuple(command for command in commands if command.cmd)
     result = []
     for command in commands:
         logical = command.original.split("\n", 1)[0]
@@ -410,7 +421,7 @@ def _join_spaced_heredoc(lines: list[str], commands: tuple[object, ...]) -> bool
     """Rewrite the first RUN/COPY/ADD (also under ONBUILD) whose `<<` stands apart from
     its delimiter into `<<EOF` form in ``lines``; False if there is none."""
     for command in commands:
-        keyword = command.cmd.lower()  # type: ignore[attr-defined]
+        keyword = (command.cmd or "").lower()  # type: ignore[attr-defined]
         if keyword == "onbuild":
             keyword = (command.sub_cmd or "").lower()  # type: ignore[attr-defined]
         if keyword not in _HEREDOC_KEYWORDS or command.heredocs:  # type: ignore[attr-defined]
@@ -432,6 +443,31 @@ def _join_spaced_heredoc(lines: list[str], commands: tuple[object, ...]) -> bool
         if changed:
             return True
     return False
+
+
+def _failing_line(lines: list[str], message: str) -> int:
+    """The line of the instruction the parser refuses with ``message`` (its errors carry
+    no line): the shortest start of the file it refuses so, by bisection."""
+    import dockerfile as buildkit
+
+    def fails(count: int) -> bool:
+        try:
+            buildkit.parse_string("\n".join(lines[:count]))
+        except buildkit.GoParseError as error:
+            return str(error) == message
+        return False
+
+    low, high = 1, len(lines)
+    while low < high:
+        middle = (low + high) // 2
+        if fails(middle):
+            high = middle
+        else:
+            low = middle + 1
+    line = low  # the instruction's last line: go back to its first
+    while line > 1 and _trim_continuation(lines[line - 2], "\\")[1]:
+        line -= 1
+    return line
 
 
 def _unterminated_heredoc(lines: list[str]) -> int:
