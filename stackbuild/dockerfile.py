@@ -90,7 +90,7 @@ def parse_dockerfile(
     default the machine's; it gives BuildKit's predefined ``TARGET*``/``BUILD*`` ARGs.
     A Dockerfile BuildKit refuses raises ``DockerfileError`` at its line.
     """
-    return _Analysis(build_args or {}, platform_args(platform)).run(text, target)
+    return _Analysis(build_args or {}, _platform_args(platform, None)).run(text, target)
 
 
 @functools.cache
@@ -111,6 +111,11 @@ def _host_platform() -> str:
 def platform_args(platform: str | None = None, build: str | None = None) -> dict[str, str]:
     """BuildKit's predefined platform ARGs: ``TARGET*`` from ``platform`` (the image's),
     ``BUILD*`` from ``build`` (the builder's); either defaults to this machine's."""
+    return dict(_platform_args(platform, build))
+
+
+@functools.lru_cache(maxsize=64)  # one per platform of the stack; read-only copies
+def _platform_args(platform: str | None, build: str | None) -> dict[str, str]:
     values: dict[str, str] = {}
     for prefix, spec in (("TARGET", platform), ("BUILD", build)):
         spec = (spec or _host_platform()).strip().lower()
@@ -144,7 +149,7 @@ def pin_references(
     """
     if not pins:
         return text
-    analysis = _Analysis(build_args or {}, platform_args(platform))
+    analysis = _Analysis(build_args or {}, _platform_args(platform, None))
     escape = analysis.walk(text)
     by_name = analysis.stage_numbers()
     # start line -> [(instruction, slot, new reference)]
@@ -543,6 +548,8 @@ _VALUE_FLAGS = frozenset(
 
 def _flags(rest: str) -> tuple[list[tuple[str, str]], list[str]]:
     """The leading ``--name=value`` flags (values unquoted) and the remaining words."""
+    if not rest.startswith("--"):  # most FROM lines: no flags, no spans needed
+        return [], _words(rest, "\\")
     flags, words = _flag_spans(rest)
     return [(name, value) for name, value, _, _ in flags], [word for word, _, _ in words]
 
@@ -806,7 +813,9 @@ _NAME_MAX = 255  # distribution's reference grammar: "repository name must not b
 
 
 def _is_reference(value: str) -> bool:
-    return bool(_REFERENCE.fullmatch(value)) and len(split_reference(value)[0]) <= _NAME_MAX
+    if not _REFERENCE.fullmatch(value):
+        return False
+    return len(value) <= _NAME_MAX or len(split_reference(value)[0]) <= _NAME_MAX
 
 
 class _Use:
@@ -961,7 +970,8 @@ class _Analysis:
         if "$" in raw:
             # BuildKit: "variable expansion is not supported for --from"; the build fails
             raise DockerfileError(
-                f"{instruction} {raw}: BuildKit does not expand variables in --from / "
+                f"{instruction}{'=' if instruction == 'COPY --from' else ' from='}{raw}: "
+                "BuildKit does not expand variables in --from / "
                 "from= and refuses this Dockerfile; name the stage or image literally",
                 line,
             )

@@ -308,3 +308,17 @@ def test_fuzzed_dockerfiles_never_crash_and_errors_name_an_instruction_line():
         for reference in info.references:
             assert 1 <= reference.line <= text.count("\n") + 1
     assert tried >= 100
+
+
+def test_a_refused_dockerfile_is_a_located_error_of_the_stack(tmp_path):
+    from stackbuild.analyze import read_dockerfiles
+    from stackbuild.errors import EXIT_USAGE
+    from stackbuild.manifest import load_stack
+
+    (tmp_path / "images" / "x").mkdir(parents=True)
+    (tmp_path / "images" / "x" / "Dockerfile").write_text("FROM a\nARG X=b\nCOPY --from=$X / /\n")
+    (tmp_path / "stack.yaml").write_text("version: 1\nimages:\n  x:\n    context: images/x\n")
+    with pytest.raises(DockerfileError) as caught:
+        read_dockerfiles(load_stack(tmp_path / "stack.yaml"))
+    assert str(caught.value).startswith("images/x/Dockerfile:3: COPY --from=$X: ")
+    assert caught.value.exit_code == EXIT_USAGE
