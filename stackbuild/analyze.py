@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stackbuild.context import ContextFile, context_files, dockerfile_name_in_context
 from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
-from stackbuild.errors import ManifestError
+from stackbuild.errors import DockerfileError, ManifestError
 from stackbuild.fingerprint import HashCache, ImageInputs, image_inputs
 from stackbuild.graph import StackGraph, build_graph, graph_key
 from stackbuild.manifest import Stack, load_stack
@@ -71,12 +71,18 @@ def read_dockerfile_bytes(stack: Stack) -> dict[str, bytes]:
 
 
 def parse_dockerfiles(stack: Stack, raw: Mapping[str, bytes]) -> dict[str, DockerfileInfo]:
-    return {
-        name: parse_dockerfile(
-            raw[name].decode("utf-8", "replace"), spec.build_args, target=spec.target
-        )
-        for name, spec in stack.images.items()
-    }
+    parsed: dict[str, DockerfileInfo] = {}
+    for name, spec in stack.images.items():
+        try:
+            parsed[name] = parse_dockerfile(
+                raw[name].decode("utf-8", "replace"),
+                spec.build_args,
+                target=spec.target,
+                platform=spec.platform,
+            )
+        except DockerfileError as error:  # BuildKit would refuse it: say where
+            raise error.located(spec.dockerfile_rel) from None
+    return parsed
 
 
 def load_graph(stack: Stack, raw: Mapping[str, bytes], state: StateDir) -> StackGraph:

@@ -18,15 +18,22 @@ The rules follow BuildKit's Dockerfile frontend, so that what we infer is what
 - an unset variable expands to ``""``; a reference that is then not a valid
   image name (``:latest``, ``/foo``) is dropped and explained in ``warnings``.
 
-Hand-written rather than ``dockerfile-parse``: that package has no heredocs,
-no ``RUN --mount`` and no per-stage ARG scoping, and costs ~10 ms of imports.
+The split into instructions is BuildKit's own parser (the ``dockerfile``
+package embeds it; see ``_instructions`` for its fast path and
+``_join_spaced_heredoc`` for the one place it lags current BuildKit); the
+ARG, stage and reference rules on top of it are written here, each after
+BuildKit's rule. A Dockerfile BuildKit refuses raises ``DockerfileError``
+at its line.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from stackbuild.errors import DockerfileError
 
 
 @dataclass(frozen=True)
@@ -77,18 +84,59 @@ def parse_dockerfile(
     text: str,
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
+    platform: str | None = None,
 ) -> DockerfileInfo:
     """Parse Dockerfile ``text``; ``build_args`` override the ARG defaults.
 
     With ``target`` (a stage name), only the stages that target needs count,
     as BuildKit builds no others; an unknown target is a warning and every
-    stage counts.
+    stage counts. ``platform`` (``linux/arm64``) is the image's target platform,
+    default the machine's; it gives BuildKit's predefined ``TARGET*``/``BUILD*`` ARGs.
+    A Dockerfile BuildKit refuses raises ``DockerfileError`` at its line.
     """
-    return _Analysis(build_args or {}).run(text, target)
+    return _Analysis(build_args or {}, _platform_args(platform, None)).run(text, target)
+
+
+@functools.cache
+def _host_platform() -> str:
+    import platform as host
+
+    machine = host.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        machine, machine
+    )
+    if machine.startswith("armv7"):
+        arch = "arm/v7"
+    elif machine.startswith("armv6"):
+        arch = "arm/v6"
+    return f"linux/{arch}"
+
+
+def platform_args(platform: str | None = None, build: str | None = None) -> dict[str, str]:
+    """BuildKit's predefined platform ARGs: ``TARGET*`` from ``platform`` (the image's),
+    ``BUILD*`` from ``build`` (the builder's); either defaults to this machine's."""
+    return dict(_platform_args(platform, build))
+
+
+@functools.lru_cache(maxsize=64)  # one per platform of the stack; read-only copies
+def _platform_args(platform: str | None, build: str | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for prefix, spec in (("TARGET", platform), ("BUILD", build)):
+        spec = (spec or _host_platform()).strip().lower()
+        parts = spec.split("/")
+        values[f"{prefix}PLATFORM"] = spec
+        values[f"{prefix}OS"] = parts[0]
+        values[f"{prefix}ARCH"] = parts[1] if len(parts) > 1 else ""
+        values[f"{prefix}VARIANT"] = parts[2] if len(parts) > 2 else ""
+    return values
 
 
 def pin_references(
-    text: str, pins: Mapping[str, str], build_args: Mapping[str, str] | None = None
+    text: str,
+    pins: Mapping[str, str],
+    build_args: Mapping[str, str] | None = None,
+    *,
+    platform: str | None = None,
 ) -> str:
     """Dockerfile ``text`` with every FROM, COPY --from and RUN --mount from= whose image
     reference (after ARG substitution: exactly the ``ImageReference.ref`` that
@@ -105,7 +153,7 @@ def pin_references(
     """
     if not pins:
         return text
-    analysis = _Analysis(build_args or {})
+    analysis = _Analysis(build_args or {}, _platform_args(platform, None))
     escape = analysis.walk(text)
     by_name = analysis.stage_numbers()
     # start line -> [(instruction, slot, new reference)]
@@ -114,7 +162,7 @@ def pin_references(
         new = pins.get(use.value)
         if new is None or analysis.stage_of(use, by_name) is not None:
             continue
-        if use.value.lower() == "scratch" or not _REFERENCE.fullmatch(use.value):
+        if use.value.lower() == "scratch" or not _is_reference(use.value):
             continue  # not an image parse_dockerfile would report
         edits.setdefault(use.line, []).append((use.instruction, use.slot, new))
     if not edits:
@@ -239,96 +287,225 @@ def _pin_mount(raw: str, new: str) -> str:
 # Physical lines -> instructions
 
 
-# BuildKit's directive syntax; only these keys are directives, others end the block
-_DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+# BuildKit's directive keys; any other ``# key=value`` line ends the directive block
 _DIRECTIVE_KEYS = frozenset({"syntax", "escape", "check"})
-_HEREDOC = re.compile(r"(\d*)<<(-?)([^<]*)")
-# the terminator word; stops at shell operators so `cat <<EOF >file` works
-_HEREDOC_NAME = re.compile(r""""([^"]*)"|'([^']*)'|([^\s"'<>|;&()]+)""")
+_GO_SPACE = " \t\n\f\r"  # Go's regexp \s, which BuildKit's directive syntax uses
 _HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
+# a heredoc word split from its name by blanks: `<< EOF`, `<<- EOF`, `2<< EOF`
+_SPACED_HEREDOC = re.compile(r"[0-9]*<<-?")
+# text on which a plain line split is exactly BuildKit's (see _instructions)
+_NOT_PLAIN = re.compile(r"[^\t\n\r\x20-\x7e]|<<")
+# instructions whose arguments BuildKit's parser checks (ENV needs a value, JSON forms)
+_CHECKED = frozenset({"env", "label", "healthcheck", "onbuild"})
+# the user-facing name of BuildKit's own parser: the `dockerfile` package embeds it
+_PARSER = "BuildKit's Dockerfile parser"
 
 
-def _instructions(text: str) -> tuple[str, list[tuple[str, str, int]]]:
-    """The escape character and ``(keyword lower-cased, arguments, start line)`` list."""
+def _directive(line: str) -> tuple[str, str] | None:
+    r"""``(key lower-cased, value)`` of a ``# key=value`` parser directive line, else None.
+
+    BuildKit's rule is ``#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$``, read here by hand
+    because that pattern backtracks quadratically in Python's re on a long run of blanks.
+    """
+    if not line.startswith("#"):
+        return None
+    rest = line[1:].lstrip(_GO_SPACE)
+    end = 0
+    while (
+        end < len(rest)
+        and rest[end].isascii()
+        and (rest[end].isalpha() if end == 0 else rest[end].isalnum())
+    ):
+        end += 1
+    key, rest = rest[:end], rest[end:].lstrip(_GO_SPACE)
+    if not key or not rest.startswith("="):
+        return None
+    value = rest[1:].strip(_GO_SPACE)
+    return (key.lower(), value) if value and "\n" not in value else None
+
+
+def _instructions(
+    text: str, warnings: list[str] | None = None
+) -> tuple[str, list[tuple[str, str, int]]]:
+    """The escape character and ``(keyword lower-cased, arguments, start line)`` list.
+
+    The split into instructions is BuildKit's own parser (the ``dockerfile`` package
+    embeds it): continuations, comments inside them, heredoc bodies and terminators
+    exactly as ``docker build`` reads them. A file without continuations, heredocs or
+    non-ASCII text takes a fast path instead, where BuildKit's split is one instruction
+    per non-blank, non-comment line; it is what large generated stacks contain.
+    """
     lines = text.split("\n")
     if lines[0].startswith("\ufeff"):
         lines[0] = lines[0][1:]
     if "\r" in text:
         lines = [line.rstrip("\r") for line in lines]
     escape = "\\"
-    in_directives = True
     seen: set[str] = set()
-    result: list[tuple[str, str, int]] = []
-    count = len(lines)
-    index = 0
-    while index < count:
-        stripped = lines[index].lstrip()
-        index += 1
-        if in_directives:
-            match = _DIRECTIVE.match(stripped)
-            key = match.group(1).lower() if match else ""
-            if key in _DIRECTIVE_KEYS and key not in seen:
-                seen.add(key)
-                if key == "escape" and match and match.group(2) in ("\\", "`"):
-                    escape = match.group(2)
-                continue
-            in_directives = False
-        if not stripped or stripped[0] == "#":
-            continue
-        start = index
-        logical = stripped
-        if stripped[-1] == escape or stripped[-1] in " \t":  # fast path: no continuation
-            part, more = _trim_continuation(stripped, escape)
-            parts = [part]
-            while more and index < count:
-                line = lines[index]
-                index += 1
-                bare = line.lstrip()
-                if not bare or bare[0] == "#":  # Docker drops these inside a continuation
-                    continue
-                part, more = _trim_continuation(line, escape)
-                parts.append(part)
-            logical = "".join(parts)
+    first = 0  # index of the first line after the directives
+    for line in lines:
+        directive = _directive(line.lstrip(_GO_SPACE))
+        if directive is None or directive[0] in seen or directive[0] not in _DIRECTIVE_KEYS:
+            break
+        key, value = directive
+        seen.add(key)
+        if key == "escape" and value in ("\\", "`"):
+            escape = value
+        elif key == "syntax" and warnings is not None and not _is_stock_frontend(value):
+            warnings.append(
+                f"line {first + 1}: # syntax={value}: a custom Dockerfile frontend; "
+                "it may read the file differently, so the parents found may be incomplete"
+            )
+        first += 1
+    body = lines[first:]
+    if not _NOT_PLAIN.search(text) and (
+        escape not in text or not any(line.rstrip(" \t").endswith(escape) for line in body)
+    ):
+        result = []
+        for number, line in enumerate(body, first + 1):
+            words = line.split(None, 1)
+            if words and words[0][0] != "#":
+                keyword, rest = words[0].lower(), words[1] if len(words) > 1 else ""
+                if keyword in _CHECKED or rest.startswith("["):
+                    break  # instructions BuildKit's parser validates: let it
+                result.append((keyword, rest, number))
+        else:
+            return escape, result
+    return escape, _buildkit_instructions(lines, escape, warnings)
+
+
+def _is_stock_frontend(value: str) -> bool:
+    name = value.split("@", 1)[0].split(":", 1)[0]
+    return name in ("docker/dockerfile", "docker.io/docker/dockerfile")
+
+
+def _buildkit_instructions(
+    lines: list[str], escape: str, warnings: list[str] | None
+) -> list[tuple[str, str, int]]:
+    import dockerfile as buildkit  # only here: the fast path needs no import
+
+    # the parser takes a C string: a NUL would silently end the file there
+    lines = [line.replace("\x00", "\ufffd") for line in lines]
+    while True:
+        try:
+            commands = buildkit.parse_string("\n".join(lines))
+        except buildkit.GoParseError as error:
+            message = str(error)
+            if message == "file with no instructions":
+                return []
+            if message == "unterminated heredoc":
+                line = _unterminated_heredoc(lines)
+                raise DockerfileError(
+                    f"a heredoc opened here is never closed ({_PARSER} refuses the file); "
+                    "end it with its delimiter on a line of its own",
+                    line,
+                ) from None
+            raise DockerfileError(
+                f"{_PARSER} refuses this instruction: {message}", _failing_line(lines, message)
+            ) from None
+        # BuildKit 1.16 and later read `<< EOF` (blanks before the delimiter) as a
+        # heredoc; the embedded parser is older. The one correction: join such a
+        # word to its delimiter and read the file again, first such instruction first.
+        if not _join_spaced_heredoc(lines, commands):
+            break
+    # a lone escape at the very end yields an empty command: nothing to read in it
+    commands = tuple(command for command in commands if command.cmd)
+    result = []
+    for command in commands:
+        logical = command.original.split("\n", 1)[0]
         words = logical.split(None, 1)
-        if not words:
-            continue
-        keyword = words[0].lower()
         rest = words[1] if len(words) > 1 else ""
-        result.append((keyword, rest, start))
-        if keyword in _HEREDOC_KEYWORDS and "<<" in rest:
-            for name, chomp in _heredocs(rest):
-                while index < count:  # skip the body up to its terminator line
-                    line = lines[index]
-                    index += 1
-                    if (line.lstrip("\t") if chomp else line) == name:
-                        break
-    return escape, result
+        result.append((command.cmd.lower(), rest, command.start_line))
+    filled = [line for line in lines if line.strip()]
+    ends_open = bool(filled) and _trim_continuation(filled[-1], escape)[1]
+    if warnings is not None and commands and not commands[-1].heredocs and ends_open:
+        warnings.append(
+            f"line {commands[-1].start_line}: the file ends inside a continuation of "
+            f"{commands[-1].cmd.upper()}: a line may be missing"
+        )
+    return result
+
+
+def _join_spaced_heredoc(lines: list[str], commands: tuple[object, ...]) -> bool:
+    """Rewrite the first RUN/COPY/ADD (also under ONBUILD) whose `<<` stands apart from
+    its delimiter into `<<EOF` form in ``lines``; False if there is none."""
+    for command in commands:
+        keyword = (command.cmd or "").lower()  # type: ignore[attr-defined]
+        if keyword == "onbuild":
+            keyword = (command.sub_cmd or "").lower()  # type: ignore[attr-defined]
+        if keyword not in _HEREDOC_KEYWORDS or command.heredocs:  # type: ignore[attr-defined]
+            continue
+        changed = False
+        start, end = command.start_line - 1, command.end_line  # type: ignore[attr-defined]
+        for index in range(start, min(end, len(lines))):
+            line = lines[index]
+            if "<<" not in line or line.lstrip().startswith("#"):
+                continue
+            words = _word_spans(line, "\\")
+            for (word, _, word_end), (after, after_start, _) in zip(
+                reversed(words[:-1]), reversed(words[1:]), strict=True
+            ):
+                if _SPACED_HEREDOC.fullmatch(word) and not after.startswith(("<", "-")):
+                    line = line[:word_end] + line[after_start:]
+                    changed = True
+            lines[index] = line
+        if changed:
+            return True
+    return False
+
+
+def _failing_line(lines: list[str], message: str) -> int:
+    """The line of the instruction the parser refuses with ``message`` (its errors carry
+    no line): the shortest start of the file it refuses so, by bisection."""
+    import dockerfile as buildkit
+
+    def fails(count: int) -> bool:
+        try:
+            buildkit.parse_string("\n".join(lines[:count]))
+        except buildkit.GoParseError as error:
+            return str(error) == message
+        return False
+
+    low, high = 1, len(lines)
+    while low < high:
+        middle = (low + high) // 2
+        if fails(middle):
+            high = middle
+        else:
+            low = middle + 1
+    line = low  # the instruction's last line: go back to its first
+    while line > 1 and _trim_continuation(lines[line - 2], "\\")[1]:
+        line -= 1
+    return line
+
+
+def _unterminated_heredoc(lines: list[str]) -> int:
+    """The line of the instruction whose heredoc is never closed: the last instruction
+    line with ``<<`` before which the file still parses."""
+    import dockerfile as buildkit
+
+    candidates = [
+        index
+        for index, line in enumerate(lines)
+        if "<<" in line and line.lstrip()[:7].lower().startswith(("run", "copy", "add", "onbuild"))
+    ]
+    for index in reversed(candidates[-50:]):  # bounded: each try reads the file again
+        try:
+            buildkit.parse_string("\n".join(lines[:index]))
+        except buildkit.GoParseError as error:
+            if str(error) != "file with no instructions":
+                continue
+        return index + 1
+    return candidates[-1] + 1 if candidates else 1
 
 
 def _trim_continuation(line: str, escape: str) -> tuple[str, bool]:
-    # BuildKit allows blanks after the escape character
+    # BuildKit: the escape character, then only blanks, ends the line; an escaped
+    # escape (`C:\\`) does not (its rule looks one character back, no further)
     trimmed = line.rstrip(" \t")
-    if trimmed.endswith(escape):
+    if trimmed.endswith(escape) and not trimmed.endswith(escape * 2):
         return trimmed[:-1], True
     return line, False
-
-
-def _heredocs(rest: str) -> list[tuple[str, bool]]:
-    """``(terminator, strip leading tabs)`` for each ``<<NAME`` word, in order."""
-    found = []
-    for word in _words(rest, "\\"):
-        if word.startswith("--"):
-            continue
-        if word.startswith("["):  # JSON form: "<<EOF" there is an argument
-            break
-        match = _HEREDOC.fullmatch(word)
-        if not match or not match.group(3):
-            continue
-        name = _HEREDOC_NAME.match(match.group(3))
-        terminator = name.group(name.lastindex or 0) if name else ""
-        if terminator:
-            found.append((terminator, match.group(2) == "-"))
-    return found
 
 
 # ---------------------------------------------------------------------------
@@ -375,6 +552,8 @@ _VALUE_FLAGS = frozenset(
 
 def _flags(rest: str) -> tuple[list[tuple[str, str]], list[str]]:
     """The leading ``--name=value`` flags (values unquoted) and the remaining words."""
+    if not rest.startswith("--"):  # most FROM lines: no flags, no spans needed
+        return [], _words(rest, "\\")
     flags, words = _flag_spans(rest)
     return [(name, value) for name, value, _, _ in flags], [word for word, _, _ in words]
 
@@ -469,9 +648,25 @@ def _expand(word: str, scope: _Scope, escape: str, missing: list[str]) -> str:
     return _process(word, 0, "", scope, escape, missing)[0]
 
 
+# deepest ${a:-${b:-...}} nesting read: far beyond any real file, well within Python's stack
+_MAX_NESTING = 64
+
+
+class _TooDeep(Exception):
+    pass
+
+
 def _process(
-    word: str, index: int, stop: str, scope: _Scope, escape: str, missing: list[str]
+    word: str,
+    index: int,
+    stop: str,
+    scope: _Scope,
+    escape: str,
+    missing: list[str],
+    depth: int = 0,
 ) -> tuple[str, int]:
+    if depth > _MAX_NESTING:
+        raise _TooDeep
     out: list[str] = []
     length = len(word)
     while index < length:
@@ -491,7 +686,7 @@ def _process(
                     out.append(word[index + 1 : index + 2])
                     index += 2
                 elif char == "$":
-                    text, index = _dollar(word, index, scope, escape, missing)
+                    text, index = _dollar(word, index, scope, escape, missing, depth)
                     out.append(text)
                 else:
                     out.append(char)
@@ -501,7 +696,7 @@ def _process(
             out.append(word[index + 1 : index + 2])
             index += 2
         elif char == "$":
-            text, index = _dollar(word, index, scope, escape, missing)
+            text, index = _dollar(word, index, scope, escape, missing, depth)
             out.append(text)
         else:
             out.append(char)
@@ -524,7 +719,7 @@ def _name(word: str, index: int) -> tuple[str, int]:
 
 
 def _dollar(
-    word: str, index: int, scope: _Scope, escape: str, missing: list[str]
+    word: str, index: int, scope: _Scope, escape: str, missing: list[str], depth: int
 ) -> tuple[str, int]:
     """Expand the ``$name`` / ``${name...}`` starting at ``word[index] == "$"``."""
     index += 1
@@ -544,7 +739,7 @@ def _dollar(
         operator = word[index : index + 1]
     if operator in ("-", "+", "?"):
         inner_missing: list[str] = []
-        argument, index = _process(word, index + 1, "}", scope, escape, inner_missing)
+        argument, index = _process(word, index + 1, "}", scope, escape, inner_missing, depth + 1)
         present = value is not None and (value != "" or not colon)
         if operator == "+":
             if present:
@@ -560,7 +755,8 @@ def _dollar(
         return (value or ""), index
     if operator in ("#", "%") and not colon:
         longest = word.startswith(operator * 2, index)
-        pattern, index = _process(word, index + (2 if longest else 1), "}", scope, escape, missing)
+        start = index + (2 if longest else 1)
+        pattern, index = _process(word, start, "}", scope, escape, missing, depth + 1)
         return _trim(_lookup(name, scope, missing), pattern, operator == "#", longest), index
     # an operator we do not model (${x/a/b}): skip it, expand to the value
     end = word.find("}", index)
@@ -617,6 +813,13 @@ _REFERENCE = re.compile(
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]+)?"
 )
 _STAGE_NUMBER = re.compile(r"[0-9]+")
+_NAME_MAX = 255  # distribution's reference grammar: "repository name must not be more than 255"
+
+
+def _is_reference(value: str) -> bool:
+    if not _REFERENCE.fullmatch(value):
+        return False
+    return len(value) <= _NAME_MAX or len(split_reference(value)[0]) <= _NAME_MAX
 
 
 class _Use:
@@ -645,9 +848,14 @@ class _Use:
 
 
 class _Analysis:
-    def __init__(self, build_args: Mapping[str, str]) -> None:
+    def __init__(
+        self, build_args: Mapping[str, str], predefined: Mapping[str, str] | None = None
+    ) -> None:
         self.build_args = build_args
-        self.global_args: dict[str, str | None] = {}
+        # BuildKit predefines the platform ARGs in the global scope: FROM sees them, a
+        # stage after a bare `ARG TARGETARCH`
+        self.predefined: Mapping[str, str] = predefined or {}
+        self.global_args: dict[str, str | None] = dict(self.predefined)
         self.uses: list[_Use] = []
         self.names: list[str | None] = []  # per stage
         self.envs: list[dict[str, str]] = []  # per stage, ENV as of now
@@ -659,31 +867,50 @@ class _Analysis:
 
     def walk(self, text: str) -> str:
         """Collect the stages and uses of ``text``; returns its escape character."""
-        escape, instructions = _instructions(text)
+        escape, instructions = _instructions(text, self.warnings)
         args: dict[str, str | None] = {}
         env: dict[str, str] = {}
         for keyword, rest, line in instructions:
-            if keyword == "from":
-                args, env = self._from(rest, line, escape)
-            elif keyword == "arg":
-                self._arg(rest, escape, args if self.names else None, env)
-            elif not self.names:
-                continue  # Docker allows only ARG before the first FROM
-            elif keyword == "env":
-                missing: list[str] = []
-                scope = {**args, **env}
-                for name, raw in _assignments(rest, escape, legacy=True):
-                    env[name] = scope[name] = _expand(raw or "", scope, escape, missing)
-            elif keyword == "copy" and rest.startswith("--"):
-                for slot, (name, value) in enumerate(_flags(rest)[0]):
-                    if name == "from":
-                        self._operand("COPY --from", value, line, escape, args, env, slot)
-            elif keyword == "run" and rest.startswith("--"):
-                for slot, (name, value) in enumerate(_flags(rest)[0]):
-                    source = _mount_from(value) if name == "mount" else None
-                    if source is not None:
-                        self._operand("RUN --mount", source, line, escape, args, env, slot)
+            try:
+                args, env = self._instruction(keyword, rest, line, escape, args, env)
+            except _TooDeep:
+                raise DockerfileError(
+                    f"{keyword.upper()}: variables nested more than {_MAX_NESTING} deep "
+                    "(${a:-${b:-...}}); flatten them with intermediate ARGs",
+                    line,
+                ) from None
         return escape
+
+    def _instruction(
+        self,
+        keyword: str,
+        rest: str,
+        line: int,
+        escape: str,
+        args: dict[str, str | None],
+        env: dict[str, str],
+    ) -> tuple[dict[str, str | None], dict[str, str]]:
+        if keyword == "from":
+            return self._from(rest, line, escape)
+        if keyword == "arg":
+            self._arg(rest, escape, args if self.names else None, env)
+        elif not self.names:
+            pass  # Docker allows only ARG before the first FROM
+        elif keyword == "env":
+            missing: list[str] = []
+            scope = {**args, **env}
+            for name, raw in _assignments(rest, escape, legacy=True):
+                env[name] = scope[name] = _expand(raw or "", scope, escape, missing)
+        elif keyword == "copy" and rest.startswith("--"):
+            for slot, (name, value) in enumerate(_flags(rest)[0]):
+                if name == "from":
+                    self._operand("COPY --from", value, line, escape, args, env, slot)
+        elif keyword == "run" and rest.startswith("--"):
+            for slot, (name, value) in enumerate(_flags(rest)[0]):
+                source = _mount_from(value) if name == "mount" else None
+                if source is not None:
+                    self._operand("RUN --mount", source, line, escape, args, env, slot)
+        return args, env
 
     def _arg(
         self,
@@ -703,7 +930,7 @@ class _Analysis:
             elif args is not None:
                 value = self.global_args.get(name)  # bare ARG in a stage: the global value
             else:
-                value = None
+                value = self.predefined.get(name)
             if args is None:
                 self.global_args[name] = value
             else:
@@ -744,8 +971,16 @@ class _Analysis:
         env: dict[str, str],
         slot: int,
     ) -> None:
+        if "$" in raw:
+            # BuildKit: "variable expansion is not supported for --from"; the build fails
+            raise DockerfileError(
+                f"{instruction}{'=' if instruction == 'COPY --from' else ' from='}{raw}: "
+                "BuildKit does not expand variables in --from / "
+                "from= and refuses this Dockerfile; name the stage or image literally",
+                line,
+            )
         missing: list[str] = []
-        value = _expand(raw, {**args, **env} if "$" in raw else {}, escape, missing)
+        value = _expand(raw, {}, escape, missing)
         self.uses.append(_Use(len(self.names) - 1, instruction, line, value, raw, missing, slot))
 
     def stage_of(self, use: _Use, by_name: Mapping[str, int]) -> int | None:
@@ -776,7 +1011,7 @@ class _Analysis:
                     needs[use.stage].add(stage)
             elif use.value.lower() == "scratch":
                 continue
-            elif _REFERENCE.fullmatch(use.value):
+            elif _is_reference(use.value):
                 found.append(ImageReference(use.value, use.instruction, use.line, use.stage))
             else:
                 self._warn(use, f"{use.value!r} is not an image reference; ignored")

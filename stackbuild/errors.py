@@ -36,6 +36,27 @@ class ManifestError(StackbuildError):
         return f"{self.path}:{self.line}:{self.col}: {self.message}"
 
 
+class DockerfileError(StackbuildError):
+    """A Dockerfile that BuildKit would refuse, located at ``path:line`` (1-based).
+
+    Raised by the parser with the default ``path``; callers that know the file name it
+    with ``located``."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, line: int, path: str = "Dockerfile") -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.path = path
+
+    def located(self, path: str) -> DockerfileError:
+        return DockerfileError(self.message, self.line, path)
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
 class UsageError(StackbuildError):
     """A wrong command line (unknown target, bad option value)."""
 

@@ -291,13 +291,16 @@ def _code_stamp() -> list[Any]:
 
 def graph_key(stack: Stack, dockerfiles: Mapping[str, bytes]) -> str:
     """A digest of everything that decides the graph: the images in manifest order,
-    the registry, each image's Dockerfile bytes, build args, target and depends_on,
+    the registry, each image's Dockerfile bytes, build args, target, platform and depends_on,
     and the code that reads them. Locations and every other setting do not count."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([CACHE_FORMAT, _code_stamp(), stack.registry]).encode())
+    # the machine: BuildKit's BUILD* platform ARGs are this machine's and may pick a FROM
+    head = [CACHE_FORMAT, _code_stamp(), stack.registry, os.uname().machine]
+    digest.update(json.dumps(head).encode())
     for name, spec in stack.images.items():
         raw = dockerfiles[name]
-        head = [name, list(spec.depends_on), sorted(spec.build_args.items()), spec.target, len(raw)]
+        head = [name, list(spec.depends_on), sorted(spec.build_args.items()), spec.target,
+                spec.platform, len(raw)]  # the platform: TARGET* ARGs may pick a FROM
         digest.update(json.dumps(head).encode())  # with the length: no two inputs run together
         digest.update(raw)
     return digest.hexdigest()
