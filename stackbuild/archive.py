@@ -9,13 +9,16 @@ keeps, so after ``docker load`` (or ``stackbuild load``) on another engine
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from stackbuild.dockerfile import repository_of
-from stackbuild.errors import StackbuildError
+from stackbuild.errors import StackbuildError, UsageError
 from stackbuild.refs import is_exact_reference
 from stackbuild.state import atomic_writer
 
@@ -54,10 +57,86 @@ def images_to_save(analysis: Analysis, backend: Any) -> list[Saved]:
     return saved
 
 
+class SaveError(StackbuildError):
+    """The output of ``save`` cannot be written (read-only or full file system, ...)."""
+
+
+class _Checked:
+    """The output handle as ``backend.save`` sees it: a failed write is a SaveError naming
+    the file, never an OSError the engine client could take for its own (a FIFO whose
+    reader left raises BrokenPipeError, a ConnectionError)."""
+
+    def __init__(self, handle: IO[bytes], shown: Path) -> None:
+        self._handle = handle
+        self._shown = shown
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as error:
+            raise SaveError(f"cannot write {self._shown}: {error.strerror or error}") from None
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+@contextlib.contextmanager
+def open_output(output: Path) -> Iterator[_Checked]:
+    """Where ``save -o`` writes, as ``docker save -o`` users expect.
+
+    A new or regular file (also through a symlink, which stays) is replaced
+    atomically: the tar goes to a temporary file beside it, renamed over it when
+    complete. A FIFO or a character device (``/dev/stdout``, a pipe to a compressor)
+    is written into, never replaced. Anything else is refused; a file system that
+    refuses the file is a SaveError: never a traceback, never a half tar at ``output``.
+    """
+    output = Path(output)
+    target = Path(os.path.realpath(output))  # a symlink: write where it points
+    try:
+        mode: int | None = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as error:
+        raise SaveError(f"cannot write {output}: {error.strerror}") from None
+    if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+        try:
+            handle = open(target, "wb")  # noqa: SIM115 - a FIFO waits here for its reader
+        except OSError as error:
+            raise SaveError(f"cannot write {output}: {error.strerror}") from None
+        try:
+            yield _Checked(handle, output)
+        finally:
+            with contextlib.suppress(OSError):  # a reader gone: the write said so already
+                handle.close()
+        return
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(
+            f"cannot write {output}: it is {_kind_of(mode)}; give a file name (a regular "
+            "file there is replaced), a FIFO or a character device"
+        )
+    in_block = False  # an error of the block itself passes unchanged
+    try:
+        with atomic_writer(target) as handle:
+            in_block = True
+            yield _Checked(handle, output)
+            in_block = False
+    except OSError as error:
+        if in_block:
+            raise
+        raise SaveError(f"cannot write {output}: {error.strerror or error}") from None
+
+
 def save(analysis: Analysis, backend: Any, output: Path) -> list[Saved]:
-    """Write the tar atomically: a failed or interrupted save leaves no half file."""
+    """Write the tar (see ``open_output``): a failed or interrupted save leaves no half file."""
     saved = images_to_save(analysis, backend)
-    with atomic_writer(Path(output)) as handle:
+    with open_output(Path(output)) as handle:
         backend.save([tag for item in saved for tag in item.tags], handle)
     return saved
 

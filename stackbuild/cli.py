@@ -31,8 +31,11 @@ WITH_DESCENDANTS = click.option(
     is_flag=True,
     help="Also select every image built on the named images.",
 )
+# the most builds (or pushes) at once: backends.pool.MAX_SLOTS, not imported here
+# because the command line imports the engine side only when a command needs it
+MAX_JOBS = 1024
 JOBS = click.option(
-    "-j", "--jobs", type=click.IntRange(min=1), default=None,
+    "-j", "--jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=None,
     help="Builds at once. [default: CPU count]",
 )
 KEEP_GOING = click.option(
@@ -53,7 +56,7 @@ PUSH = click.option(
     "the registry lacks).",
 )
 PUSH_JOBS = click.option(
-    "--push-jobs", type=click.IntRange(min=1), default=2, show_default=True,
+    "--push-jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=2, show_default=True,
     help="Pushes at once (they run alongside the builds).",
 )
 BUILDER = click.option(

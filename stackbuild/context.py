@@ -15,7 +15,9 @@ Checked against the docker 28 CLI itself (tests/integration/test_context_docker.
 hands its tar to a fake engine), thousands of random trees and ``.dockerignore``s
 agree, including two of its quirks kept here on purpose: ``|``, ``{`` and ``}``
 act as regexp syntax (see ``_REGEX_SPECIAL``), and a pattern is only syntax-checked
-up to its first chunk that fails to match "." (see ``_go_match``).
+up to its first chunk that fails to match "." (see ``_go_match``). Like Go's
+regexp, matching takes time linear in the path whatever the pattern (see
+``_Automaton``), and a repeat count above 1000 is an error.
 
 ``write_context_tar`` writes exactly those entries, so what is hashed is what
 the engine receives. The docker SDK's ``docker.utils.build`` is not reused: it
@@ -45,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from stackbuild.errors import EXIT_USAGE, StackbuildError
 
@@ -366,6 +368,277 @@ def _re2_to_python(src: str) -> str:
     return "".join(out)
 
 
+# What a user's pattern may make of the regexp: Go's RE2 never backtracks, Python's re
+# does, exponentially for "a*a*a*...b" or "**/**/**/...". So re only checks the syntax
+# (its errors are the ones the agreement tests were measured with) and matches when its
+# backtracking is provably linear; everything else runs on the parse tree re itself
+# made, simulated as an automaton (Thompson's construction, states built lazily like
+# RE2's DFA), which takes time linear in the path whatever the pattern.
+_CHAR, _SPLIT, _ASSERT, _ACCEPT = range(4)
+# Go's regexp refuses a repeat count above 1000 ("invalid repeat count"), which also
+# bounds the automaton a pattern can make; and a few patterns' worth of states at most
+_MAX_REPEAT_COUNT = 1000
+_MAX_STATES = 200_000
+_MAX_CACHED = 20_000  # automaton steps remembered per pattern before starting afresh
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+class _Unsupported(Exception):
+    """A construct our translation never produces: match with re, as before."""
+
+
+def _category(code: object) -> Callable[[str], bool]:
+    from re import _constants as sre
+
+    # re.ASCII meanings, which is how the translated regexps are compiled
+    tests: dict[object, Callable[[str], bool]] = {
+        sre.CATEGORY_DIGIT: lambda c: "0" <= c <= "9",
+        sre.CATEGORY_NOT_DIGIT: lambda c: not "0" <= c <= "9",
+        sre.CATEGORY_SPACE: lambda c: c in " \t\n\r\f\v",
+        sre.CATEGORY_NOT_SPACE: lambda c: c not in " \t\n\r\f\v",
+        sre.CATEGORY_WORD: _WORD.__contains__,
+        sre.CATEGORY_NOT_WORD: lambda c: c not in _WORD,
+    }
+    if code not in tests:
+        raise _Unsupported(code)
+    return tests[code]
+
+
+def _char_test(op: object, av: object) -> Callable[[str], bool]:
+    """The one-character test of a LITERAL, NOT_LITERAL, ANY or IN node."""
+    from re import _constants as sre
+
+    if op is sre.LITERAL:
+        literal = chr(av)  # type: ignore[arg-type]
+        return literal.__eq__
+    if op is sre.NOT_LITERAL:
+        literal = chr(av)  # type: ignore[arg-type]
+        return literal.__ne__
+    if op is sre.ANY:
+        return "\n".__ne__  # no DOTALL: "." is anything but a newline
+    if op is sre.IN:
+        negate = False
+        ranges: list[tuple[str, str]] = []
+        categories: list[Callable[[str], bool]] = []
+        for item_op, item in av:  # type: ignore[attr-defined]
+            if item_op is sre.NEGATE:
+                negate = True
+            elif item_op is sre.LITERAL:
+                ranges.append((chr(item), chr(item)))
+            elif item_op is sre.RANGE:
+                ranges.append((chr(item[0]), chr(item[1])))
+            elif item_op is sre.CATEGORY:
+                categories.append(_category(item))
+            else:
+                raise _Unsupported(item_op)
+
+        def test(c: str) -> bool:
+            hit = any(lo <= c <= hi for lo, hi in ranges) or any(t(c) for t in categories)
+            return hit != negate
+
+        return test
+    raise _Unsupported(op)
+
+
+class _Automaton:
+    """A search for a regexp (as ``re.search`` would find it) in time linear in the text."""
+
+    def __init__(self, tree: object) -> None:
+        self.kind: list[int] = []
+        self.arg: list[Any] = []
+        self.out: list[list[int]] = []
+        self.words = False  # any \b or \B: the word-ness of neighbours matters
+        self.start = self._sequence(tree, self._node(_ACCEPT, None, []))
+        self._ids: dict[frozenset[int], int] = {}
+        self._sets: list[frozenset[int]] = []
+        self._accepting: list[bool] = []
+        self._steps: dict[tuple[int, str, bool, bool], int] = {}
+        self._starts: dict[tuple[bool, bool, bool, bool], frozenset[int]] = {}
+        # a state set that died stays dead when no match can start after position 0
+        self._anchored = not any(
+            self._closure((self.start,), (False, end, prev, nxt))
+            for end in (False, True)
+            for prev in (False, True)
+            for nxt in (False, True)
+        )
+
+    # -- construction, from the last node backwards: each node knows its successor
+
+    def _node(self, kind: int, arg: Any, out: list[int]) -> int:
+        if len(self.kind) >= _MAX_STATES:
+            raise PatternError("pattern too complex")
+        self.kind.append(kind)
+        self.arg.append(arg)
+        self.out.append(out)
+        return len(self.kind) - 1
+
+    def _sequence(self, items: Iterable[Any], then: int) -> int:
+        for op, av in reversed(list(items)):
+            then = self._item(op, av, then)
+        return then
+
+    def _item(self, op: object, av: Any, then: int) -> int:
+        from re import _constants as sre
+
+        if op is sre.MAX_REPEAT or op is sre.MIN_REPEAT:  # greed does not change *whether*
+            low, high, body = av
+            if high is sre.MAXREPEAT:
+                loop = self._node(_SPLIT, None, [then])
+                self.out[loop].insert(0, self._sequence(body, loop))
+                then = loop
+            else:
+                tail = then
+                for _ in range(high - low):  # (x(x(x)?)?)?
+                    tail = self._node(_SPLIT, None, [self._sequence(body, tail), then])
+                then = tail
+            for _ in range(low):
+                then = self._sequence(body, then)
+            return then
+        if op is sre.SUBPATTERN:
+            return self._sequence(av[3], then)
+        if op is sre.BRANCH:
+            return self._node(_SPLIT, None, [self._sequence(b, then) for b in av[1]])
+        if op is sre.AT:
+            if av not in (sre.AT_BEGINNING, sre.AT_BEGINNING_STRING, sre.AT_END_STRING,
+                          sre.AT_BOUNDARY, sre.AT_NON_BOUNDARY):  # fmt: skip
+                raise _Unsupported(av)
+            self.words = self.words or av in (sre.AT_BOUNDARY, sre.AT_NON_BOUNDARY)
+            return self._node(_ASSERT, av, [then])
+        return self._node(_CHAR, _char_test(op, av), [then])
+
+    # -- simulation
+
+    def _closure(
+        self, nodes: Iterable[int], where: tuple[bool, bool, bool, bool]
+    ) -> frozenset[int]:
+        """The character-reading and accepting nodes reachable without reading, at a
+        position that is the start / the end / after a word char / before one."""
+        from re import _constants as sre
+
+        at_start, at_end, prev_word, next_word = where
+        seen: set[int] = set()
+        found: set[int] = set()
+        todo = list(nodes)
+        while todo:
+            node = todo.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            kind = self.kind[node]
+            if kind == _SPLIT:
+                todo.extend(self.out[node])
+            elif kind == _ASSERT:
+                at = self.arg[node]
+                if at is sre.AT_BEGINNING or at is sre.AT_BEGINNING_STRING:
+                    ok = at_start
+                elif at is sre.AT_END_STRING:
+                    ok = at_end
+                elif at is sre.AT_BOUNDARY:
+                    ok = prev_word != next_word
+                else:
+                    ok = prev_word == next_word
+                if ok:
+                    todo.append(self.out[node][0])
+            else:
+                found.add(node)
+        return frozenset(found)
+
+    def _state(self, nodes: frozenset[int]) -> int:
+        state = self._ids.get(nodes)
+        if state is None:
+            state = self._ids[nodes] = len(self._sets)
+            self._sets.append(nodes)
+            self._accepting.append(any(self.kind[n] == _ACCEPT for n in nodes))
+        return state
+
+    def _start(self, where: tuple[bool, bool, bool, bool]) -> frozenset[int]:
+        nodes = self._starts.get(where)
+        if nodes is None:
+            nodes = self._starts[where] = self._closure((self.start,), where)
+        return nodes
+
+    def _step(self, state: int, c: str, at_end: bool, next_word: bool) -> int:
+        if len(self._steps) > _MAX_CACHED:  # a bounded cache, as RE2 keeps: start afresh
+            nodes = self._sets[state]
+            self._ids.clear()
+            self._sets.clear()
+            self._accepting.clear()
+            self._steps.clear()
+            state = self._state(nodes)
+        where = (False, at_end, self.words and c in _WORD, next_word)
+        kind, arg, out = self.kind, self.arg, self.out
+        moved = [out[n][0] for n in self._sets[state] if kind[n] == _CHAR and arg[n](c)]
+        nodes = self._closure(moved, where) | self._start(where)  # a match may start here
+        nxt = self._steps[state, c, at_end, next_word] = self._state(nodes)
+        return nxt
+
+    def search(self, text: str) -> bool:
+        """Whether the regexp matches somewhere in ``text`` (``re.search(...) is not None``)."""
+        n = len(text)
+        words = self.words
+        first_word = words and n > 0 and text[0] in _WORD
+        state = self._state(self._start((True, n == 0, False, first_word)))
+        if self._accepting[state]:
+            return True
+        steps, accepting, sets = self._steps, self._accepting, self._sets
+        anchored = self._anchored
+        for i, c in enumerate(text):
+            at_end = i + 1 == n
+            next_word = words and not at_end and text[i + 1] in _WORD
+            nxt = steps.get((state, c, at_end, next_word))
+            if nxt is None:
+                nxt = self._step(state, c, at_end, next_word)
+            if accepting[nxt]:
+                return True
+            if anchored and not sets[nxt]:
+                return False
+            state = nxt
+        return False
+
+
+def _linear_in_re(tree: Iterable[Any]) -> bool:
+    """Whether re's backtracking over this tree is linear in the text: no alternation
+    and at most one repeat of variable length, so at most one choice point (the
+    leading ``^`` stops a search from retrying at every position). Refuses the
+    repeat counts Go's regexp refuses (the docker CLI then fails the build)."""
+    from re import _constants as sre
+
+    variable, branches = 0, False
+    todo = [tree]
+    while todo:
+        for op, av in todo.pop():
+            if op is sre.BRANCH:
+                branches = True
+                todo.extend(av[1])
+            elif op is sre.MAX_REPEAT or op is sre.MIN_REPEAT or op is sre.POSSESSIVE_REPEAT:
+                low, high, body = av
+                bounded = high is not sre.MAXREPEAT
+                if low > _MAX_REPEAT_COUNT or (bounded and high > _MAX_REPEAT_COUNT):
+                    raise PatternError("invalid repeat count")
+                variable += low != high
+                todo.append(body)
+            elif op is sre.SUBPATTERN:
+                todo.append(av[3])
+    return not branches and variable <= 1
+
+
+def _searcher(source: str) -> Callable[[str], bool]:
+    """``bool(re.search(source))`` for a translated pattern, linear in the path."""
+    from re import _parser
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FutureWarning on "--" inside a class
+        regex = re.compile(source, re.ASCII)  # its syntax errors are the ones we report
+        tree = _parser.parse(source, re.ASCII)
+    if not _linear_in_re(tree):
+        try:
+            return _Automaton(tree).search
+        except _Unsupported:
+            pass  # not produced by _re2_to_python; kept correct rather than fast
+    search = regex.search
+    return lambda path: search(path) is not None
+
+
 _EXACT, _PREFIX, _SUFFIX, _REGEX = range(4)
 # patternmatcher's shouldEscape means ".+()|{}$", but its bitmap is 8 bytes of 8 bits:
 # '|', '{' and '}' (>= 64) fall off it, stay unescaped, and act as regexp syntax
@@ -458,16 +731,12 @@ class _Pattern:
     def _compile_and_match(self, path: str) -> bool:
         # compiled on first use, as patternmatcher does: a pattern whose regexp is
         # invalid fails the build only once some path is tested against it
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # FutureWarning on "--" inside a class
-            try:
-                # "^...$" searched, as Go's MatchString does: with an unescaped '|'
-                # only the first branch is anchored at the start
-                regex = re.compile("^" + _re2_to_python(self._regex_source), re.ASCII)
-            except (re.error, PatternError) as e:
-                raise PatternError(f"bad pattern {self.cleaned!r}: {e}") from None
-        search = regex.search
-        self.match = lambda p: search(p) is not None
+        try:
+            # "^...$" searched, as Go's MatchString does: with an unescaped '|'
+            # only the first branch is anchored at the start
+            self.match = _searcher("^" + _re2_to_python(self._regex_source))
+        except (re.error, PatternError) as e:
+            raise PatternError(f"bad pattern {self.cleaned!r}: {e}") from None
         return self.match(path)
 
 

@@ -104,23 +104,33 @@ def graph_mermaid(graph: StackGraph) -> str:
 
 
 def graph_text(graph: StackGraph) -> str:
-    """An indented tree from the roots; an image with two parents appears under each,
-    marked with its other parents so the tree stays honest about the DAG."""
+    """An indented tree from the roots. An image with two parents is drawn in full under
+    the first, marked with its other parents so the tree stays honest about the DAG, and
+    named with ``(see above)`` under the others: each image's subtree is printed once, so
+    the output grows with images plus edges, not with the paths of the DAG."""
     lines: list[str] = []
     position = {name: index for index, name in enumerate(graph.order)}
-
-    def walk(name: str, depth: int, via: str | None) -> None:
+    shown: set[str] = set()
+    # (image, depth, the parent it is drawn under): a stack, not recursion, since a
+    # chain of images may be deeper than Python's recursion limit
+    todo: list[tuple[str, int, str | None]] = [
+        (root, 0, None) for root in reversed(graph.order) if not graph.parents(root)
+    ]
+    while todo:
+        name, depth, via = todo.pop()
+        indent = f"{'    ' * depth}{'└── ' if depth else ''}"
+        if name in shown:
+            lines.append(f"{indent}{name}  (see above)")
+            continue
+        shown.add(name)
         others = [p for p in graph.parents(name) if p != via]
         suffix = f"  (also on: {', '.join(others)})" if via and others else ""
         upstream = graph.upstream(name)
         if not via and upstream:
             suffix += f"  <- {', '.join(upstream)}"
-        lines.append(f"{'    ' * depth}{'└── ' if depth else ''}{name}{suffix}")
-        for child in sorted(graph.children(name), key=position.__getitem__):
-            walk(child, depth + 1, name)
-
-    for root in [n for n in graph.order if not graph.parents(n)]:
-        walk(root, 0, None)
+        lines.append(f"{indent}{name}{suffix}")
+        children = sorted(graph.children(name), key=position.__getitem__, reverse=True)
+        todo.extend((child, depth + 1, name) for child in children)
     return "\n".join(lines)
 
 

@@ -424,19 +424,46 @@ class PoolPushes:
 # -- configuration ----------------------------------------------------------------------
 
 
+# builds at once on one engine (each is a thread here): far beyond what an engine can
+# take, and small enough for the slot lists and thread pool sized by it
+MAX_SLOTS = 1024
+_ADDRESS_HINT = (
+    "give an engine address like unix:///var/run/docker.sock, tcp://host:2376 or "
+    "ssh://user@host, optionally followed by =SLOTS"
+)
+
+
 def parse_builder(text: str, default_slots: int) -> Builder:
-    """``--builder URL[=SLOTS]``: an engine address, and how many builds it runs at once."""
+    """``--builder URL[=SLOTS]``: an engine address, and how many builds it runs at once.
+
+    Whatever follows the last ``=`` is SLOTS (an address has no ``=``), so a typo
+    there is an error rather than part of the address.
+    """
     url, sep, slots = text.rpartition("=")
-    if not sep or not slots.isdigit():
-        url, slots = text, ""
+    if not sep:
+        url = text
     if not url.startswith(URL_SCHEMES) or url.endswith("://"):
-        raise UsageError(
-            f"--builder {text!r}: give an engine address like unix:///var/run/docker.sock, "
-            "tcp://host:2376 or ssh://user@host, optionally followed by =SLOTS"
-        )
-    count = int(slots) if slots else default_slots
-    if count < 1:
-        raise UsageError(f"--builder {text!r}: SLOTS must be at least 1")
+        raise UsageError(f"--builder {text!r}: {_ADDRESS_HINT}")
+    if "=" in url:
+        raise UsageError(f"--builder {text!r}: one =SLOTS at most, after the address")
+    if sep:
+        # the length test first: int() of thousands of digits is itself an error
+        digits = slots.isascii() and slots.isdigit() and len(slots) <= 6
+        count = int(slots) if digits else -1
+        if not 1 <= count <= MAX_SLOTS:
+            raise UsageError(
+                f"--builder {text!r}: SLOTS must be a whole number from 1 to {MAX_SLOTS}, "
+                f"not {slots!r}"
+            )
+    else:
+        count = default_slots
+    from urllib.parse import urlsplit
+
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing it is the check (port range, brackets)
+    except ValueError as error:
+        message = f"--builder {text!r}: not a valid address ({error}); {_ADDRESS_HINT}"
+        raise UsageError(message) from None
     return Builder(url, count)
 
 

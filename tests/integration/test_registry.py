@@ -8,10 +8,13 @@ the ``stackbuild.test`` label, so cleanup finds exactly this test's images.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -278,6 +281,18 @@ def test_save_then_load_gives_a_no_op_plan(
     saved = json_out(run_cli(stack, "save", "-o", str(archive), "--json"))
     assert [s["image"] for s in saved["images"]] == [base, child]
     assert all(len(s["tags"]) == 2 for s in saved["images"])
+
+    # into a FIFO (a pipe to a compressor, say): streamed, the FIFO stays one
+    fifo = tmp_path / "out" / "pipe"
+    os.mkfifo(fifo)
+    streamed: list[bytes] = []
+    reader = threading.Thread(target=lambda: streamed.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    json_out(run_cli(stack, "save", "-o", str(fifo), child, "--json"))
+    reader.join(60)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    with tarfile.open(fileobj=io.BytesIO(streamed[0])) as tar:
+        assert "manifest.json" in tar.getnames()
 
     # another engine, another checkout: no images, no .stackbuild/
     remove_test_images(docker_client, unique)

@@ -201,7 +201,16 @@ def test_an_unknown_target_exits_2(example: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [["build", "-j", "0"], ["graph", "--format", "png"],
-                                  ["nosuch-command"], ["build", "--bogus"]])  # fmt: skip
+                                  ["nosuch-command"], ["build", "--bogus"],
+                                  ["build", "-j", "99999999999999999999"],
+                                  ["refresh", "-j", "1025"],
+                                  ["build", "--push-jobs", "99999999999999999999"],
+                                  ["build", "--builder", "unix:///x.sock=99999999999999999999"],
+                                  ["build", "--builder", "tcp://127.0.0.1:99999"],
+                                  ["build", "--builder", "tcp://[::1"],
+                                  ["build", "--builder", "unix:///x.sock=abc"],
+                                  ["build", "--builder", "unix:///x.sock=-1"],
+                                  ["build", "--builder", "unix:///x.sock=2=3"]])  # fmt: skip
 def test_usage_errors_exit_2(example: Path, args: list[str]) -> None:
     proc = run("-f", str(example), *args, DOCKER_HOST="unix:///nonexistent.sock")
     assert proc.returncode == 2, proc.stderr

@@ -8,6 +8,7 @@ that a child never builds before its parents are where it runs.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -199,6 +200,35 @@ def test_parse_builder() -> None:
     for bad in ("host:2375", "tcp://h=0", "unix://"):
         with pytest.raises(UsageError, match="--builder"):
             parse_builder(bad, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("tcp://h:2376=99999999999999999999", "SLOTS must be a whole number from 1 to 1024"),
+        ("tcp://h:2376=" + "9" * 5000, "SLOTS must be a whole number"),
+        ("tcp://h:2376=1025", "SLOTS must be a whole number from 1 to 1024"),
+        ("tcp://h:2376=abc", "not 'abc'"),
+        ("tcp://h:2376=-1", "not '-1'"),
+        ("tcp://h:2376=", "not ''"),
+        ("tcp://h:2376=\u0662", "SLOTS must be"),  # a digit, but not an ASCII one
+        ("tcp://h:2376=2=3", "one =SLOTS at most"),
+        ("tcp://127.0.0.1:99999", "not a valid address"),
+        ("tcp://[::1", "not a valid address"),
+        ("tcp://h:port", "not a valid address"),
+    ],
+)
+def test_parse_builder_refuses_bad_slots_and_addresses(text: str, complaint: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(complaint)):
+        parse_builder(text, 1)
+
+
+def test_cli_job_limit_is_the_pool_slot_limit() -> None:
+    from stackbuild.backends.pool import MAX_SLOTS
+    from stackbuild.cli import MAX_JOBS
+
+    assert MAX_JOBS == MAX_SLOTS
+    assert parse_builder("tcp://[::1]:2376=1024", 1) == Builder("tcp://[::1]:2376", 1024)
 
 
 def write_stack(root: Path, dockerfiles: dict[str, str], extra: str = "") -> Path:

@@ -113,8 +113,60 @@ def test_graph_text_tree_marks_second_parents(diamond) -> None:
         "    └── left",
         "        └── top  (also on: right)",
         "    └── right",
-        "        └── top  (also on: left)",
+        "        └── top  (see above)",
     ]
+
+
+def _graph_of(stack_file: Path):
+    from stackbuild.analyze import read_dockerfiles
+    from stackbuild.graph import build_graph
+    from stackbuild.manifest import load_stack
+
+    stack = load_stack(stack_file)
+    return build_graph(stack, read_dockerfiles(stack)[1])
+
+
+def test_graph_text_of_the_example_stack() -> None:
+    example = Path(__file__).resolve().parents[2] / "stack.yaml"
+    assert render.graph_text(_graph_of(example)).splitlines() == [
+        "base",
+        "    └── httpd",
+        "        └── site-hello  (also on: base)",
+        "        └── site-ops  (also on: tools)",
+        "    └── tools",
+        "        └── site-ops  (see above)",
+        "        └── runner",
+        "    └── site-hello  (see above)",
+    ]
+
+
+def test_graph_text_prints_each_image_once_however_many_paths(tmp_path: Path) -> None:
+    # layers of 3 images, each on all 3 of the layer above: 3**16 paths from the root
+    dockerfiles = {"l0": "FROM alpine:3.19\n"}
+    above = ["l0"]
+    for depth in range(1, 17):
+        layer = [f"l{depth}-{i}" for i in range(3)]
+        for name in layer:
+            copies = "".join(f"COPY --from={p} /x /x\n" for p in above[1:])
+            dockerfiles[name] = f"FROM {above[0]}\n{copies}"
+        above = layer
+    graph = _graph_of(write_stack(tmp_path, dockerfiles))
+    lines = render.graph_text(graph).splitlines()
+    edges = len(list(graph.edges()))
+    assert len(lines) == edges + 1  # the root, then one line per edge
+    full = [line.split("└── ")[-1].split()[0] for line in lines if "(see above)" not in line]
+    assert sorted(full) == sorted(dockerfiles)  # each image drawn in full exactly once
+
+
+def test_graph_text_of_a_chain_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
+    import sys
+
+    count = sys.getrecursionlimit() + 50
+    dockerfiles = {"c0": "FROM alpine:3.19\n"}
+    dockerfiles.update({f"c{i}": f"FROM c{i - 1}\n" for i in range(1, count)})
+    lines = render.graph_text(_graph_of(write_stack(tmp_path, dockerfiles))).splitlines()
+    assert len(lines) == count
+    assert lines[-1] == f"{'    ' * (count - 1)}└── c{count - 1}"
 
 
 def test_ls_rows(diamond) -> None:
