@@ -164,9 +164,9 @@ class Context:
     def warm_up(self) -> None:
         """Compile stackbuild and what it imports into the run's pyc cache, once."""
         modules = [
-            "stackbuild.cli", "stackbuild.analyze", "stackbuild.build", "stackbuild.render",
+            "stackbuild.cli", "stackbuild.analyze", "stackbuild.run.build", "stackbuild.render",
             "stackbuild.ui", "stackbuild.logs", "stackbuild.backends.docker_api",
-            "stackbuild.registry", "stackbuild.upstream", "stackbuild.lockfile", "docker",
+            "stackbuild.run.registry", "stackbuild.run.upstream", "stackbuild.lockfile", "docker",
             "yaml", "click", "concurrent_log_handler", "jsonschema",
         ]
         code = (

@@ -17,6 +17,7 @@ from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
 from stackbuild.errors import DockerfileError, ManifestError
 from stackbuild.fingerprint import HashCache, ImageInputs, image_inputs
 from stackbuild.graph import StackGraph, build_graph, graph_key
+from stackbuild.lockfile import lock_path, read_lock
 from stackbuild.manifest import Stack, load_stack
 from stackbuild.plan import Plan, make_plan
 from stackbuild.state import StateDir, atomic_write
@@ -128,8 +129,6 @@ def analyze(
         save_graph(graph, raw, state)
     cache = HashCache.load(state.hash_cache)
     if pinned is None:
-        from stackbuild.lockfile import lock_path, read_lock
-
         pinned = read_lock(lock_path(stack.path))
     files: dict[str, list[ContextFile]] = {}
     inputs: dict[str, ImageInputs] = {}

@@ -1,20 +1,55 @@
 """The ``stackbuild`` command line: plan, build, refresh, lock, graph, ls, why, schema.
 
-Commands import what they need inside their bodies: a no-op run is mostly
-interpreter start-up, so ``plan --offline`` never imports the docker SDK and
-nothing loads log handlers before the first build.
+The top layer: it picks the implementations (which backend, one engine or a pool,
+which reporter), runs the orchestration of ``run/`` and maps every StackbuildError
+to its message and exit code. Start-up stays cheap without lazy imports of our own:
+the heavy third-party modules (the docker SDK, networkx, concurrent-log-handler,
+jsonschema) are imported by the code that uses them, on first use.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
-from stackbuild import __version__
-from stackbuild.errors import EXIT_USAGE, StackbuildError
+from stackbuild import __version__, render
+from stackbuild.analyze import analyze, read_dockerfiles
+from stackbuild.backends import open_backend
+from stackbuild.backends.contract import Backend
+from stackbuild.errors import (
+    EXIT_BUILD_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    StackbuildError,
+    UsageError,
+)
+from stackbuild.graph import build_graph
+from stackbuild.manifest import Builder, Stack, load_stack
+from stackbuild.run import archive
+from stackbuild.run.build import BuildOptions, BuildRun
+from stackbuild.run.existing import existing_images
+from stackbuild.run.pool import (
+    MAX_SLOTS,
+    EnginePool,
+    PoolPushes,
+    attach_registry,
+    open_pool,
+    pool_builders,
+)
+from stackbuild.run.registry import Pusher, RegistryHooks, push_summary
+from stackbuild.run.upstream import pinned_analysis, update_lock
+from stackbuild.run.upstream import refresh as refresh_upstreams
+from stackbuild.scheduler import Status
+from stackbuild.state import StateDir
+from stackbuild.ui import make_reporter, summary
 
 
 class Context:
@@ -31,9 +66,7 @@ WITH_DESCENDANTS = click.option(
     is_flag=True,
     help="Also select every image built on the named images.",
 )
-# the most builds (or pushes) at once: backends.pool.MAX_SLOTS, not imported here
-# because the command line imports the engine side only when a command needs it
-MAX_JOBS = 1024
+MAX_JOBS = MAX_SLOTS  # the most builds (or pushes) at once
 JOBS = click.option(
     "-j", "--jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=None,
     help="Builds at once. [default: CPU count]",
@@ -91,15 +124,20 @@ def cli(ctx: click.Context, stack_file: Path) -> None:
     ctx.obj = Context(stack_file)
 
 
-def _open_backend(kind: str = "docker"):
-    """The engine client: the docker SDK (classic builder) or BuildKit through the CLI."""
-    if kind == "buildkit":
-        from stackbuild.backends.buildkit import BuildKitBackend as Backend
-    else:
-        from stackbuild.backends.docker_api import DockerBackend as Backend
-    backend = Backend()
+def _open_backend(kind: str = "docker") -> Backend:
+    """The engine of DOCKER_HOST (and its defaults), pinged: it answers, or exit 3."""
+    backend = open_backend(kind)
     backend.ping()
     return backend
+
+
+def _open_pool(stack: Stack, builders, kind: str, from_options: bool = False) -> EnginePool:
+    """The pool of ``builders``, each engine building with the ``kind`` builder."""
+
+    def engine(spec: Builder) -> Backend:
+        return open_backend(kind, spec.url, spec.tls, spec.name or spec.url)
+
+    return open_pool(stack, builders, engine, _warn, from_options=from_options)
 
 
 def _warn(message: str) -> None:
@@ -111,15 +149,13 @@ def _plan_engines(stack):
     its engines exists), else the engine of docker.from_env() and None."""
     if not stack.builders:
         return _open_backend(), None
-    from stackbuild.backends.pool import open_pool
 
-    pool = open_pool(stack, stack.builders, stack.backend, _warn)
+    pool = _open_pool(stack, stack.builders, stack.backend)
     return pool.alive[0].backend, pool
 
 
 def _existing_on(analysis, backend, pool, warn=_warn):
     """``registry.Existing`` on the pool's engines, or on ``backend``, then the registry."""
-    from stackbuild.registry import existing_images
 
     return existing_images(analysis, backend, warn, pool.discover(analysis) if pool else None)
 
@@ -127,8 +163,6 @@ def _existing_on(analysis, backend, pool, warn=_warn):
 def _plan_now(stack_file: Path, targets, with_descendants: bool, force=()):
     """The plan a build would follow now: the lock's pins (missing ones resolved, not
     written) and what the engines or the registry already hold."""
-    from stackbuild.manifest import load_stack
-    from stackbuild.upstream import pinned_analysis
 
     stack = load_stack(stack_file)
     backend, pool = _plan_engines(stack)
@@ -158,26 +192,20 @@ def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refre
     3 when the engine (or, with --refresh, a registry) is unreachable
     (use --offline to plan without one).
     """
-    from stackbuild import render
-    from stackbuild.errors import UsageError
 
     if force:  # as build refuses them, before any engine is asked
-        from stackbuild.manifest import load_stack
 
         unknown = [name for name in force if name not in load_stack(ctx.stack_file).images]
         if unknown:
             raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
     fresh = None
     if offline:
-        from stackbuild.analyze import analyze
 
         if refresh:
             raise UsageError("plan --refresh asks the registries for digests; drop --offline")
         analysis = analyze(ctx.stack_file, targets, with_descendants)
         result = analysis.plan(None, force)
     elif refresh:
-        from stackbuild.manifest import load_stack
-        from stackbuild.upstream import refresh as refresh_upstreams
 
         stack = load_stack(ctx.stack_file)
         backend, pool = _plan_engines(stack)
@@ -198,7 +226,6 @@ def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refre
 
 def _install_stop_handlers(stop) -> None:
     """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished."""
-    import signal
 
     def handler(signum, frame) -> None:
         if stop.is_set():  # a second Ctrl-C: the user really means it
@@ -279,24 +306,7 @@ def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_g
                pull, backend_kind, force, no_wait, push, push_jobs, refresh,
                builder_urls=()) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
-    import os
-    import threading
 
-    from stackbuild.backends.pool import PoolPushes, attach_registry, open_pool, pool_builders
-    from stackbuild.build import BuildOptions, BuildRun
-    from stackbuild.errors import (
-        EXIT_BUILD_FAILED,
-        EXIT_INTERRUPTED,
-        EXIT_OK,
-        EXIT_UNREACHABLE,
-        UsageError,
-    )
-    from stackbuild.manifest import load_stack
-    from stackbuild.registry import Pusher, RegistryHooks, push_summary
-    from stackbuild.state import StateDir
-    from stackbuild.ui import make_reporter, summary
-    from stackbuild.upstream import pinned_analysis
-    from stackbuild.upstream import refresh as refresh_upstreams
 
     stack = load_stack(ctx.stack_file)
     unknown = [name for name in force if name not in stack.images]
@@ -312,8 +322,7 @@ def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_g
     pool = None  # several engines (builders: or --builder), else the one of docker.from_env()
     builders = pool_builders(stack, builder_urls, jobs)
     if builders:
-        pool = open_pool(stack, builders, backend_kind or stack.backend, _warn,
-                         from_options=bool(builder_urls))  # fmt: skip
+        pool = _open_pool(stack, builders, backend_kind or stack.backend, bool(builder_urls))
         pool.stop = stop
         backend = pool.alive[0].backend  # for registry look-ups, which any engine can do
     else:
@@ -356,12 +365,12 @@ def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_g
                 engine_backend, analysis, existing.remote, pusher, stop))  # fmt: skip
         try:
             results = BuildRun(
-                analysis, plan_, backend, reporter, options, existing.local, stop, registry=hooks,
-                pool=pool,
+                analysis, plan_, backend, reporter, options, existing.local, stop,
+                registry_hooks=hooks, pool=pool,
             ).run()
         finally:
             reporter.close()
-    failed = any(r.status == "failed" for r in results)
+    failed = any(r.status == Status.FAILED for r in results)
     interrupted = stop.is_set()
     text = summary(results, engines=pool is not None)
     if push:
@@ -391,10 +400,8 @@ def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_g
 @pass_context
 def why(ctx: Context, image: str, offline: bool) -> None:
     """Explain the plan for one IMAGE: what changed since its last build."""
-    from stackbuild import render
 
     if offline:
-        from stackbuild.analyze import analyze
 
         result = analyze(ctx.stack_file, [image]).plan(None)
     else:  # the very plan `plan` shows: same pins, same engines
@@ -403,9 +410,6 @@ def why(ctx: Context, image: str, offline: bool) -> None:
 
 
 def _graph(ctx: Context):
-    from stackbuild.analyze import read_dockerfiles
-    from stackbuild.graph import build_graph
-    from stackbuild.manifest import load_stack
 
     stack = load_stack(ctx.stack_file)
     _raw, parsed = read_dockerfiles(stack)
@@ -423,7 +427,6 @@ def _graph(ctx: Context):
 @pass_context
 def graph(ctx: Context, fmt: str) -> None:
     """Show the hierarchy: a text tree, Graphviz DOT, Mermaid or JSON."""
-    from stackbuild import render
 
     stack_graph = _graph(ctx)
     if fmt == "json":
@@ -441,7 +444,6 @@ def graph(ctx: Context, fmt: str) -> None:
 @pass_context
 def ls_command(ctx: Context, as_json: bool) -> None:
     """List the images with their parents, upstream images and contexts."""
-    from stackbuild import render
 
     stack_graph = _graph(ctx)
     if as_json:
@@ -466,8 +468,6 @@ def lock_command(ctx: Context, as_json: bool, refresh: bool) -> None:
     Exit codes: 0 written or unchanged, 1 a registry refused the credentials,
     2 bad manifest or lock, 3 engine or registry unreachable.
     """
-    from stackbuild import render
-    from stackbuild.upstream import update_lock
 
     update = update_lock(_graph(ctx), _open_backend, refresh=refresh, warn=_warn)
     if as_json:
@@ -495,8 +495,6 @@ def save_command(ctx: Context, targets, output: Path, as_json: bool) -> None:
     another engine with `stackbuild load FILE`; plan then finds them up to date.
     Exit code 1 when an image is not built on this engine.
     """
-    from stackbuild import archive
-    from stackbuild.upstream import pinned_analysis
 
     backend = _open_backend()
     analysis = pinned_analysis(ctx.stack_file, targets, False, backend, write=False, warn=_warn)
@@ -514,7 +512,6 @@ def save_command(ctx: Context, targets, output: Path, as_json: bool) -> None:
 @JSON
 def load_command(archive_file: Path, as_json: bool) -> None:
     """Load images saved by `stackbuild save` (or `docker save`) into the engine."""
-    from stackbuild import archive
 
     loaded = archive.load(_open_backend(), archive_file)
     if as_json:

@@ -49,7 +49,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from stackbuild.errors import EXIT_USAGE, StackbuildError
+from stackbuild.errors import ContextChanged, ContextError
 
 if TYPE_CHECKING:
     import tarfile
@@ -63,20 +63,6 @@ EXTERNAL_DOCKERFILE = ".stackbuild.Dockerfile"
 # tools (wheels, jars) built from the copied files do not reject the timestamps
 TAR_MTIME = 946684800
 _COPY_CHUNK = 1 << 20
-
-
-class ContextError(StackbuildError):
-    """A build context Docker would refuse: a bad .dockerignore, an unreadable path."""
-
-    exit_code = EXIT_USAGE
-
-
-class ContextChanged(StackbuildError):
-    """A context file differs, while its tar is written, from what its fingerprint hashed.
-
-    The build of that image fails (exit 1): an image whose content its fingerprint
-    does not describe would be taken as up to date by every later run.
-    """
 
 
 @dataclass(frozen=True)

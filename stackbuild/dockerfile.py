@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from stackbuild.errors import DockerfileError
+from stackbuild.refs import is_reference
 
 
 @dataclass(frozen=True)
@@ -52,32 +53,6 @@ class DockerfileInfo:
     stages: tuple[str, ...]  # names declared with AS, lower-cased
     # human-readable notes ("line 3: FROM: variable BASE is not set ..."), for plan output
     warnings: tuple[str, ...] = ()
-
-
-def split_reference(ref: str) -> tuple[str, str | None, str | None]:
-    """Split an image reference into (repository, tag, digest).
-
-    ``127.0.0.1:5000/acme/base:1.0@sha256:ab`` -> ``("127.0.0.1:5000/acme/base",
-    "1.0", "sha256:ab")``. A colon before the last ``/`` is a registry port.
-    """
-    name, at, digest = ref.partition("@")
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    tag = None
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1 :]
-    return name, tag, (digest if at else None)
-
-
-def repository_of(ref: str) -> str:
-    """The repository of a reference as the engine reports it: Docker Hub names short
-    (``docker.io/library/base:1`` -> ``base``, ``docker.io/acme/base`` -> ``acme/base``)."""
-    repository = split_reference(ref)[0]
-    for prefix in ("docker.io/", "index.docker.io/"):
-        if repository.startswith(prefix):
-            repository = repository[len(prefix) :]
-            break
-    return repository.removeprefix("library/") if repository.count("/") == 1 else repository
 
 
 def parse_dockerfile(
@@ -162,7 +137,7 @@ def pin_references(
         new = pins.get(use.value)
         if new is None or analysis.stage_of(use, by_name) is not None:
             continue
-        if use.value.lower() == "scratch" or not _is_reference(use.value):
+        if use.value.lower() == "scratch" or not is_reference(use.value):
             continue  # not an image parse_dockerfile would report
         edits.setdefault(use.line, []).append((use.instruction, use.slot, new))
     if not edits:
@@ -802,26 +777,7 @@ def _assignments(rest: str, escape: str, legacy: bool) -> list[tuple[str, str | 
 # ---------------------------------------------------------------------------
 # Stages, scopes and references
 
-# docker/distribution's reference grammar (digest length relaxed): anything else
-# left after substitution (":latest", "/x", "x:") cannot be pulled
-_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"  # ASCII only: Python's \w would take "täg"
-_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)"
-_DOMAIN = rf"(?:{_HOST}(?:\.{_HOST})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
-_REFERENCE = re.compile(
-    rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::{TAG})?"
-    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]+)?"
-)
 _STAGE_NUMBER = re.compile(r"[0-9]+")
-_NAME_MAX = 255  # distribution's reference grammar: "repository name must not be more than 255"
-
-
-def _is_reference(value: str) -> bool:
-    if not _REFERENCE.fullmatch(value):
-        return False
-    return len(value) <= _NAME_MAX or len(split_reference(value)[0]) <= _NAME_MAX
-
-
 class _Use:
     """A reference-bearing operand, before it is known to be a stage or an image."""
 
@@ -1011,7 +967,7 @@ class _Analysis:
                     needs[use.stage].add(stage)
             elif use.value.lower() == "scratch":
                 continue
-            elif _is_reference(use.value):
+            elif is_reference(use.value):
                 found.append(ImageReference(use.value, use.instruction, use.line, use.stage))
             else:
                 self._warn(use, f"{use.value!r} is not an image reference; ignored")

@@ -34,9 +34,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from stackbuild import __version__, dockerfile
-from stackbuild.dockerfile import DockerfileInfo, split_reference
+from stackbuild.dockerfile import DockerfileInfo
 from stackbuild.errors import ManifestError, UsageError
 from stackbuild.manifest import Stack
+from stackbuild.refs import split_reference
 
 if TYPE_CHECKING:
     import networkx as nx

@@ -8,7 +8,7 @@
 
 One line per upstream reference, sorted, so a refresh shows up as a diff of
 exactly the references that moved. Pure: reads and writes the file, never
-asks an engine or a registry (see ``stackbuild.upstream`` for resolving).
+asks an engine or a registry (see ``stackbuild.run.upstream`` for resolving).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from stackbuild.errors import EXIT_USAGE, StackbuildError
+from stackbuild.errors import LockfileError
 from stackbuild.state import atomic_write
 
 LOCK_NAME = "stack.lock"
@@ -31,29 +31,6 @@ HEADER = """\
 """
 
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,}$")
-
-
-class LockfileError(StackbuildError):
-    """stack.lock cannot be read as a lock: a person has to fix or regenerate it.
-
-    Located like a ``ManifestError`` (``PATH:LINE:COL: message``) when the mistake is at
-    a place in the file."""
-
-    exit_code = EXIT_USAGE
-
-    def __init__(
-        self, message: str, path: str | None = None, line: int | None = None, col: int = 1
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.path = path
-        self.line = line
-        self.col = col
-
-    def __str__(self) -> str:
-        if self.path is None or self.line is None:
-            return self.message
-        return f"{self.path}:{self.line}:{self.col}: {self.message}"
 
 
 def lock_path(stack_path: Path) -> Path:

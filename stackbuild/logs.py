@@ -18,14 +18,13 @@ traceback per line, as logging's default handler would print).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-
-from concurrent_log_handler import ConcurrentRotatingFileHandler
 
 from stackbuild.state import StateDir
 
@@ -37,37 +36,44 @@ FORMAT = "%(asctime)s %(message)s"
 OnError = Callable[[Path, BaseException], None]
 
 
-class _Handler(ConcurrentRotatingFileHandler):
-    """The rotating handler, reporting a failed write to ``on_error`` instead of printing
-    a traceback to stderr for every line."""
+@functools.cache
+def _handler_class() -> type[logging.Handler]:
+    # concurrent-log-handler costs 30-90 ms to import: only a run that builds pays it
+    from concurrent_log_handler import ConcurrentRotatingFileHandler
 
-    def __init__(self, path: Path, lock_dir: Path, on_error: OnError) -> None:
-        self._on_error = on_error
-        self._path = path
-        super().__init__(
-            str(path),
-            maxBytes=MAX_BYTES,
-            backupCount=BACKUPS,
-            encoding="utf-8",
-            lock_file_directory=str(lock_dir),
-        )
+    class _Handler(ConcurrentRotatingFileHandler):
+        """The rotating handler, reporting a failed write to ``on_error`` instead of printing
+        a traceback to stderr for every line."""
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
-        error = sys.exc_info()[1]
-        self._on_error(self._path, error if error is not None else OSError("write failed"))
+        def __init__(self, path: Path, lock_dir: Path, on_error: OnError) -> None:
+            self._on_error = on_error
+            self._path = path
+            super().__init__(
+                str(path),
+                maxBytes=MAX_BYTES,
+                backupCount=BACKUPS,
+                encoding="utf-8",
+                lock_file_directory=str(lock_dir),
+            )
 
-    def close(self) -> None:
-        try:
-            super().close()
-        except OSError as error:  # flushing the last lines onto a full disk
-            self._on_error(self._path, error)
+        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+            error = sys.exc_info()[1]
+            self._on_error(self._path, error if error is not None else OSError("write failed"))
+
+        def close(self) -> None:
+            try:
+                super().close()
+            except OSError as error:  # flushing the last lines onto a full disk
+                self._on_error(self._path, error)
+
+    return _Handler
 
 
 def _handler(path: Path, lock_dir: Path, on_error: OnError) -> logging.Handler:
     """The file's handler; a handler that drops every line when the file cannot even be
     opened (``on_error`` is told)."""
     try:
-        handler: logging.Handler = _Handler(path, lock_dir, on_error)
+        handler: logging.Handler = _handler_class()(path, lock_dir, on_error)  # type: ignore[call-arg]  # noqa: E501
     except OSError as error:
         on_error(path, error)
         handler = logging.NullHandler()

@@ -53,8 +53,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stackbuild.dockerfile import TAG
 from stackbuild.errors import ManifestError
+from stackbuild.refs import TAG
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError

@@ -1,11 +1,65 @@
-"""How stackbuild names images: fingerprint tags and exact (pin) tags.
+"""How images are named: references, repositories, registries, fingerprint and pin tags.
 
-One module for the naming rules every stage shares, so a tag is spelled one way.
+One module for the naming rules every stage shares, so a reference is read and a tag
+spelled one way. Pure and at the bottom: it imports nothing of stackbuild.
 """
 
 from __future__ import annotations
 
-from stackbuild.dockerfile import split_reference
+import re
+
+# docker/distribution's reference grammar (digest length relaxed): anything else
+# left after substitution (":latest", "/x", "x:") cannot be pulled
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"  # ASCII only: Python's \w would take "täg"
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)"
+_DOMAIN = rf"(?:{_HOST}(?:\.{_HOST})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::{TAG})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]+)?"
+)
+_NAME_MAX = 255  # distribution's reference grammar: "repository name must not be more than 255"
+
+
+def is_reference(value: str) -> bool:
+    """Whether ``value`` is a pullable image reference (distribution's grammar)."""
+    if not _REFERENCE.fullmatch(value):
+        return False
+    return len(value) <= _NAME_MAX or len(split_reference(value)[0]) <= _NAME_MAX
+
+
+def split_reference(ref: str) -> tuple[str, str | None, str | None]:
+    """Split an image reference into (repository, tag, digest).
+
+    ``127.0.0.1:5000/acme/base:1.0@sha256:ab`` -> ``("127.0.0.1:5000/acme/base",
+    "1.0", "sha256:ab")``. A colon before the last ``/`` is a registry port.
+    """
+    name, at, digest = ref.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag = None
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+    return name, tag, (digest if at else None)
+
+
+def repository_of(ref: str) -> str:
+    """The repository of a reference as the engine reports it: Docker Hub names short
+    (``docker.io/library/base:1`` -> ``base``, ``docker.io/acme/base`` -> ``acme/base``)."""
+    repository = split_reference(ref)[0]
+    for prefix in ("docker.io/", "index.docker.io/"):
+        if repository.startswith(prefix):
+            repository = repository[len(prefix) :]
+            break
+    return repository.removeprefix("library/") if repository.count("/") == 1 else repository
+
+
+def registry_host(ref: str) -> str:
+    """The registry a reference points at (``docker.io`` for Docker Hub names)."""
+    first, slash, _ = ref.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
 
 # the tag prefix of exact references (see exact_reference): internal, never published
 EXACT_TAG_PREFIX = "sbid-"

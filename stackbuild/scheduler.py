@@ -71,7 +71,8 @@ __all__ = [
 
 
 class Status(StrEnum):
-    """Status of a to-do node; a ``str``, so it compares and serialises as one."""
+    """Status of a node, and of an image's result in a run (``run.results``, the summary,
+    ``--json``); a ``str``, so it compares and serialises as one."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -79,6 +80,7 @@ class Status(StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"
     CANCELLED = "cancelled"
+    UP_TO_DATE = "up-to-date"  # not to do: the plan found it built
 
 
 Priority = Literal["critical-path", "fifo"]
@@ -352,7 +354,7 @@ class SlotPool(Protocol):
     """Where a job may run. ``-j N`` is ``Slots(N)``.
 
     A builder pool (several engines, each with its own slot count,
-    ``stackbuild.backends.pool``) implements this: ``acquire`` prefers the
+    ``stackbuild.run.pool``) implements this: ``acquire`` prefers the
     engine that already holds the node's parents and returns an object naming
     engine and slot, which ``run_threaded`` hands to ``run(name, slot)``. Only
     the coordinating thread calls ``acquire``, ``release`` and ``lost``, so

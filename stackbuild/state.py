@@ -17,7 +17,6 @@ A file that cannot be written (a full disk, a read-only checkout) is one
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -29,34 +28,10 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote
 
-from stackbuild.errors import EXIT_BUILD_FAILED, LockBusy, StackbuildError
+from stackbuild.errors import LockBusy, StateWriteError
 from stackbuild.fingerprint import ImageInputs
 
 STATE_DIRNAME = ".stackbuild"
-
-
-class StateWriteError(StackbuildError, OSError):
-    """A file of stackbuild's own (state, run lock, stack.lock) cannot be written: the disk
-    is full, the file system read-only, ... An outside failure, not a mistake in the stack.
-
-    Still an OSError (errno, strerror, filename as the failure's), so callers that
-    caught the raw error keep working; ``str()`` is the sentence for a person.
-    """
-
-    exit_code = EXIT_BUILD_FAILED
-
-    def __init__(self, path: Path | str, error: OSError) -> None:
-        super().__init__(error.errno, error.strerror or str(error), str(path))
-        self.path = Path(path)
-        hint = ""
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            hint = "; free some space on that file system and run again"
-        elif error.errno == errno.EROFS:
-            hint = "; the file system is read-only"
-        self.message = f"cannot write {self.path}: {self.strerror}{hint}"
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def _read_umask() -> int:

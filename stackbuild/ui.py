@@ -11,13 +11,11 @@ import shutil
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from stackbuild.plan import short
 from stackbuild.render import table
-
-if TYPE_CHECKING:
-    from stackbuild.build import ImageResult
+from stackbuild.run.results import ImageResult
 
 STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")  # the classic builder's step lines
 BUILDKIT_STEP = re.compile(r"^#\d+ \[[^\]]*\] (.*)$")  # BuildKit's plain progress

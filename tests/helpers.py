@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from stackbuild.backends.base import FINGERPRINT_LABEL, BuildRequest
+from stackbuild.backends.contract import FINGERPRINT_LABEL, BuildRequest
 from stackbuild.context import context_files
 
 BUSYBOX = Path("/usr/bin/busybox")

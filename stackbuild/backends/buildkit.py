@@ -1,9 +1,9 @@
-"""The BuildKit backend: ``docker build`` with BuildKit, run as a subprocess of the docker CLI.
+"""The BuildKit builder: ``docker build`` with BuildKit, run as a subprocess of the docker CLI.
 
 Why the CLI: BuildKit's build API is a gRPC session (context, secrets and
 the Dockerfile are pulled by the engine from the client), which the docker
 SDK does not speak. Everything that is not the build itself (ping, finding
-fingerprints, tagging, pins, removing) is :class:`DockerBackend`'s, inherited.
+fingerprints, tagging, pins, removing) is the ``DockerEngine``'s it builds on.
 
 Which client: a machine can hold several docker CLIs, and not every one can
 build with BuildKit (a new client without the buildx plugin refuses
@@ -32,7 +32,7 @@ SIGINT, so SIGKILL is what usually ends it; that is safe, because the engine
 aborts the build, and kills its RUN processes, as soon as the client's
 connection ends.
 
-``docker`` (the SDK) is imported only by the inherited methods that need it,
+``docker`` (the SDK) is imported only by the engine client's methods that need it,
 never at import time.
 """
 
@@ -52,18 +52,12 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from stackbuild.backends.base import BuildRequest, BuildResult, LogSink
-from stackbuild.backends.docker_api import (
-    API_TIMEOUT,
-    DEFAULT_HOST,
-    CancelWatch,
-    DockerBackend,
-    image_labels_for,
-    pull_allowed,
-)
-from stackbuild.errors import StackbuildError
+from stackbuild.backends.contract import BuildRequest, BuildResult, LogSink
+from stackbuild.backends.engine import DEFAULT_HOST, CancelWatch, DockerEngine, pull_allowed
+from stackbuild.context import write_context_tar
+from stackbuild.errors import BuildKitUnavailable
 
 CLI_ENV = "STACKBUILD_DOCKER_CLI"  # path or name of the docker client to use
 DISTRO_CLI = "/usr/bin/docker"  # probed first: the distribution's client matches its engine
@@ -79,10 +73,6 @@ _STEP_LINE = re.compile(r"^#\d+ ")  # plain progress: "#5 [2/3] RUN ...", "#5 0.
 _STEP_ERROR = re.compile(r"^#\d+ (ERROR: .*)$")
 _EXCERPT_LINE = re.compile(r"^(\s*\d+ \|.*|Dockerfile(:\d+)?|-{3,})$")  # newer clients' excerpt
 _SECRET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class BuildKitUnavailable(StackbuildError):
-    """No docker client on this machine builds with BuildKit against the engine."""
 
 
 @dataclass(frozen=True)
@@ -348,44 +338,36 @@ class _ProcessGroup:
 # --------------------------------------------------------------------------- backend
 
 
-class BuildKitBackend(DockerBackend):
-    """One Docker engine; builds with BuildKit through the docker CLI, the rest via the SDK.
+class BuildKitBuilder:
+    """Builds with BuildKit through the docker CLI (``--backend buildkit``), on the engine
+    it is given; every other operation is the engine client's.
 
     ``cli`` fixes the client (else :func:`find_cli` chooses one on the first
-    build, once per backend). Safe to share between threads.
+    build, once per builder: each engine has its own). Safe to share between threads.
     """
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        tls: Any = None,
-        name: str | None = None,
-        *,
-        timeout: float = API_TIMEOUT,
-        cli: DockerCli | None = None,
-    ) -> None:
-        super().__init__(base_url, tls, name, timeout=timeout)
+    kind = "buildkit"
+
+    def __init__(self, cli: DockerCli | None = None) -> None:
         self._cli = cli
         self._cli_error: BuildKitUnavailable | None = None
         self._cli_lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"BuildKitBackend({self.name!r})"
-
-    def docker_host(self) -> str:
+    @staticmethod
+    def docker_host(engine: DockerEngine) -> str:
         """The engine's address as the docker CLI wants it in DOCKER_HOST."""
-        host = self._base_url or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        host = engine.base_url or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         for scheme in ("http://", "https://"):  # the SDK's spellings of tcp://
             if host.startswith(scheme):
                 return "tcp://" + host[len(scheme) :]
         return host
 
-    def _cli_environ(self, tmp: str) -> dict[str, str]:
-        """The CLI's environment: this backend's engine, whatever the CLI's context says."""
+    def _cli_environ(self, engine: DockerEngine, tmp: str) -> dict[str, str]:
+        """The CLI's environment: ``engine``, whatever the CLI's context says."""
         env = dict(os.environ)
         # DOCKER_HOST beats DOCKER_CONTEXT and the current context of ~/.docker/config.json
-        env["DOCKER_HOST"] = self.docker_host()
-        tls = self._tls
+        env["DOCKER_HOST"] = self.docker_host(engine)
+        tls = engine.tls
         if tls is True:
             env["DOCKER_TLS"] = "1"
         elif tls is not None and not isinstance(tls, bool):
@@ -408,17 +390,17 @@ class BuildKitBackend(DockerBackend):
                 env["DOCKER_TLS"] = "1"
         return env
 
-    def cli(self) -> DockerCli:
-        """The client builds use; probed on first use. Raises BuildKitUnavailable, or
-        EngineUnreachable when the engine does not answer the first time."""
+    def cli(self, engine: DockerEngine) -> DockerCli:
+        """The client builds on ``engine`` use; probed on first use. Raises
+        BuildKitUnavailable, or EngineUnreachable when the engine does not answer."""
         with self._cli_lock:
             if self._cli is None and self._cli_error is None:
                 # an engine that is not there: EngineUnreachable, in the SDK backend's
                 # words, rather than a probe failure blamed on the client
-                self.ping()
+                engine.ping()
                 with tempfile.TemporaryDirectory(prefix="stackbuild-") as tmp:
                     try:
-                        self._cli = find_cli(self._cli_environ(tmp))
+                        self._cli = find_cli(self._cli_environ(engine, tmp))
                     except BuildKitUnavailable as e:
                         self._cli_error = e
             if self._cli_error is not None:
@@ -426,8 +408,10 @@ class BuildKitBackend(DockerBackend):
             assert self._cli is not None
             return self._cli
 
-    def build(self, request: BuildRequest, log: LogSink, cancel: threading.Event) -> BuildResult:
-        """Build, tag and label one image, streaming its output lines to ``log``."""
+    def build(
+        self, engine: DockerEngine, request: BuildRequest, log: LogSink, cancel: threading.Event
+    ) -> BuildResult:
+        """Build, tag and label one image on ``engine``, streaming its output to ``log``."""
         if cancel.is_set():
             return BuildResult(ok=False, cancelled=True, error="cancelled before it started")
         try:
@@ -436,17 +420,15 @@ class BuildKitBackend(DockerBackend):
             log(f"ERROR: {e}")
             return BuildResult(ok=False, error=str(e))
         try:
-            cli = self.cli()
+            cli = self.cli(engine)
         except BuildKitUnavailable as e:
             log(f"ERROR: {e}")
             return BuildResult(ok=False, error=str(e))
-        dockerfile, error = self.pinned_dockerfile(request, log)
+        dockerfile, error = engine.pinned_dockerfile(request, log)
         if error:
             log(error)
             return BuildResult(ok=False, error=error)
         pull = pull_allowed(request, log)
-
-        from stackbuild.context import write_context_tar
 
         with (
             tempfile.TemporaryDirectory(prefix="stackbuild-") as tmp,
@@ -464,7 +446,7 @@ class BuildKitBackend(DockerBackend):
                 args += ["-t", tag]
             for key, value in request.build_args.items():
                 args += ["--build-arg", f"{key}={value}"]
-            for key, value in image_labels_for(request).items():
+            for key, value in request.labels.items():
                 args += ["--label", f"{key}={value}"]
             if request.target:
                 args += ["--target", request.target]
@@ -477,14 +459,14 @@ class BuildKitBackend(DockerBackend):
             args += self._secret_args(secrets, cli, Path(tmp))
             args.append("-")  # the context tar comes on stdin
 
-            env = cli.environment(self._cli_environ(tmp))
+            env = cli.environment(self._cli_environ(engine, tmp))
             mask = _Masker(s.value for s in secrets)
             returncode, tail, cancelled = self._run(args, env, context, tmp, log, mask, cancel)
             if cancelled:
                 log("build cancelled")
                 return BuildResult(ok=False, cancelled=True, error="cancelled")
             if returncode != 0:
-                self.ping()  # the engine went away mid-build: say that, not a build error
+                engine.ping()  # the engine went away mid-build: say that, not a build error
                 return BuildResult(ok=False, error=error_line(tail, returncode))
             try:
                 image_id = iidfile.read_text().strip()

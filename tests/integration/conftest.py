@@ -2,8 +2,8 @@
 
 - ``docker_client`` (session): a pinged ``docker.DockerClient``; without an engine
   the test is skipped, or fails when ``STACKBUILD_REQUIRE_DOCKER=1`` (CI).
-- ``docker_backend`` (session): a ``DockerBackend`` on the same engine.
-- ``buildkit_backend`` (session): a ``BuildKitBackend`` there; skipped without a
+- ``docker_backend`` (session): the engine with the classic builder (``open_backend``).
+- ``buildkit_backend`` (session): the engine with the BuildKit builder; skipped without a
   docker CLI that can drive BuildKit.
 - ``base``: a busybox base image built by the test module's ``backend`` fixture
   (once per backend and session, see ``base_image``); its reference.
@@ -28,6 +28,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from stackbuild.backends import open_backend
+from stackbuild.errors import BuildKitUnavailable
 from tests.helpers import TEST_LABEL, make_request, write_base_context
 
 
@@ -53,9 +55,7 @@ def docker_client() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def docker_backend(docker_client: Any) -> Iterator[Any]:
-    from stackbuild.backends.docker_api import DockerBackend
-
-    backend = DockerBackend()
+    backend = open_backend("docker")
     backend.ping()
     yield backend
     backend.close()
@@ -63,11 +63,9 @@ def docker_backend(docker_client: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def buildkit_backend(docker_client: Any) -> Iterator[Any]:
-    from stackbuild.backends.buildkit import BuildKitBackend, BuildKitUnavailable
-
-    backend = BuildKitBackend()
+    backend = open_backend("buildkit")
     try:
-        backend.cli()
+        backend.builder.cli(backend)
     except BuildKitUnavailable as e:
         pytest.skip(str(e))
     yield backend

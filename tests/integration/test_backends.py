@@ -1,4 +1,4 @@
-"""What DockerBackend and BuildKitBackend both promise, on a real engine, each test run
+"""What the engine with either builder (classic, BuildKit) promises, on a real engine, each test run
 once per backend: building, streaming, failure, cancellation, pins, fingerprints, an
 unreachable engine. What one backend alone does is in test_buildkit_backend.py."""
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from stackbuild.backends.base import FINGERPRINT_LABEL, BuildResult
-from stackbuild.backends.buildkit import BuildKitBackend
-from stackbuild.backends.docker_api import DockerBackend
+from stackbuild.backends import open_backend
+from stackbuild.backends.contract import FINGERPRINT_LABEL, BuildResult
+from stackbuild.backends.engine import DockerEngine
 from stackbuild.errors import EngineUnreachable
 from tests.helpers import (
     buildkit_printed,
@@ -33,21 +33,21 @@ from tests.helpers import (
 pytestmark = pytest.mark.docker
 
 BACKENDS = pytest.mark.parametrize(
-    "backend_class", [DockerBackend, BuildKitBackend], ids=["docker", "buildkit"]
+    "kind", ["docker", "buildkit"], ids=["docker", "buildkit"]
 )
 
 
 @pytest.fixture(params=["docker", "buildkit"])
-def backend(request: pytest.FixtureRequest) -> DockerBackend:
+def backend(request: pytest.FixtureRequest) -> DockerEngine:
     """The backend under test: the SDK's classic builder, then BuildKit through the CLI."""
     return request.getfixturevalue(f"{request.param}_backend")
 
 
-def _is_buildkit(backend: DockerBackend) -> bool:
-    return isinstance(backend, BuildKitBackend)  # a subclass of DockerBackend
+def _is_buildkit(backend: DockerEngine) -> bool:
+    return backend.builder.kind == "buildkit"
 
 
-def _printed(backend: DockerBackend, lines: list[str], text: str) -> bool:
+def _printed(backend: DockerEngine, lines: list[str], text: str) -> bool:
     """Whether a RUN step printed exactly ``text``: its own line, or BuildKit's "#7 0.1 text"."""
     return buildkit_printed(lines, text) if _is_buildkit(backend) else text in lines
 
@@ -83,7 +83,7 @@ def _still_running(seen: set[tuple[int, str]]) -> set[tuple[int, str]]:
 
 @pytest.mark.usefixtures("cleanup_images")
 def test_builds_tags_labels_streams_the_exact_context_and_is_found_by_fingerprint(
-    backend: DockerBackend, docker_client: Any, unique: str, tmp_path: Path
+    backend: DockerEngine, docker_client: Any, unique: str, tmp_path: Path
 ) -> None:
     ctx = write_base_context(
         tmp_path / "base",
@@ -138,7 +138,7 @@ def test_builds_tags_labels_streams_the_exact_context_and_is_found_by_fingerprin
 
 @pytest.mark.usefixtures("cleanup_images")
 def test_failing_run_fails_with_the_error_line_and_leaves_nothing(
-    backend: DockerBackend, docker_client: Any, base: str, unique: str, tmp_path: Path
+    backend: DockerEngine, docker_client: Any, base: str, unique: str, tmp_path: Path
 ) -> None:
     ctx = write_dockerfile(tmp_path / "bad", f"FROM {base}\nRUN echo {unique}-failing && false\n")
     request = make_request(ctx, f"{unique}/bad", unique=unique)
@@ -162,7 +162,7 @@ def test_failing_run_fails_with_the_error_line_and_leaves_nothing(
 
 @pytest.mark.usefixtures("cleanup_images")
 def test_cancel_returns_quickly_and_stops_the_step_on_the_engine(
-    backend: DockerBackend, docker_client: Any, base: str, unique: str, tmp_path: Path
+    backend: DockerEngine, docker_client: Any, base: str, unique: str, tmp_path: Path
 ) -> None:
     buildkit = _is_buildkit(backend)
     marker = f"{unique}-sleeping"
@@ -213,7 +213,7 @@ def test_cancel_returns_quickly_and_stops_the_step_on_the_engine(
 
 @pytest.mark.usefixtures("cleanup_images")
 def test_pins_make_from_use_exactly_the_pinned_parent(
-    backend: DockerBackend, docker_client: Any, base: str, unique: str, tmp_path: Path
+    backend: DockerEngine, docker_client: Any, base: str, unique: str, tmp_path: Path
 ) -> None:
     parents = {}
     for letter in "ab":
@@ -258,7 +258,7 @@ def test_pins_make_from_use_exactly_the_pinned_parent(
 
 @pytest.mark.usefixtures("cleanup_images")
 def test_pin_to_a_missing_image_fails_clearly(
-    backend: DockerBackend, base: str, unique: str, tmp_path: Path
+    backend: DockerEngine, base: str, unique: str, tmp_path: Path
 ) -> None:
     ctx = write_dockerfile(tmp_path / "orphan", f"FROM {unique}/parent:1\n")
     request = make_request(
@@ -272,9 +272,9 @@ def test_pin_to_a_missing_image_fails_clearly(
 
 @BACKENDS
 def test_unreachable_engine_raises_one_clear_error(
-    backend_class: type[DockerBackend], tmp_path: Path
+    kind: str, tmp_path: Path
 ) -> None:
-    backend = backend_class(base_url="unix:///nonexistent.sock")
+    backend = open_backend(kind, "unix:///nonexistent.sock")
     with pytest.raises(EngineUnreachable) as info:
         backend.ping()
     message = str(info.value)
@@ -295,10 +295,9 @@ def test_unreachable_engine_raises_one_clear_error(
 
 
 @BACKENDS
-def test_importing_the_backend_does_not_import_docker(backend_class: type[DockerBackend]) -> None:
-    module, name = backend_class.__module__, backend_class.__name__
+def test_importing_the_backend_does_not_import_docker(kind: str) -> None:
     code = (
-        f"import sys; from {module} import {name}; "
-        f"{name}(); assert 'docker' not in sys.modules, 'docker imported'"
+        "import sys; from stackbuild.backends import open_backend; "
+        f"open_backend({kind!r}); assert 'docker' not in sys.modules, 'docker imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""BuildKitBackend alone on a real engine: client choice, secrets, parity with the SDK, error
+"""The BuildKit builder alone on a real engine: client choice, secrets, parity with the SDK, error
 lines. What both backends do (streaming, failure, cancel, pins, ...) is in test_backends.py."""
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ from typing import Any
 
 import pytest
 
-from stackbuild.backends.base import FINGERPRINT_LABEL, BuildResult
+from stackbuild.backends import open_backend
 from stackbuild.backends.buildkit import (
     CLI_ENV,
-    BuildKitBackend,
-    BuildKitUnavailable,
+    BuildKitBuilder,
     DockerCli,
     _Masker,
     error_line,
     find_cli,
 )
-from stackbuild.backends.docker_api import DockerBackend
+from stackbuild.backends.contract import FINGERPRINT_LABEL, BuildResult
+from stackbuild.backends.engine import DockerEngine
+from stackbuild.errors import BuildKitUnavailable
 from tests.helpers import buildkit_printed, fake_fingerprint, make_request, write_dockerfile
 
 pytestmark = pytest.mark.docker
@@ -31,21 +32,21 @@ FILE_SECRET = "file-s3cret\n"
 
 
 @pytest.fixture
-def backend(buildkit_backend: BuildKitBackend) -> BuildKitBackend:
+def backend(buildkit_backend: DockerEngine) -> DockerEngine:
     """This module's backend (and so the one that builds ``base``)."""
     return buildkit_backend
 
 
 def test_a_working_client_is_chosen_and_an_override_is_obeyed(
-    backend: BuildKitBackend, monkeypatch: pytest.MonkeyPatch
+    backend: DockerEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cli = backend.cli()
+    cli = backend.builder.cli(backend)
     assert os.access(cli.path, os.X_OK)
     # this machine: the newer client on PATH has no buildx and refuses DOCKER_BUILDKIT=1
     if Path("/usr/local/bin/docker").exists() and Path("/usr/bin/docker").exists():
         assert cli.path != "/usr/local/bin/docker" or cli.buildx
         env = {**os.environ, CLI_ENV: "/usr/local/bin/docker"}
-        env["DOCKER_HOST"] = backend.docker_host()
+        env["DOCKER_HOST"] = BuildKitBuilder.docker_host(backend)
         try:
             chosen = find_cli(env)
         except BuildKitUnavailable as e:
@@ -55,7 +56,8 @@ def test_a_working_client_is_chosen_and_an_override_is_obeyed(
             assert chosen.path == "/usr/local/bin/docker" and chosen.buildx
     monkeypatch.setenv(CLI_ENV, "/nonexistent/docker")
     with pytest.raises(BuildKitUnavailable, match="/nonexistent/docker"):
-        BuildKitBackend().cli()
+        fresh = open_backend("buildkit")
+        fresh.builder.cli(fresh)
 
 
 @pytest.fixture
@@ -67,7 +69,7 @@ def env_token(monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.mark.usefixtures("cleanup_images")
 def test_secrets_reach_the_build_and_nothing_else(
-    backend: BuildKitBackend,
+    backend: DockerEngine,
     docker_client: Any,
     base: str,
     unique: str,
@@ -108,7 +110,7 @@ def test_secrets_reach_the_build_and_nothing_else(
 
 @pytest.mark.usefixtures("cleanup_images")
 def test_env_secret_without_client_support_uses_a_private_file_removed_after(
-    backend: BuildKitBackend,
+    backend: DockerEngine,
     base: str,
     unique: str,
     tmp_path: Path,
@@ -118,8 +120,10 @@ def test_env_secret_without_client_support_uses_a_private_file_removed_after(
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
-    cli = backend.cli()
-    old_client = BuildKitBackend(cli=DockerCli(cli.path, cli.buildx, secret_env=False))
+    cli = backend.builder.cli(backend)
+    old_client = open_backend(
+        builder=BuildKitBuilder(cli=DockerCli(cli.path, cli.buildx, secret_env=False))
+    )
     ctx = write_dockerfile(
         tmp_path / "secret",
         f'FROM {base}\nRUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = "{SECRET}"'
@@ -139,7 +143,7 @@ def test_env_secret_without_client_support_uses_a_private_file_removed_after(
 
 
 def test_bad_secrets_fail_without_showing_values(
-    backend: BuildKitBackend, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: DockerEngine, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("STACKBUILD_TEST_MISSING", raising=False)
     ctx = write_dockerfile(tmp_path / "any", "FROM scratch\n")
@@ -156,8 +160,8 @@ def test_bad_secrets_fail_without_showing_values(
 
 
 def test_sdk_and_buildkit_give_the_same_tags_and_labels(
-    backend: BuildKitBackend,
-    docker_backend: DockerBackend,
+    backend: DockerEngine,
+    docker_backend: DockerEngine,
     docker_client: Any,
     base: str,
     unique: str,

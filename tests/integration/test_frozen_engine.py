@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from stackbuild.backends.docker_api import TIMEOUT_ENV, DockerBackend
+from stackbuild.backends import open_backend
+from stackbuild.backends.engine import TIMEOUT_ENV
 from stackbuild.errors import EXIT_UNREACHABLE, EngineUnreachable
 from tests.engines import EnginesUnavailable, ExtraEngine, extra_engines
 from tests.helpers import make_request, write_base_context
@@ -51,7 +52,7 @@ def image(engine: ExtraEngine, tmp_path_factory: pytest.TempPathFactory) -> str:
     ref = "sbt-frozen/base:latest"
     request = make_request(write_base_context(tmp_path_factory.mktemp("base")),
                            "sbt-frozen/base", unique="sbt-frozen", tags=(ref,))  # fmt: skip
-    backend = DockerBackend(engine.url)
+    backend = open_backend("docker", engine.url)
     try:
         result = backend.build(request, lambda line: None, threading.Event())
     finally:
@@ -90,9 +91,9 @@ def test_calls_that_should_return_give_up_on_a_frozen_engine_naming_it(
     engine: ExtraEngine, image: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(TIMEOUT_ENV, TIMEOUT)
-    sdk = DockerBackend(engine.url)  # its SDK client exists before the freeze
+    sdk = open_backend("docker", engine.url)  # its SDK client exists before the freeze
     assert sdk.image_id(image)
-    fresh = DockerBackend(engine.url)  # a unix socket without a client: the raw-socket path
+    fresh = open_backend("docker", engine.url)  # no SDK client yet: the raw-socket path
     fresh.ping()
     try:
         with frozen(engine):

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from stackbuild.backends.base import FINGERPRINT_LABEL
-from stackbuild.backends.docker_api import DockerBackend
+from stackbuild.backends import open_backend
+from stackbuild.backends.contract import FINGERPRINT_LABEL
 from tests.engines import EnginesUnavailable, ExtraEngine, docker0_exists, extra_engines
 from tests.helpers import BASE_DOCKERFILE, make_request, write_base_context
 from tests.integration.test_registry import by_image, json_out, run_cli, write_stack
@@ -85,7 +85,7 @@ def test_a_stack_builds_across_the_pool_on_exactly_its_parents(
     add_builders(stack, engines)
     # beta already has a different base:latest; a child built there must not use it
     ctx = write_base_context(tmp_path / "stale", extra="RUN echo stale > /m-base\n")
-    stale = DockerBackend(engines[1].url).build(
+    stale = open_backend("docker", engines[1].url).build(
         make_request(ctx, f"{prefix}/base", unique=unique, tags=(f"{prefix}/base:latest",)),
         lambda line: None, threading.Event(),
     )
@@ -184,10 +184,11 @@ def test_killing_an_engine_mid_build_moves_its_work_and_the_run_completes(
 def test_buildkit_and_sdk_backends_give_the_same_plan_and_statuses(
     engines: list[ExtraEngine], tmp_path: Path, unique: str,
 ) -> None:
-    from stackbuild.backends.buildkit import BuildKitBackend, BuildKitUnavailable
+    from stackbuild.errors import BuildKitUnavailable
 
     try:
-        BuildKitBackend(engines[1].url).cli()
+        engine = open_backend("buildkit", engines[1].url)
+        engine.builder.cli(engine)
     except BuildKitUnavailable as e:
         pytest.skip(str(e))
     dockerfiles = {

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from stackbuild.backends.docker_api import DockerBackend
+from stackbuild.backends import open_backend
+from stackbuild.backends.engine import DockerEngine
 from stackbuild.plan import short
 from tests.helpers import BASE_DOCKERFILE, TEST_LABEL, busybox_rootfs, make_request
 from tests.integration.conftest import remove_test_images
@@ -72,7 +73,7 @@ def write_stack(directory: Path, unique: str, dockerfiles: Mapping[str, str],
     return directory
 
 
-def publish_upstream(backend: DockerBackend, ref: str, unique: str, marker: str,
+def publish_upstream(backend: DockerEngine, ref: str, unique: str, marker: str,
                      directory: Path) -> str:
     """Build a busybox image whose /marker says ``marker``, push it as ``ref``, then drop
     it locally (only the registry has it, as on a CI runner); its registry digest."""
@@ -88,7 +89,7 @@ def publish_upstream(backend: DockerBackend, ref: str, unique: str, marker: str,
 
 
 def test_refresh_rebuilds_and_pushes_exactly_the_images_above_a_moved_upstream(
-    registry: Any, docker_backend: DockerBackend, docker_client: Any, unique: str,
+    registry: Any, docker_backend: DockerEngine, docker_client: Any, unique: str,
     cleanup_images: set[str], tmp_path: Path,
 ) -> None:
     prefix = f"{registry.address}/{unique}"
@@ -239,7 +240,7 @@ def test_registry_credentials_come_from_the_docker_config(
     prefix = f"{auth_registry.address}/{unique}"
     upstream = f"{prefix}/upstream:1"
     monkeypatch.setenv("DOCKER_CONFIG", good["DOCKER_CONFIG"])
-    publish_upstream(DockerBackend(), upstream, unique, "v1", tmp_path / "up")
+    publish_upstream(open_backend("docker"), upstream, unique, "v1", tmp_path / "up")
     stack = write_stack(tmp_path / "stack", unique, {
         "app": f"FROM {upstream}\nCOPY app.txt /app.txt\n",
     }, registry=prefix)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stackbuild import archive
-from stackbuild.archive import Saved, SaveError, open_output
 from stackbuild.errors import UsageError
+from stackbuild.run import archive
+from stackbuild.run.archive import Saved, SaveError, open_output
 
 CHUNK = b"x" * (1 << 16)
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from stackbuild.analyze import analyze
-from stackbuild.backends.base import FINGERPRINT_LABEL, IMAGE_LABEL, BuildResult, LocalImage
-from stackbuild.build import BuildOptions, BuildRun, find_existing, fingerprint12, image_tags
+from stackbuild.backends.contract import FINGERPRINT_LABEL, IMAGE_LABEL, BuildResult, LocalImage
+from stackbuild.refs import fingerprint12
+from stackbuild.run.build import BuildOptions, BuildRun, image_tags
+from stackbuild.run.existing import find_existing
 from stackbuild.ui import PlainReporter
 
 FP = "sha256:" + "0123456789ab" + "c" * 52

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from stackbuild.backends.contract import ManifestUnreachable
+from stackbuild.backends.manifests import fetch_manifest
 from stackbuild.errors import EXIT_BUILD_FAILED, RegistryError
-from stackbuild.upstream import ManifestUnreachable, fetch_manifest, resolve, verify_digest
+from stackbuild.run.upstream import resolve, verify_digest
 from tests.lying_registry import LIE, MANIFEST, TRUE_DIGEST, LyingRegistry
 
 

@@ -6,8 +6,9 @@ import textwrap
 
 import pytest
 
-from stackbuild.dockerfile import ImageReference, parse_dockerfile, repository_of, split_reference
+from stackbuild.dockerfile import ImageReference, parse_dockerfile
 from stackbuild.errors import DockerfileError
+from stackbuild.refs import repository_of, split_reference
 
 
 def refs(text: str, build_args: dict[str, str] | None = None, **kwargs) -> list[str]:

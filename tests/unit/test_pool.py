@@ -15,8 +15,19 @@ from pathlib import Path
 import pytest
 
 from stackbuild.analyze import analyze
-from stackbuild.backends.base import BuildResult, LocalImage
-from stackbuild.backends.pool import (
+from stackbuild.backends.contract import BuildResult, LocalImage
+from stackbuild.errors import (
+    EngineUnreachable,
+    ManifestError,
+    RegistryError,
+    RegistryNotFound,
+    UsageError,
+)
+from stackbuild.manifest import Builder, load_stack
+from stackbuild.refs import fingerprint12
+from stackbuild.run.build import BuildOptions, BuildRun
+from stackbuild.run.existing import existing_images
+from stackbuild.run.pool import (
     Engine,
     EnginePool,
     PoolPushes,
@@ -24,10 +35,7 @@ from stackbuild.backends.pool import (
     parse_builder,
     pool_builders,
 )
-from stackbuild.build import BuildOptions, BuildRun, fingerprint12
-from stackbuild.errors import EngineUnreachable, ManifestError, RegistryError, UsageError
-from stackbuild.manifest import Builder, load_stack
-from stackbuild.registry import RegistryNotFound, RetryPolicy, existing_images
+from stackbuild.run.registry import RetryPolicy
 from stackbuild.scheduler import NoSlotsLeft
 
 NO_RETRY = RetryPolicy(first_delay=0.01, budget=0.0)
@@ -224,8 +232,8 @@ def test_parse_builder_refuses_bad_slots_and_addresses(text: str, complaint: str
 
 
 def test_cli_job_limit_is_the_pool_slot_limit() -> None:
-    from stackbuild.backends.pool import MAX_SLOTS
     from stackbuild.cli import MAX_JOBS
+    from stackbuild.run.pool import MAX_SLOTS
 
     assert MAX_JOBS == MAX_SLOTS
     assert parse_builder("tcp://[::1]:2376=1024", 1) == Builder("tcp://[::1]:2376", 1024)
@@ -250,11 +258,11 @@ def test_several_builders_without_a_registry_are_refused_at_the_builders_line(
     ))  # fmt: skip
     stack = load_stack(path)
     with pytest.raises(ManifestError) as info:
-        open_pool(stack, pool_builders(stack, (), 2), "docker", print)
+        open_pool(stack, pool_builders(stack, (), 2), FakeEngine, print)
     assert (info.value.line, info.value.col) == (1, 1)
     assert info.value.exit_code == 2 and "registry" in str(info.value)
     with pytest.raises(UsageError, match="--builder given 2 times.*registry"):
-        open_pool(stack, pool_builders(stack, ("unix:///a", "unix:///b"), 2), "docker", print,
+        open_pool(stack, pool_builders(stack, ("unix:///a", "unix:///b"), 2), FakeEngine, print,
                   from_options=True)  # fmt: skip
     # --builder replaces stack.yaml's builders; none at all means the default engine
     assert pool_builders(stack, ("unix:///c=2",), 5) == (Builder("unix:///c", 2),)
@@ -266,22 +274,23 @@ def test_several_builders_without_a_registry_are_refused_at_the_builders_line(
 def test_engines_that_do_not_answer_are_left_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import stackbuild.backends.pool as pool_module
-
     fakes = {url: FakeEngine(url, {}) for url in ("unix:///up", "unix:///down")}
     fakes["unix:///down"].dead = True
-    monkeypatch.setattr(pool_module, "_backend", lambda builder, kind: fakes[builder.url])
+
+    def engine(spec: Builder) -> FakeEngine:
+        return fakes[spec.url]
+
     stack = load_stack(write_stack(tmp_path, {"base": "FROM scratch\n"}, extra="registry: r\n"))
     warnings: list[str] = []
     pool = open_pool(stack, [Builder("unix:///up", 2, "up"), Builder("unix:///down", 1)],
-                     "docker", warnings.append)  # fmt: skip
+                     engine, warnings.append)  # fmt: skip
     assert [e.name for e in pool.engines] == ["up"]
     assert warnings == ["warning: leaving engine unix:///down out of the pool: "
                         "cannot reach the Docker engine at unix:///down"]  # fmt: skip
     assert pool.notes() == ["engine unix:///down did not answer at the start; built without it"]
     fakes["unix:///up"].dead = True
     with pytest.raises(EngineUnreachable, match="no engine of the pool answers"):
-        open_pool(stack, [Builder("unix:///up", 1), Builder("unix:///down", 1)], "docker", print)
+        open_pool(stack, [Builder("unix:///up", 1), Builder("unix:///down", 1)], engine, print)
 
 
 # -- BuildRun on a pool ------------------------------------------------------------------

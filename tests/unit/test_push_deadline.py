@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from stackbuild.registry import (
+from stackbuild.errors import RegistryNotFound, RegistryUnavailable
+from stackbuild.run.registry import (
     Pusher,
     RegistryDeadline,
     RegistryDeadlines,
-    RegistryNotFound,
-    RegistryUnavailable,
     RetryPolicy,
     with_retries,
 )

@@ -10,20 +10,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from stackbuild.backends.base import BuildRequest
-from stackbuild.errors import RegistryError, UsageError
-from stackbuild.registry import (
-    Pusher,
+from stackbuild.backends.contract import BuildRequest
+from stackbuild.errors import (
     RegistryAuthError,
-    RegistryHooks,
+    RegistryError,
     RegistryNotFound,
     RegistryUnavailable,
-    RetryPolicy,
+    UsageError,
     registry_error,
-    registry_host,
-    with_retries,
 )
-from stackbuild.upstream import lock_entries, moved_upstreams, resolve
+from stackbuild.refs import registry_host
+from stackbuild.run.registry import Pusher, RegistryHooks, RetryPolicy, with_retries
+from stackbuild.run.upstream import lock_entries, moved_upstreams, resolve
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
@@ -146,6 +144,9 @@ class FakeBackend:
             raise errors.pop(0)
         self.registry[ref] = A
         return A
+
+    def registry_manifest(self, ref: str) -> None:
+        return None  # a registry in a dict: no manifest bytes to check digests against
 
     def registry_digest(self, ref: str) -> str:
         self.calls.append(("look up", ref))

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from stackbuild.build import ImageResult
+from stackbuild.run.results import ImageResult
 from stackbuild.ui import LiveReporter, PlainReporter, make_reporter, step_of, summary
 
 FP = "sha256:" + "ab" * 32

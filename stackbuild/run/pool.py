@@ -39,17 +39,25 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TypeVar
+from urllib.parse import urlsplit
 
-from stackbuild.errors import EngineUnreachable, ManifestError, RegistryError, UsageError
-from stackbuild.manifest import Builder
+from stackbuild.analyze import Analysis
+from stackbuild.backends.contract import Backend, BuildRequest, LocalImage, LogSink
+from stackbuild.errors import (
+    EngineUnreachable,
+    ManifestError,
+    RegistryError,
+    RegistryNotFound,
+    UsageError,
+)
+from stackbuild.manifest import Builder, Stack
+from stackbuild.refs import split_reference
+from stackbuild.run.existing import find_existing, fingerprint_ref
+from stackbuild.run.registry import RegistryHooks, RetryPolicy, with_logged_retries
 from stackbuild.scheduler import NoSlotsLeft
 
-if TYPE_CHECKING:
-    from stackbuild.analyze import Analysis
-    from stackbuild.backends.base import BuildRequest, LocalImage, LogSink
-    from stackbuild.manifest import Stack
-    from stackbuild.registry import RegistryHooks, RetryPolicy
+T = TypeVar("T")
 
 URL_SCHEMES = ("unix://", "tcp://", "ssh://", "npipe://", "http://", "https://")
 
@@ -59,9 +67,9 @@ class Engine:
     """One Docker engine of the pool."""
 
     name: str  # for logs, the summary and --json
-    backend: Any  # a Backend: DockerBackend or BuildKitBackend on this engine
+    backend: Backend
     slots: int
-    registry: RegistryHooks | None = None  # pinned upstreams and registry-only parents, here
+    registry_hooks: RegistryHooks | None = None  # upstream pins, registry-only parents, here
     alive: bool = True
 
     def __repr__(self) -> str:
@@ -82,12 +90,12 @@ class EngineSlot:
     image: str
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> Backend:
         return self.engine.backend
 
     @property
-    def registry(self) -> RegistryHooks | None:
-        return self.engine.registry
+    def registry_hooks(self) -> RegistryHooks | None:
+        return self.engine.registry_hooks
 
     def __str__(self) -> str:
         return f"{self.engine.name}#{self.index}"
@@ -250,8 +258,6 @@ class EnginePool:
         Returns, per image, one engine's copy (for the plan and the pins of the
         single-engine code paths); the pool keeps every engine's.
         """
-        from stackbuild.build import find_existing
-
         self.analysis = analysis
         graph = analysis.graph
         self.set_needs({
@@ -278,15 +284,13 @@ class EnginePool:
         with self._lock:
             return [e for e in self.engines if (name, e) in self._ids]
 
-    def local_copies(self, name: str) -> list[tuple[Any, LocalImage]]:
+    def local_copies(self, name: str) -> list[tuple[Backend, LocalImage]]:
         """(backend, local image) of each live engine found holding ``name`` at the start."""
         return [(e.backend, self._copies[(name, e)]) for e in self.alive
                 if (name, e) in self._copies]  # fmt: skip
 
     def image_of(self, ref: str) -> str | None:
         """The stack image whose repository ``ref`` is in."""
-        from stackbuild.dockerfile import split_reference
-
         if self.analysis is None:
             return None
         repository = split_reference(ref)[0]
@@ -323,7 +327,7 @@ class EnginePool:
         if len(self.alive) < 2 or not self._awaited(name):
             return
         try:
-            self._push(name, engine, log)
+            self._publish(name, log)
         except RegistryError as error:
             log(f"warning: cannot hand {name} over to the other engines: {error}")
 
@@ -339,43 +343,41 @@ class EnginePool:
             return self._locks.setdefault((name, engine), threading.Lock())
 
     def _ref(self, name: str) -> str:
-        from stackbuild.registry import fingerprint_ref
-
         assert self.analysis is not None
         return fingerprint_ref(self.analysis, name)
 
-    def _retrying(self, call: Callable[[], Any], log: LogSink) -> Any:
-        from stackbuild.registry import RetryPolicy, with_logged_retries
-
+    def _retrying(self, call: Callable[[], T], log: LogSink) -> T:
         return with_logged_retries(call, self.policy or RetryPolicy.from_env(), self.stop, log)
 
-    def _push(self, name: str, engine: Engine, log: LogSink) -> None:
-        """Push ``name``'s fingerprint tag from ``engine`` (once per run)."""
+    def push_from_holders(
+        self, name: str, ref: str, log: LogSink, cancel: threading.Event | None = None
+    ) -> str:
+        """Push ``ref`` (a tag of image ``name``) from the first live engine holding it;
+        the registry's digest. An engine that stopped answering is passed over."""
+        problem: Exception | None = None
+        for holder in self.holders(name):
+            try:
+                return holder.backend.push(ref, log, cancel)
+            except EngineUnreachable as error:  # that holder is gone too; try the next
+                log(f"cannot push {ref} from {holder.name}: {error}")
+                problem = error
+        detail = f": {problem}" if problem else ""
+        raise RegistryError(f"no engine that holds {ref} answers, so it cannot be pushed{detail}")
+
+    def _publish(self, name: str, log: LogSink) -> None:
+        """Get ``name``'s fingerprint tag into the registry (once per run), for the other
+        engines to pull."""
         with self._lock_for(name, None):
             if name in self._published:
                 return
             ref = self._ref(name)
-            log(f"push {ref} from {engine.name} for the other engines")
-            self._retrying(lambda: engine.backend.push(ref, log, self.stop), log)
+            log(f"push {ref} for the other engines")
+            self._retrying(lambda: self.push_from_holders(name, ref, log, self.stop), log)
             with self._lock:
                 self._published.add(name)
 
-    def _publish(self, name: str, log: LogSink) -> None:
-        """Get ``name`` into the registry from any live engine holding it."""
-        for holder in self.holders(name):
-            try:
-                self._push(name, holder, log)
-                return
-            except EngineUnreachable as error:  # that holder is gone too; try the next
-                log(f"cannot push {name} from {holder.name}: {error}")
-        raise RegistryError(
-            f"{self._ref(name)} is neither in the registry nor on an engine that answers"
-        )
-
     def _local_id(self, name: str, engine: Engine, log: LogSink) -> str:
         """Id of ``engine``'s copy of ``name``, pulled by its fingerprint tag if missing."""
-        from stackbuild.registry import RegistryNotFound
-
         with self._lock_for(name, engine):
             with self._lock:
                 found = self._ids.get((name, engine))
@@ -399,7 +401,7 @@ class PoolPushes:
     def __init__(self, pool: EnginePool) -> None:
         self.pool = pool
 
-    def _any(self) -> Any:
+    def _any(self) -> Backend:
         alive = self.pool.alive
         if not alive:
             raise EngineUnreachable("no engine of the pool answers")
@@ -410,15 +412,9 @@ class PoolPushes:
 
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         name = self.pool.image_of(ref)
-        holders = self.pool.holders(name) if name else []
-        problem: Exception | None = None
-        for engine in holders:
-            try:
-                return str(engine.backend.push(ref, log, cancel))
-            except EngineUnreachable as error:  # try the next engine that has it
-                problem = error
-        detail = f": {problem}" if problem else ""
-        raise RegistryError(f"no engine that holds {ref} answers, so it cannot be pushed{detail}")
+        if name is None:
+            raise RegistryError(f"no engine that holds {ref} answers, so it cannot be pushed")
+        return self.pool.push_from_holders(name, ref, log, cancel)
 
 
 # -- configuration ----------------------------------------------------------------------
@@ -457,8 +453,6 @@ def parse_builder(text: str, default_slots: int) -> Builder:
             )
     else:
         count = default_slots
-    from urllib.parse import urlsplit
-
     try:
         urlsplit(url).port  # noqa: B018 - parsing it is the check (port range, brackets)
     except ValueError as error:
@@ -475,34 +469,10 @@ def pool_builders(stack: Stack, options: Sequence[str], jobs: int) -> tuple[Buil
     return tuple(stack.builders)
 
 
-def _tls(settings: Mapping[str, str | bool]) -> Any:
-    """A docker SDK TLSConfig from a builder's ``tls:`` (None without one)."""
-    if not settings:
-        return None
-    from docker.tls import TLSConfig
-
-    ca = settings.get("ca_cert")
-    cert, key = settings.get("client_cert"), settings.get("client_key")
-    verify = settings.get("verify", bool(ca))  # a CA given means: check the server with it
-    return TLSConfig(
-        client_cert=(str(cert), str(key)) if cert and key else None,
-        ca_cert=str(ca) if ca else None,
-        verify=bool(verify),
-    )
-
-
-def _backend(builder: Builder, kind: str) -> Any:
-    if kind == "buildkit":
-        from stackbuild.backends.buildkit import BuildKitBackend as Backend
-    else:
-        from stackbuild.backends.docker_api import DockerBackend as Backend
-    return Backend(builder.url, tls=_tls(builder.tls), name=builder.name or builder.url)
-
-
 def open_pool(
     stack: Stack,
     builders: Sequence[Builder],
-    kind: str,
+    open_backend: Callable[[Builder], Backend],
     warn: Callable[[str], None],
     from_options: bool = False,
 ) -> EnginePool:
@@ -521,7 +491,7 @@ def open_pool(
         if from_options or where is None:
             raise UsageError(f"--builder given {len(builders)} times: {message}")
         raise ManifestError(f"builders: {message}", stack.display_path, where.line, where.col)
-    engines = [Engine(b.name or b.url, _backend(b, kind), b.slots) for b in builders]
+    engines = [Engine(b.name or b.url, open_backend(b), b.slots) for b in builders]
     names = [e.name for e in engines]
     if len(set(names)) != len(names):
         raise UsageError(f"the same builder is listed twice: {', '.join(names)}")
@@ -549,8 +519,8 @@ def open_pool(
 
 
 def attach_registry(
-    pool: EnginePool, make: Callable[[Any], RegistryHooks]
+    pool: EnginePool, make: Callable[[Backend], RegistryHooks]
 ) -> None:
     """Give each engine its own registry hooks (pins and pulls happen where a build runs)."""
     for engine in pool.engines:
-        engine.registry = make(engine.backend)
+        engine.registry_hooks = make(engine.backend)

@@ -21,140 +21,39 @@ fails falls back, with a warning, to the image the engine already holds.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from stackbuild.dockerfile import split_reference
-from stackbuild.errors import RegistryError
+from stackbuild.analyze import Analysis, analyze
+from stackbuild.backends.contract import Backend, ManifestUnreachable
+from stackbuild.errors import RegistryError, RegistryNotFound
+from stackbuild.graph import StackGraph
 from stackbuild.lockfile import lock_path, read_lock, write_lock
+from stackbuild.manifest import Stack
 from stackbuild.plan import Plan, make_plan, short
-
-if TYPE_CHECKING:
-    from stackbuild.analyze import Analysis
-    from stackbuild.graph import StackGraph
-    from stackbuild.manifest import Stack
-    from stackbuild.registry import Existing
+from stackbuild.refs import registry_host, split_reference
+from stackbuild.run.existing import CHECK_THREADS, Existing, find_existing, registry_existing
 
 Warn = Callable[[str], None]
 # ref -> (the manifest's bytes, its Content-Type, the registry's Docker-Content-Digest header)
-FetchManifest = Callable[[str], "tuple[bytes, str, str | None]"]
-
-MANIFEST_TYPES = (  # every kind the engine accepts: a registry would convert to the first
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-)
-FETCH_TIMEOUT = 30  # s, per request to the registry
-_LOOPBACK = ("127.", "localhost", "[::1]")
-
-
-class ManifestUnreachable(Exception):
-    """stackbuild itself cannot fetch the manifest (the engine could): not verifiable."""
-
+# None: nothing to fetch it with (a backend that reaches no registry itself)
+FetchManifest = Callable[[str], "tuple[bytes, str, str | None] | None"]
 
 def upstream_refs(graph: StackGraph, names: Iterable[str]) -> list[str]:
     """The upstream references the images ``names`` build on, sorted, each once."""
     return sorted({ref for name in names for ref in graph.upstream(name)})
 
 
-def _registry_base(host: str) -> tuple[str, str]:
-    """``(scheme://host, what the engine calls it)`` for a registry host of a reference."""
-    if host == "docker.io":
-        return "https://registry-1.docker.io", "https://index.docker.io/v1/"
-    scheme = "http" if host.startswith(_LOOPBACK) else "https"  # as the engine: insecure
-    return f"{scheme}://{host}", host
-
-
-def _credentials(config_name: str) -> tuple[str, str] | None:
-    """(user, password) for a registry from the Docker config, as the SDK reads it."""
-    try:
-        from docker import auth
-
-        found = auth.resolve_authconfig(auth.load_config(), config_name) or {}
-    except Exception:  # an unreadable config: ask without credentials, like the engine would
-        return None
-    user, password = found.get("username") or found.get("Username"), found.get(
-        "password") or found.get("Password")  # fmt: skip
-    return (str(user), str(password)) if user and password else None
-
-
-def _challenge(header: str) -> tuple[str, dict[str, str]]:
-    """``Bearer realm="...",service="..."`` -> ("bearer", {"realm": ..., "service": ...})."""
-    import re
-
-    scheme, _, rest = header.strip().partition(" ")
-    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
-    return scheme.lower(), params
-
-
-def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
-    """GET ``ref``'s manifest from its registry, as the engine would (same credentials,
-    Basic or Bearer token auth). Raises ManifestUnreachable when it cannot be had."""
-    import base64
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    from stackbuild.registry import registry_host
-
-    host = registry_host(ref)
-    repository, tag, digest = split_reference(ref)
-    path = repository.split("/", 1)[1] if "/" in repository and repository.split("/")[0] == host \
-        else repository
-    if host == "docker.io" and "/" not in path:
-        path = f"library/{path}"
-    base, config_name = _registry_base(host)
-    url = f"{base}/v2/{path}/manifests/{digest or tag or 'latest'}"
-    headers = {"Accept": ", ".join(MANIFEST_TYPES)}
-
-    def get(target: str, extra: Mapping[str, str]) -> Any:
-        request = urllib.request.Request(target, headers={**headers, **extra})
-        return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT)  # noqa: S310 - http(s)
-
-    try:
-        try:
-            response = get(url, {})
-        except urllib.error.HTTPError as error:
-            if error.code != 401:
-                raise
-            scheme, params = _challenge(error.headers.get("WWW-Authenticate", ""))
-            credentials = _credentials(config_name)
-            basic = {}
-            if credentials:
-                token = base64.b64encode(":".join(credentials).encode()).decode()
-                basic = {"Authorization": f"Basic {token}"}
-            if scheme == "bearer" and params.get("realm"):
-                query = {"scope": f"repository:{path}:pull"}
-                if params.get("service"):
-                    query["service"] = params["service"]
-                realm = f"{params['realm']}?{urllib.parse.urlencode(query)}"
-                with urllib.request.urlopen(  # noqa: S310 - the registry's token service
-                    urllib.request.Request(realm, headers=basic), timeout=FETCH_TIMEOUT
-                ) as answer:
-                    grant = json.loads(answer.read())
-                bearer = grant.get("token") or grant.get("access_token") or ""
-                response = get(url, {"Authorization": f"Bearer {bearer}"})
-            else:
-                response = get(url, basic)
-        with response:
-            body = response.read()
-            return body, response.headers.get("Content-Type", ""), response.headers.get(
-                "Docker-Content-Digest")  # fmt: skip
-    except (OSError, ValueError) as error:  # HTTPError and URLError are OSErrors
-        raise ManifestUnreachable(f"{url}: {error}") from None
-
-
-def verify_digest(ref: str, digest: str, fetch: FetchManifest = fetch_manifest) -> str:
+def verify_digest(ref: str, digest: str, fetch: FetchManifest) -> str:
     """``digest`` when ``ref``'s manifest, as its registry serves it, hashes to it; else a
-    RegistryError saying what the registry claimed and what its bytes are."""
-    from stackbuild.registry import registry_host
-
-    body, content_type, header = fetch(ref)
+    RegistryError saying what the registry claimed and what its bytes are. Unchecked
+    when ``fetch`` has no way to get the manifest (None)."""
+    fetched = fetch(ref)
+    if fetched is None:
+        return digest
+    body, content_type, header = fetched
     algorithm, _, _hex = digest.partition(":")
     try:
         actual = f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
@@ -176,21 +75,11 @@ def verify_digest(ref: str, digest: str, fetch: FetchManifest = fetch_manifest) 
     )
 
 
-def _engine_fetch(backend: Any) -> FetchManifest | None:
-    """How to fetch manifests to verify ``backend``'s digests: a real engine's come from
-    real registries; test doubles' and other backends' are left alone."""
-    from stackbuild.backends.docker_api import DockerBackend
-
-    return fetch_manifest if isinstance(backend, DockerBackend) else None
-
-
 def resolve(
-    backend: Any, ref: str, *, strict: bool, warn: Warn, fetch: FetchManifest | None = None
+    backend: Backend, ref: str, *, strict: bool, warn: Warn, fetch: FetchManifest | None = None
 ) -> str:
     """The digest ``ref`` should be pinned to (see the module docstring). ``fetch``
-    verifies a registry's digest against its manifest (default: for a real engine)."""
-    from stackbuild.registry import RegistryNotFound
-
+    gets the manifest a registry's digest is checked against (default: the backend's)."""
     digest = split_reference(ref)[2]
     if digest:
         return digest
@@ -199,11 +88,8 @@ def resolve(
         return local  # exists only here: no registry knows it
     try:
         claimed = backend.registry_digest(ref)
-        fetch = fetch or _engine_fetch(backend)
-        if fetch is None:
-            return claimed
         try:
-            return verify_digest(ref, claimed, fetch)
+            return verify_digest(ref, claimed, fetch or backend.registry_manifest)
         except ManifestUnreachable as error:
             warn(f"warning: cannot fetch the manifest of {ref} to check its digest "
                  f"({error}); pinning {short(claimed)} as the engine reported it")  # fmt: skip
@@ -220,12 +106,10 @@ def resolve(
 
 
 def resolve_all(
-    backend: Any, refs: Iterable[str], *, strict: bool, warn: Warn, lenient: bool = False
+    backend: Backend, refs: Iterable[str], *, strict: bool, warn: Warn, lenient: bool = False
 ) -> dict[str, str]:
     """``resolve`` every reference, several at once; the first failure is raised, or with
     ``lenient`` reported by ``warn`` and the reference left out."""
-    from stackbuild.registry import CHECK_THREADS
-
     refs = list(refs)
     if not refs:
         return {}
@@ -247,7 +131,7 @@ def pinned_analysis(
     stack_file: str | Path | Stack,
     targets: Iterable[str],
     with_descendants: bool,
-    backend: Any,
+    backend: Backend,
     *,
     write: bool,
     warn: Warn,
@@ -256,8 +140,6 @@ def pinned_analysis(
     fingerprints use the digests the build will use. ``write`` (a build) adds them to
     the lock and fails when one cannot be resolved; without it (a plan, a save) such an
     upstream is only warned about and stays unpinned."""
-    from stackbuild.analyze import analyze
-
     analysis = analyze(stack_file, targets, with_descendants)
     path = lock_path(analysis.stack.path)
     pins = read_lock(path)
@@ -326,14 +208,11 @@ class Refresh:
         return write_lock(self.lock_file, self.pins)
 
     def plan(
-        self, existing: Existing, backend: Any, force: Iterable[str], warn: Warn
+        self, existing: Existing, backend: Backend, force: Iterable[str], warn: Warn
     ) -> Plan:
         """The plan on the fresh digests. An affected image with no build record here whose
         locked build exists (a fresh CI runner with a registry) is explained against its
         locked inputs, so it reads "upstream moved", not "never built here"."""
-        from stackbuild.build import find_existing
-        from stackbuild.registry import registry_existing
-
         analysis = self.analysis
         last = dict(analysis.last)
         unrecorded = [name for name in self.affected if last.get(name) is None]
@@ -368,12 +247,13 @@ class Refresh:
 
 
 def refresh(
-    stack_file: str | Path | Stack, targets: Iterable[str], with_descendants: bool, backend: Any,
+    stack_file: str | Path | Stack,
+    targets: Iterable[str],
+    with_descendants: bool,
+    backend: Backend,
     warn: Warn,
 ) -> Refresh:
     """Re-resolve every upstream of the selected images (pulls, builds and writes nothing)."""
-    from stackbuild.analyze import analyze
-
     locked = analyze(stack_file, targets, with_descendants)
     path = lock_path(locked.stack.path)
     old = read_lock(path)
@@ -428,7 +308,7 @@ def lock_entries(old: Mapping[str, str], new: Mapping[str, str]) -> list[LockEnt
 
 
 def update_lock(
-    graph: StackGraph, open_backend: Callable[[], Any], *, refresh: bool, warn: Warn
+    graph: StackGraph, open_backend: Callable[[], Backend], *, refresh: bool, warn: Warn
 ) -> LockUpdate:
     """``stackbuild lock``: pin every upstream of the stack (all of them re-resolved with
     ``refresh``), drop pins no image uses. Asks no engine when nothing needs resolving."""

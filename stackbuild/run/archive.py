@@ -15,15 +15,14 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from stackbuild.dockerfile import repository_of
-from stackbuild.errors import StackbuildError, UsageError
-from stackbuild.refs import is_exact_reference
+from stackbuild.analyze import Analysis
+from stackbuild.backends.contract import Backend
+from stackbuild.errors import SaveError, StackbuildError, UsageError
+from stackbuild.refs import is_exact_reference, repository_of
+from stackbuild.run.existing import find_existing
 from stackbuild.state import atomic_writer
-
-if TYPE_CHECKING:
-    from stackbuild.analyze import Analysis
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,8 @@ class Saved:
         return {"image": self.image, "fingerprint": self.fingerprint, "tags": list(self.tags)}
 
 
-def images_to_save(analysis: Analysis, backend: Any) -> list[Saved]:
+def images_to_save(analysis: Analysis, backend: Backend) -> list[Saved]:
     """Each selected image's local build and its tags; refuses when one is not built."""
-    from stackbuild.build import find_existing
-
     local = find_existing(analysis, backend)
     missing = [name for name in analysis.selected if name not in local]
     if missing:
@@ -55,10 +52,6 @@ def images_to_save(analysis: Analysis, backend: Any) -> list[Saved]:
         )
         saved.append(Saved(name, analysis.inputs[name].fingerprint, tuple(tags)))
     return saved
-
-
-class SaveError(StackbuildError):
-    """The output of ``save`` cannot be written (read-only or full file system, ...)."""
 
 
 class _Checked:
@@ -133,7 +126,7 @@ def open_output(output: Path) -> Iterator[_Checked]:
         raise SaveError(f"cannot write {output}: {error.strerror or error}") from None
 
 
-def save(analysis: Analysis, backend: Any, output: Path) -> list[Saved]:
+def save(analysis: Analysis, backend: Backend, output: Path) -> list[Saved]:
     """Write the tar (see ``open_output``): a failed or interrupted save leaves no half file."""
     saved = images_to_save(analysis, backend)
     with open_output(Path(output)) as handle:
@@ -141,7 +134,7 @@ def save(analysis: Analysis, backend: Any, output: Path) -> list[Saved]:
     return saved
 
 
-def load(backend: Any, archive: Path, log: Any = None) -> list[str]:
+def load(backend: Backend, archive: Path, log: Any = None) -> list[str]:
     """Load a tar written by ``save`` (or ``docker save``); what the engine loaded."""
     archive = Path(archive)
     try:

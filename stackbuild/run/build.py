@@ -13,57 +13,26 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from stackbuild.analyze import Analysis
-from stackbuild.backends.base import (
+from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
     IMAGE_LABEL,
     Backend,
     BuildRequest,
     LocalImage,
 )
-from stackbuild.dockerfile import repository_of
+from stackbuild.logs import RunLogs
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
 from stackbuild.refs import fingerprint12
+from stackbuild.run.pool import EnginePool, EngineSlot
+from stackbuild.run.registry import RegistryHooks
+from stackbuild.run.results import ImageResult
 from stackbuild.scheduler import RetryElsewhere, Schedule, SchedulerEvent, Status, run_threaded
 from stackbuild.state import BuildRecord, StateWriteError
-
-if TYPE_CHECKING:
-    from stackbuild.backends.pool import EnginePool, EngineSlot
-    from stackbuild.registry import RegistryHooks
-
-UP_TO_DATE = "up-to-date"
-
-
-@dataclass
-class ImageResult:
-    image: str
-    status: str  # built | up-to-date | failed | blocked | cancelled
-    fingerprint: str
-    duration_s: float = 0.0
-    tags: list[str] = field(default_factory=list)
-    log: str | None = None
-    error: str | None = None
-    engine: str | None = None
-    log_tail: list[str] = field(default_factory=list)
-    pushed: list[str] = field(default_factory=list)  # confirmed by the registry
-
-    def to_json(self) -> dict:
-        return {
-            "image": self.image,
-            "status": self.status,
-            "fingerprint": self.fingerprint,
-            "duration_s": round(self.duration_s, 3),
-            "tags": self.tags,
-            "log": self.log,
-            "error": self.error,
-            "engine": self.engine,
-            "pushed": self.pushed,
-        }
 
 
 @dataclass(frozen=True)
@@ -97,20 +66,6 @@ def image_tags(repository: str, fingerprint: str, templates: tuple[str, ...],
     return [f"{repository}:{tag}" for tag in dict.fromkeys(tags)]
 
 
-def find_existing(analysis: Analysis, backend: Backend) -> dict[str, LocalImage]:
-    """The selected images whose fingerprint the engine already holds, tagged in their
-    repository (children pin FROM to that repository), from one listing of the engine."""
-    by_fingerprint = backend.fingerprinted_images()
-    found: dict[str, LocalImage] = {}
-    for name in analysis.selected:
-        repository = repository_of(analysis.stack.reference(name))
-        for image in by_fingerprint.get(analysis.inputs[name].fingerprint, ()):
-            if any(repository_of(tag) == repository for tag in image.tags):
-                found[name] = image
-                break
-    return found
-
-
 class BuildRun:
     """One ``stackbuild build``: a plan, a backend, a reporter, a stop switch."""
 
@@ -123,7 +78,7 @@ class BuildRun:
         options: BuildOptions,
         local_images: Mapping[str, LocalImage],
         stop: threading.Event | None = None,
-        registry: RegistryHooks | None = None,
+        registry_hooks: RegistryHooks | None = None,
         pool: EnginePool | None = None,
     ) -> None:
         self.analysis = analysis
@@ -139,9 +94,9 @@ class BuildRun:
         self.results: dict[str, ImageResult] = {}
         self.git_sha = git_revision(self.stack.root)
         self.lock = threading.Lock()
-        # pinned upstreams, registry-only parents and pushes (stackbuild.registry)
-        self.registry = registry
-        # several engines (stackbuild.backends.pool): its slots replace -j
+        # pinned upstreams, registry-only parents and pushes (stackbuild.run.registry)
+        self.registry_hooks = registry_hooks
+        # several engines (stackbuild.run.pool): its slots replace -j
         self.pool = pool
 
     def request_for(self, name: str) -> BuildRequest:
@@ -185,7 +140,8 @@ class BuildRun:
         """Build ``name``; with a builder pool on ``slot``'s engine. Raises RetryElsewhere
         when the build failed because that engine stopped answering."""
         backend = slot.backend if slot else self.backend
-        registry = slot.registry if slot else self.registry  # pulls happen on that engine
+        # pulls happen on the engine that builds
+        registry = slot.registry_hooks if slot else self.registry_hooks
         request = self.request_for(name)
         log = self.logs.open_image(name)
         self.logs.run.info("build %s %s on %s", name, request.fingerprint, backend.name)
@@ -234,12 +190,12 @@ class BuildRun:
         if result_ok and image_id:
             with self.lock:
                 self.image_ids[name] = image_id
-            if self.registry:  # pushed on the registry's own threads; children go on
-                self.registry.built(name, list(request.tags))
+            if self.registry_hooks:  # pushed on the registry's own threads; children go on
+                self.registry_hooks.built(name, list(request.tags))
         with self.lock:
             self.results[name] = ImageResult(
                 image=name,
-                status="built" if result_ok else "failed",
+                status=Status.BUILT if result_ok else Status.FAILED,
                 fingerprint=request.fingerprint,
                 duration_s=duration,
                 tags=list(request.tags),
@@ -265,16 +221,16 @@ class BuildRun:
         if event.kind == "finished":
             result = self.results.get(name)
             if result is None:  # the job raised before recording anything
-                result = ImageResult(name, "failed", self.analysis.inputs[name].fingerprint,
+                result = ImageResult(name, Status.FAILED, self.analysis.inputs[name].fingerprint,
                                      error=event.error)
                 self.results[name] = result
             if event.status is Status.CANCELLED:
-                result.status = "cancelled"
+                result.status = Status.CANCELLED
                 result.error = "interrupted"
         else:
             reason = f"parent failed: {event.blocked_by}" if event.blocked_by else None
             result = ImageResult(
-                name, str(event.status), self.analysis.inputs[name].fingerprint, error=reason
+                name, event.status, self.analysis.inputs[name].fingerprint, error=reason
             )
             self.results[name] = result
         self.logs.run.info("%s %s %s", result.status, name, result.error or "")
@@ -297,15 +253,18 @@ class BuildRun:
                     if tag not in copy.tags:
                         backend.tag(copy.id, tag)
             self.results[step.image] = ImageResult(
-                step.image, UP_TO_DATE, step.fingerprint, tags=tags
+                step.image, Status.UP_TO_DATE, step.fingerprint, tags=tags
             )
-        if self.registry:
-            self.registry.start(self)
+        if self.registry_hooks:
+            # children of registry-only images pin to the registry tag (pulled before use)
+            with self.lock:
+                for name, ref in self.registry_hooks.remote.items():
+                    self.image_ids.setdefault(name, ref)
+            for step in up_to_date:
+                if step.image in self.local_images:
+                    self.registry_hooks.built_earlier(step.image, self.results[step.image].tags)
         self.reporter.start(len(todo), len(up_to_date))
         if todo:
-            # lazily: a no-op run never loads concurrent-log-handler (~30-90 ms of imports)
-            from stackbuild.logs import RunLogs
-
             self.logs = RunLogs(self.analysis.state)
             self.logs.run.info("run: %d to build, %d up to date", len(todo), len(up_to_date))
             try:
@@ -319,6 +278,6 @@ class BuildRun:
                 run_threaded(schedule, slots, self.build_one, self.stop, self.on_event)
             finally:
                 self.logs.close()
-        if self.registry:  # waits for the pushes; a failed one fails its image
-            self.registry.finish(self.results)
+        if self.registry_hooks:  # waits for the pushes; a failed one fails its image
+            self.registry_hooks.finish(self.results)
         return [self.results[step.image] for step in self.plan.steps]

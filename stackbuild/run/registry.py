@@ -25,87 +25,32 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
-from stackbuild.dockerfile import split_reference
-from stackbuild.errors import EXIT_UNREACHABLE, RegistryError
-from stackbuild.plan import BUILD, short
+from stackbuild.analyze import Analysis
+from stackbuild.backends.contract import Backend, BuildRequest, Cancelled, LogSink
+from stackbuild.errors import (
+    RegistryError,
+    RegistryNotFound,
+    RegistryUnavailable,
+    UsageError,
+)
+from stackbuild.plan import short
+from stackbuild.refs import registry_host, split_reference
+from stackbuild.run.results import ImageResult
+from stackbuild.scheduler import Status
 from stackbuild.state import safe_filename
-
-if TYPE_CHECKING:
-    from stackbuild.analyze import Analysis
-    from stackbuild.backends.base import BuildRequest, LocalImage, LogSink
-    from stackbuild.build import BuildRun, ImageResult
 
 T = TypeVar("T")
 
 RETRY_ENV = "STACKBUILD_PUSH_RETRY_SECONDS"
 DEFAULT_PUSH_JOBS = 2
-CHECK_THREADS = 8  # registry look-ups at once (up-to-date checks, upstream digests)
-
-
-class RegistryAuthError(RegistryError):
-    """The registry refused the credentials (or their absence)."""
-
-
-class RegistryNotFound(RegistryError):
-    """The registry does not have this repository, tag or digest."""
-
-
-class RegistryUnavailable(RegistryError):
-    """The registry did not answer, or answered 5xx / 429: worth retrying."""
-
-    exit_code = EXIT_UNREACHABLE
-
-
-_AUTH = re.compile(
-    r"unauthori[sz]ed|authentication required|no basic auth credentials|denied|forbidden"
-    r"|\b40[13]\b|incorrect username or password",
-    re.IGNORECASE,
-)
-_NOT_FOUND = re.compile(
-    r"manifest unknown|name unknown|not found|no such manifest|does not exist|\b404\b",
-    re.IGNORECASE,
-)
-_TRANSIENT = re.compile(
-    r"\b5\d\d\b|\b429\b|too ?many ?requests|connection refused|connection reset|broken pipe"
-    r"|\bEOF\b|i/o timeout|timed? ?out|TLS handshake timeout|server misbehaving"
-    r"|service unavailable|bad gateway|no route to host|network is unreachable",
-    re.IGNORECASE,
-)
-
-
-def registry_host(ref: str) -> str:
-    """The registry a reference points at (``docker.io`` for Docker Hub names)."""
-    first, slash, _ = ref.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return "docker.io"
-
-
-def registry_error(detail: str, ref: str, doing: str) -> RegistryError:
-    """One sentence for a person from the engine's words for a failed ``doing`` of ``ref``."""
-    host = registry_host(ref)
-    detail = " ".join(detail.split()) or "no details"
-    if _AUTH.search(detail):
-        return RegistryAuthError(
-            f"the registry {host} refused the credentials to {doing} {ref} ({detail}); "
-            f"run `docker login {host}` or fix the Docker config (~/.docker/config.json)"
-        )
-    if _NOT_FOUND.search(detail):
-        return RegistryNotFound(f"{ref} is not in the registry {host} ({detail})")
-    if _TRANSIENT.search(detail):
-        return RegistryUnavailable(
-            f"the registry {host} is unavailable to {doing} {ref} ({detail})"
-        )
-    return RegistryError(f"the registry {host} failed to {doing} {ref}: {detail}")
 
 
 # --- retries ---------------------------------------------------------------------------
@@ -128,8 +73,6 @@ class RetryPolicy:
         try:
             budget = float(value)
         except ValueError:
-            from stackbuild.errors import UsageError
-
             raise UsageError(f"{RETRY_ENV}={value!r} is not a number of seconds") from None
         return cls(first_delay=min(cls.first_delay, max(budget / 4, 0.05)), budget=budget)
 
@@ -300,7 +243,7 @@ class Pusher:
 
     def __init__(
         self,
-        backend: Any,
+        backend: Backend,
         jobs: int,
         logs_dir: Path,
         stop: threading.Event,
@@ -370,8 +313,6 @@ class Pusher:
                 log(f"=== stackbuild: pushed {ref} {digest} ===")
                 outcome.pushed.append(ref)
         except Exception as error:  # any failure is this image's, never the run's
-            from stackbuild.backends.docker_api import Cancelled
-
             outcome.cancelled = isinstance(error, Cancelled) or self.stop.is_set()
             outcome.error = "push cancelled: interrupted" if outcome.cancelled else str(error)
             log(f"=== stackbuild: error: {outcome.error} ===")
@@ -387,73 +328,6 @@ class Pusher:
 
 
 # --- what exists already ---------------------------------------------------------------
-
-
-def fingerprint_ref(analysis: Analysis, image: str) -> str:
-    """``<repository>:<fingerprint12>``: the tag that says "this exact build exists"."""
-    from stackbuild.build import fingerprint12
-
-    return f"{analysis.stack.reference(image)}:{fingerprint12(analysis.inputs[image].fingerprint)}"
-
-
-def registry_existing(
-    analysis: Analysis, backend: Any, names: Iterable[str], warn: Callable[[str], None]
-) -> dict[str, str]:
-    """Of ``names``, the images whose fingerprint tag the stack's registry has: name -> ref.
-
-    A registry that cannot answer is not fatal here (a build can always build):
-    one warning, and the images count as missing.
-    """
-    names = list(names)
-    if not analysis.stack.registry or not names:
-        return {}
-    refs = {name: fingerprint_ref(analysis, name) for name in names}
-
-    def check(name: str) -> tuple[str, bool | RegistryError]:
-        try:
-            return name, backend.has_tag(refs[name])
-        except RegistryError as error:
-            return name, error
-
-    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
-        answers = dict(pool.map(check, names))
-    problems = [a for a in answers.values() if isinstance(a, RegistryError)]
-    if problems:
-        warn(
-            f"warning: cannot check the registry for {len(problems)} image(s), so they count "
-            f"as not built: {problems[0]}"
-        )
-    return {name: refs[name] for name, answer in answers.items() if answer is True}
-
-
-@dataclass
-class Existing:
-    """The selected images already built: on this engine, or only in the registry."""
-
-    local: dict[str, LocalImage]
-    remote: dict[str, str]  # image -> "<registry>/<image>:<fingerprint12>"
-
-    def where(self) -> dict[str, str]:
-        """For ``Analysis.plan``: image -> where its fingerprint exists."""
-        found = {name: "registry" for name in self.remote}
-        found.update({name: "local engine" for name in self.local})
-        return found
-
-
-def existing_images(
-    analysis: Analysis,
-    backend: Any,
-    warn: Callable[[str], None],
-    local: dict[str, LocalImage] | None = None,
-) -> Existing:
-    """Local images first (``backend``'s one listing, or ``local`` when a pool has
-    already looked on every engine), then the registry, asked through ``backend``."""
-    if local is None:
-        from stackbuild.build import find_existing
-
-        local = find_existing(analysis, backend)
-    missing = [name for name in analysis.selected if name not in local]
-    return Existing(local, registry_existing(analysis, backend, missing, warn))
 
 
 # --- around each build -----------------------------------------------------------------
@@ -472,7 +346,7 @@ class RegistryHooks:
 
     def __init__(
         self,
-        backend: Any,
+        backend: Backend,
         analysis: Analysis,
         remote: Mapping[str, str],
         pusher: Pusher | None,
@@ -491,16 +365,10 @@ class RegistryHooks:
     def pushing(self) -> bool:
         return self.pusher is not None
 
-    def start(self, run: BuildRun) -> None:
-        """Children of registry-only images pin to the registry tag (pulled before use);
-        up-to-date local images are pushed where the registry lacks them."""
-        with run.lock:
-            for name, ref in self.remote.items():
-                run.image_ids.setdefault(name, ref)
+    def built_earlier(self, name: str, tags: Sequence[str]) -> None:
+        """An image up to date on this engine: pushed where the registry lacks it."""
         if self.pusher:
-            for step in run.plan.steps:
-                if step.action != BUILD and step.image in run.local_images:
-                    self.pusher.submit(step.image, run.results[step.image].tags, only_missing=True)
+            self.pusher.submit(name, tags, only_missing=True)
 
     def prepare(self, name: str, request: BuildRequest, log: LogSink) -> BuildRequest:
         """``request`` with its upstreams pinned to local images of the locked digests, and
@@ -555,9 +423,9 @@ class RegistryHooks:
             result = results[name]
             result.pushed = list(outcome.pushed)
             if outcome.cancelled:
-                result.status, result.error = "cancelled", outcome.error
+                result.status, result.error = Status.CANCELLED, outcome.error
             elif outcome.error:
-                result.status, result.error = "failed", f"push failed: {outcome.error}"
+                result.status, result.error = Status.FAILED, f"push failed: {outcome.error}"
                 # the error says it all; the summary points at the push log for the rest
                 result.log, result.log_tail = str(outcome.log), []
 

@@ -1,0 +1,140 @@
+"""The contract of a backend: what orchestration may ask of a Docker engine, and the
+plain data they exchange. A leaf of ``backends/``: it imports no implementation.
+
+``Backend`` names every call orchestration makes; ``backends.open_backend`` builds the
+one implementation (an engine client with a classic or a BuildKit builder) and
+``tests/fakes.py`` holds the one fake.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Protocol
+
+from stackbuild.context import ContextFile
+
+FINGERPRINT_LABEL = "stackbuild.fingerprint"
+IMAGE_LABEL = "stackbuild.image"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a backend needs to build one image; no graph knowledge."""
+
+    image: str  # name in stack.yaml
+    repository: str  # stack.reference(image), e.g. "127.0.0.1:5000/acme/base"
+    fingerprint: str  # "sha256:<hex>"
+    tags: tuple[str, ...]  # full references to tag the result with, "repo:tag"
+    context_files: tuple[ContextFile, ...]  # exactly what was hashed
+    dockerfile_bytes: bytes  # sent inside the context tar
+    dockerfile_name: str  # its path inside the tar
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)  # incl. stackbuild.fingerprint
+    target: str | None = None
+    platform: str | None = None
+    no_cache: bool = False
+    pull: bool = False
+    # reference exactly as the Dockerfile writes it -> local image to pin it to
+    # (a parent's "<repository>:<fingerprint12>" or an upstream "name@sha256:...")
+    pins: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)  # id -> "env:NAME" | "file:PATH"
+    # path -> its entry in the fingerprint (context.context_entry); the tar writer checks
+    # every file it sends against it. None: not checked (a request made by hand)
+    context_entries: Mapping[str, str] | None = None
+
+
+@dataclass
+class BuildResult:
+    ok: bool
+    image_id: str | None = None
+    error: str | None = None  # one line for a person
+    cancelled: bool = False
+
+
+LogSink = Callable[[str], None]
+
+
+class Cancelled(Exception):
+    """A streaming call (build, push, pull) was aborted because its cancel event was set."""
+
+
+class ManifestUnreachable(Exception):
+    """stackbuild itself cannot fetch a manifest (the engine could): not verifiable."""
+
+
+class Backend(Protocol):
+    """One Docker engine, as orchestration (``run/``) uses it.
+
+    Engine failures raise ``EngineUnreachable``; registry failures the ``RegistryError``
+    family of ``stackbuild.errors`` (``RegistryNotFound`` when a tag is not there).
+    """
+
+    name: str  # for logs and summaries, e.g. "unix:///var/run/docker.sock"
+
+    def ping(self) -> None:
+        """Raise EngineUnreachable with one clear sentence when the engine does not answer."""
+
+    def close(self) -> None:
+        """Close the connections; the backend reconnects when used again."""
+
+    def build(self, request: BuildRequest, log: LogSink, cancel: threading.Event) -> BuildResult:
+        """Build, tag and label one image, streaming its output lines to ``log``; a set
+        ``cancel`` aborts it (``BuildResult.cancelled``)."""
+
+    # -- what the engine holds
+
+    def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
+        """Every local image with a fingerprint label, by fingerprint, in one listing."""
+
+    def image_id(self, ref: str) -> str | None:
+        """Id of the local image ``ref`` (a reference, ``repo@digest`` or an id), else None."""
+
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        """Labels of a local image ({} when it has none), None when there is no such image."""
+
+    def local_digest(self, ref: str) -> str | None:
+        """``ref``'s registry digest as this engine knows it (else its image id), or None."""
+
+    def tag(self, image: str, ref: str) -> None:
+        """Tag ``image`` (id or reference) as ``ref`` ("repo[:tag]")."""
+
+    def remove_images(self, refs_or_ids: Iterable[str]) -> list[str]:
+        """Force-remove images (already gone: skipped); returns the ones removed."""
+
+    # -- registries
+
+    def registry_digest(self, ref: str) -> str:
+        """The digest ``ref`` has in its registry; pulls nothing."""
+
+    def has_tag(self, ref: str) -> bool:
+        """Whether ``ref``'s registry has this tag."""
+
+    def registry_manifest(self, ref: str) -> tuple[bytes, str, str | None] | None:
+        """``ref``'s manifest as its registry serves it: (bytes, Content-Type, the
+        Docker-Content-Digest header), to check the digest ``registry_digest`` reported.
+        ManifestUnreachable when it cannot be had; None when this backend has no way
+        of its own to fetch one (then there is nothing to check against)."""
+
+    def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
+        """Push one tag; the manifest digest the registry stored. Cancelled when cancelled."""
+
+    def pull(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
+        """Pull ``ref``; the local image id. Cancelled when cancelled."""
+
+    # -- moving images without a registry
+
+    def save(self, refs: Iterable[str], fileobj: IO[bytes]) -> None:
+        """Write ``docker save`` of ``refs`` (every tag kept) as one tar into ``fileobj``."""
+
+    def load(self, fileobj: IO[bytes], size: int, log: LogSink) -> list[str]:
+        """``docker load`` a tar; what the engine says it loaded."""
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """An image an engine holds: its id and the references it is tagged with."""
+
+    id: str
+    tags: tuple[str, ...] = ()
