@@ -9,10 +9,64 @@ jsonschema) are imported by the code that uses them, on first use.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 import sys
+
+# -- signals, from the first instruction to the last: Ctrl-C or SIGTERM is exit 130 ----
+
+
+def _exit_interrupted(signum: int, frame: object) -> None:
+    """Before ``main`` runs (imports: nothing to clean up) and once an interrupt is already
+    on its way out: end now, with the code a first interrupt gives."""
+    with contextlib.suppress(OSError):
+        os.write(2, b"\ninterrupted\n")
+    os._exit(130)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    """Inside ``main``: unwind (locks released, temporary files removed). Any further
+    signal ends at once: a KeyboardInterrupt raised while the first one unwinds would
+    escape every handler and end the process by SIGINT instead of exit 130."""
+    _handle_signals(_exit_interrupted)
+    raise KeyboardInterrupt
+
+
+def _handle_signals(handler: object) -> None:
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers (and only it receives signals)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup/&: stay ignored
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+def _ignore_signals_at_exit() -> None:
+    """Registered with atexit by ``main``: while the interpreter shuts down after the last
+    atexit call it resets handlers to the default, and a signal then would end the
+    process by that signal instead of with the exit code decided (130 or another)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is _exit_interrupted:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _is_the_program() -> bool:
+    """Whether this process is stackbuild (``python -m stackbuild`` or the console
+    script), not a program that imports the module (tests, a library user)."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    if spec is not None:
+        return bool(spec.name == "stackbuild.__main__")
+    return os.path.basename(getattr(main_module, "__file__", None) or "") == "stackbuild"
+
+
+if _is_the_program():
+    _handle_signals(_exit_interrupted)  # the imports below take a while
+
+# the rest of the imports come after the handlers above (E402 is off for this file)
+import json
 import threading
 from pathlib import Path
 
@@ -229,7 +283,7 @@ def _install_stop_handlers(stop) -> None:
 
     def handler(signum, frame) -> None:
         if stop.is_set():  # a second Ctrl-C: the user really means it
-            raise KeyboardInterrupt
+            _raise_interrupt(signum, frame)  # (and a third ends at once)
         stop.set()
         click.echo("\nstopping: cancelling running builds (Ctrl-C again to abort)", err=True)
 
@@ -530,20 +584,38 @@ def schema() -> None:
 
 
 def main() -> None:
+    import atexit
+
+    atexit.register(_ignore_signals_at_exit)
+    _handle_signals(_raise_interrupt)  # SIGTERM too: both are "interrupted", exit 130
+    try:
+        code = _main()
+        _handle_signals(_exit_interrupted)  # ending: a signal now ends at once, still 130
+    except KeyboardInterrupt:  # while an error was being reported
+        _handle_signals(_exit_interrupted)
+        click.echo("interrupted", err=True)
+        code = 130
+    sys.exit(code)
+
+
+def _main() -> int:
+    """The command's exit code; every error reported, never a traceback."""
     try:
         code = cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # click's own KeyboardInterrupt (in a prompt)
+        _handle_signals(_exit_interrupted)
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as error:
         error.show()
-        sys.exit(error.exit_code if error.exit_code else EXIT_USAGE)
+        return error.exit_code if error.exit_code else EXIT_USAGE
     except StackbuildError as error:
         click.echo(f"stackbuild: {error}", err=True)
-        sys.exit(error.exit_code)
+        return error.exit_code
     except KeyboardInterrupt:
+        _handle_signals(_exit_interrupted)
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        return 130
     except BrokenPipeError:
-        sys.exit(0)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 0
+    return code if isinstance(code, int) else 0
