@@ -71,7 +71,7 @@ def read_lock(path: Path) -> dict[str, str]:
     # never raises anything but a ManifestError, whatever the bytes (safe_load crashed on
     # non-UTF-8 bytes, `version: 2001-02-30`, `!!int x` and 5,000-digit numbers).
     from stackbuild.errors import ManifestError
-    from stackbuild.yaml_loader import load_yaml
+    from stackbuild.manifest.yaml import load_yaml
 
     display = str(path)
     try:

@@ -19,9 +19,10 @@ import jsonschema
 import pytest
 import yaml
 
-from stackbuild import manifest, yaml_loader
 from stackbuild.errors import EXIT_USAGE, ManifestError
 from stackbuild.manifest import Location, load_stack, render_tag
+from stackbuild.manifest import load as manifest
+from stackbuild.manifest import yaml as yaml_loader
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -38,7 +38,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import ScalarNode
 
 from stackbuild.errors import ManifestError
-from stackbuild.manifest import Location
+from stackbuild.manifest.load import Location
 
 MAX_BYTES = 10 * 1024 * 1024  # far beyond any real stack; bounds memory and time
 MAX_DEPTH = 64  # stack.yaml needs 5; deeper nesting is a mistake or an attack

@@ -59,7 +59,7 @@ from stackbuild.errors import ManifestError
 if TYPE_CHECKING:
     from jsonschema import ValidationError
 
-    from stackbuild.yaml_loader import YamlDocument, YamlPath
+    from stackbuild.manifest.yaml import YamlDocument, YamlPath
 
 
 @dataclass(frozen=True)
@@ -347,7 +347,7 @@ def _string_check(node: dict[str, Any]) -> Check:
 
 def load_stack(path: str | Path) -> Stack:
     """Read, validate and return the manifest at ``path``; raise ``ManifestError``."""
-    from stackbuild.yaml_loader import load_yaml_file  # lazy: keeps `import manifest` cheap
+    from stackbuild.manifest.yaml import load_yaml_file  # lazy: keeps `import manifest` cheap
 
     display = os.fspath(path)
     absolute = Path(path).absolute()
