@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stackbuild.errors import EngineUnreachable, ManifestError, RegistryError, UsageError
-from stackbuild.manifest import Builder
+from stackbuild.manifest import EngineSpec
 from stackbuild.scheduler import NoSlotsLeft
 
 if TYPE_CHECKING:
@@ -433,7 +433,7 @@ _ADDRESS_HINT = (
 )
 
 
-def parse_builder(text: str, default_slots: int) -> Builder:
+def parse_builder(text: str, default_slots: int) -> EngineSpec:
     """``--builder URL[=SLOTS]``: an engine address, and how many builds it runs at once.
 
     Whatever follows the last ``=`` is SLOTS (an address has no ``=``), so a typo
@@ -464,10 +464,10 @@ def parse_builder(text: str, default_slots: int) -> Builder:
     except ValueError as error:
         message = f"--builder {text!r}: not a valid address ({error}); {_ADDRESS_HINT}"
         raise UsageError(message) from None
-    return Builder(url, count)
+    return EngineSpec(url, count)
 
 
-def pool_builders(stack: Stack, options: Sequence[str], jobs: int) -> tuple[Builder, ...]:
+def pool_builders(stack: Stack, options: Sequence[str], jobs: int) -> tuple[EngineSpec, ...]:
     """The engines to build on: ``--builder`` options, else stack.yaml's ``builders:``;
     empty for the default single engine (``docker.from_env()`` with ``-j`` slots)."""
     if options:
@@ -491,7 +491,7 @@ def _tls(settings: Mapping[str, str | bool]) -> Any:
     )
 
 
-def _backend(builder: Builder, kind: str) -> Any:
+def _backend(builder: EngineSpec, kind: str) -> Any:
     if kind == "buildkit":
         from stackbuild.backends.buildkit import BuildKitBackend as Backend
     else:
@@ -501,7 +501,7 @@ def _backend(builder: Builder, kind: str) -> Any:
 
 def open_pool(
     stack: Stack,
-    builders: Sequence[Builder],
+    builders: Sequence[EngineSpec],
     kind: str,
     warn: Callable[[str], None],
     from_options: bool = False,

@@ -1,25 +1,33 @@
-"""stack.yaml → ``Stack``: loading and validation (being split into model, yaml, schema, load)."""
+"""stack.yaml → ``Stack``: the manifest model, and how it is loaded and validated.
 
-from stackbuild.manifest.load import (
-    TAG_PLACEHOLDERS,
-    Builder,
-    ImageSpec,
-    Location,
-    Stack,
-    load_stack,
-    render_tag,
-    schema,
-    tag_template_problem,
-)
+One module a room, each importing only the ones above it in this list:
+
+* ``model``: the frozen dataclasses (``Stack``, ``ImageSpec``, ``EngineSpec``, ``Location``);
+  no I/O, no stackbuild imports.
+* ``yaml``: the strict YAML loader (values plus the position of every node).
+* ``schema``: the JSON Schema check, its fast path, and its errors in words.
+* ``load``: ``load_stack``; ``StackChecker`` checks what a schema cannot (paths,
+  ``depends_on``, tag templates) and builds the ``Stack``.
+
+Tag templates are naming rules, so they live in ``stackbuild.refs``; they are named here
+too because the manifest is where a user writes them.
+"""
+
+from stackbuild.manifest.load import StackChecker, load_stack
+from stackbuild.manifest.model import EngineSpec, ImageSpec, Location, Stack, TlsSettings
+from stackbuild.manifest.schema import stack_schema
+from stackbuild.refs import TAG_PLACEHOLDERS, render_tag, tag_template_problem
 
 __all__ = [
     "TAG_PLACEHOLDERS",
-    "Builder",
+    "EngineSpec",
     "ImageSpec",
     "Location",
     "Stack",
+    "StackChecker",
+    "TlsSettings",
     "load_stack",
     "render_tag",
-    "schema",
+    "stack_schema",
     "tag_template_problem",
 ]

@@ -6,14 +6,15 @@ talks to Docker. Every user mistake raises ``ManifestError`` located at
 
 Loading happens in three passes, each stopping at its first error:
 
-1. ``yaml_loader``: strict YAML (no anchors, aliases, merge keys, duplicate keys),
+1. ``manifest.yaml``: strict YAML (no anchors, aliases, merge keys, duplicate keys),
    keeping the line/column of every key and value.
-2. The JSON Schema shipped as ``stackbuild/schema/stack.schema.json`` (draft 2020-12;
-   point an editor at it for completion): structure, types, names, patterns. Of all
-   schema errors the first in document order is reported, in words a person can act on.
-3. What a schema cannot say: paths exist and stay inside the stack root, ``depends_on``
-   names images of the stack, tag templates expand to valid Docker tags. Again the
-   first problem in document order is reported.
+2. ``manifest.schema``: the JSON Schema shipped as ``stackbuild/schema/stack.schema.json``
+   (draft 2020-12; point an editor at it for completion): structure, types, names,
+   patterns. Of all schema errors the first in document order is reported, in words a
+   person can act on.
+3. ``StackChecker``, here: what a schema cannot say: paths exist and stay inside the
+   stack root, ``depends_on`` names images of the stack, tag templates expand to valid
+   Docker tags. Again the first problem in document order is reported.
 
 Decisions:
 
@@ -34,321 +35,30 @@ Decisions:
   each key of its mappings (``"build_args.GREETING"``). ``Stack.locations`` does the
   same for the top level (``"registry"``, ``"builders[0]"``, ``"defaults.build_args.TZ"``).
 * Errors name the file as the caller gave it (``stack.yaml``, not an absolute path).
-* ``yaml`` and ``jsonschema`` are imported by ``load_stack`` only, so modules that
-  merely use these dataclasses do not pay for them at start-up.
+* ``jsonschema`` is imported only for a manifest the fast schema check cannot certify
+  (one with a mistake), so a valid stack never pays its ~70 ms at start-up.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import gc
-import json
 import os
 import posixpath
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from importlib import resources
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stackbuild.dockerfile import TAG
 from stackbuild.errors import ManifestError
-
-if TYPE_CHECKING:
-    from jsonschema import ValidationError
-
-    from stackbuild.manifest.yaml import YamlDocument, YamlPath
-
-
-@dataclass(frozen=True)
-class Location:
-    """1-based line and column of a node in stack.yaml."""
-
-    line: int
-    col: int
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """One entry of ``images:``, with ``defaults`` already merged in."""
-
-    name: str
-    context: Path  # absolute, resolved
-    dockerfile: Path  # absolute, resolved
-    context_rel: str  # posix path relative to the stack root, as written
-    dockerfile_rel: str  # posix path relative to the stack root
-    depends_on: tuple[str, ...] = ()
-    build_args: Mapping[str, str] = field(default_factory=dict)  # defaults overlaid
-    labels: Mapping[str, str] = field(default_factory=dict)  # defaults overlaid
-    target: str | None = None
-    platform: str | None = None
-    tags: tuple[str, ...] = ()  # templates: {fingerprint12} {git_sha} {date}
-    secrets: Mapping[str, str] = field(default_factory=dict)  # id -> "env:NAME" | "file:PATH"
-    location: Location = Location(1, 1)  # the image's key under images:
-    # where individual keys sit, for errors found later (unknown depends_on, cycles)
-    key_locations: Mapping[str, Location] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Builder:
-    """One Docker engine of the builder pool."""
-
-    url: str
-    slots: int = 1
-    name: str | None = None
-    # ca_cert, client_cert, client_key: absolute paths; verify: bool
-    tls: Mapping[str, str | bool] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Stack:
-    """The whole validated manifest."""
-
-    path: Path  # absolute path of stack.yaml
-    root: Path  # its directory; nothing may escape it
-    version: int
-    registry: str | None
-    images: Mapping[str, ImageSpec]  # in file order
-    builders: tuple[Builder, ...] = ()
-    backend: str = "docker"  # "docker" (SDK, classic builder) | "buildkit"
-    locations: Mapping[str, Location] = field(default_factory=dict)  # top-level keys
-    given_path: str = ""  # stack.yaml as the user named it (for messages); "" if unknown
-
-    def reference(self, name: str) -> str:
-        """The repository name image ``name`` is built as: ``<registry>/name`` or ``name``."""
-        return f"{self.registry}/{name}" if self.registry else name
-
-    @property
-    def display_path(self) -> str:
-        """How errors name the file: as the user gave it, else relative to the cwd if possible."""
-        if self.given_path:
-            return self.given_path
-        try:
-            return str(self.path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(self.path)
-
-
-# --- tag templates -------------------------------------------------------------------
-
-TAG_PLACEHOLDERS: Mapping[str, str] = {
-    "fingerprint12": "first 12 hex digits of the image's fingerprint",
-    "git_sha": "the full 40-hex commit of the stack's git checkout",
-    "date": "the UTC build date as YYYYMMDD",
-}
-# Worst-case values (longest) for checking that a template expands to a valid tag.
-_TAG_SAMPLES = {"fingerprint12": "0" * 12, "git_sha": "0" * 40, "date": "20240131"}
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_DOCKER_TAG = re.compile(TAG)
-
-
-def render_tag(template: str, values: Mapping[str, str]) -> str:
-    """Fill the ``{placeholders}`` of a tag template (``values`` keyed like TAG_PLACEHOLDERS)."""
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-
-
-@functools.lru_cache(maxsize=4096)  # stacks repeat the same few templates
-def tag_template_problem(template: str) -> str | None:
-    """What is wrong with a tag template and how to fix it, or None if it is valid."""
-    for placeholder in _PLACEHOLDER.findall(template):
-        if placeholder not in TAG_PLACEHOLDERS:
-            close = difflib.get_close_matches(placeholder, list(TAG_PLACEHOLDERS), n=1)
-            known = ", ".join("{" + p + "}" for p in TAG_PLACEHOLDERS)
-            fix = f"did you mean {{{close[0]}}}?" if close else f"use {known}"
-            return f"unknown placeholder {{{placeholder}}}; {fix}"
-    sample = render_tag(template, _TAG_SAMPLES)
-    if _DOCKER_TAG.fullmatch(sample):
-        return None
-    return (
-        f"it does not make a valid Docker tag (filled in: {sample!r}); a tag starts with a "
-        "letter, digit or '_', then holds letters, digits, '_', '.', '-', 128 characters at most"
-    )
-
-
-# --- the JSON Schema -------------------------------------------------------------------
-
-
-@functools.cache
-def schema() -> dict[str, Any]:
-    """The JSON Schema of stack.yaml shipped with the package (draft 2020-12)."""
-    text = (resources.files("stackbuild") / "schema" / "stack.schema.json").read_text("utf-8")
-    return json.loads(text)
-
-
-@functools.cache
-def _validator() -> Any:
-    from jsonschema import Draft202012Validator  # lazy: ~70 ms of start-up
-
-    return Draft202012Validator(schema())
-
-
-# jsonschema needs ~0.9 s for a 10,000-image manifest (and ~70 ms to import). So a valid
-# manifest is first checked by closures compiled from the same schema file for the few
-# keywords it uses; they answer "certainly valid" or "not sure". Only then, which means
-# for manifests with mistakes, does jsonschema run, and it alone decides and explains.
-# A keyword the closures do not know disables them: the schema can grow safely.
-
-_ANNOTATIONS = frozenset(
-    {"$schema", "$id", "$defs", "title", "description", "examples", "default"}
-    | {"patternErrorMessage"}
-)
-_OBJECT_KEYWORDS = frozenset(
-    {"properties", "additionalProperties", "required", "propertyNames", "minProperties"}
-)
-_ARRAY_KEYWORDS = frozenset({"items", "minItems", "uniqueItems"})
-_STRING_KEYWORDS = frozenset({"pattern", "minLength"})
-_PY_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),  # floats such as 1.0 are left to jsonschema
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
-Check = Callable[[Any], bool]
-
-
-class _Unsupported(Exception):
-    """The schema uses a keyword the fast checker does not implement."""
-
-
-@functools.cache
-def _fast_checker() -> Check | None:
-    """``data -> True`` when ``data`` certainly satisfies the schema; None if unsupported."""
-    root = schema()
-    try:
-        return _compile(root, root, {})
-    except _Unsupported:
-        return None
-
-
-def _compile(node: dict[str, Any], root: dict[str, Any], refs: dict[str, Check]) -> Check:
-    checks: list[Check] = []
-    for keyword, value in node.items():
-        if keyword in _ANNOTATIONS or keyword in _OBJECT_KEYWORDS:
-            continue
-        if keyword in _ARRAY_KEYWORDS or keyword in _STRING_KEYWORDS:
-            continue
-        if keyword == "$ref":
-            checks.append(_compile_ref(value, root, refs))
-        elif keyword == "type":
-            checks.append(_type_check(value))
-        elif keyword in ("enum", "const"):
-            options = tuple(value) if keyword == "enum" else (value,)
-            checks.append(lambda x, o=options: any(type(x) is type(v) and x == v for v in o))
-        elif keyword == "minimum":
-            checks.append(
-                lambda x, m=value: type(x) not in (int, float) or x >= m  # bools: not numbers
-            )
-        else:
-            raise _Unsupported(keyword)
-    if _OBJECT_KEYWORDS.intersection(node):
-        checks.append(_object_check(node, root, refs))
-    if _ARRAY_KEYWORDS.intersection(node):
-        checks.append(_array_check(node, root, refs))
-    if _STRING_KEYWORDS.intersection(node):
-        checks.append(_string_check(node))
-    if len(checks) == 1:
-        return checks[0]
-
-    return lambda x: all(check(x) for check in checks)
-
-
-def _compile_ref(ref: str, root: dict[str, Any], refs: dict[str, Check]) -> Check:
-    if ref not in refs:
-        if not ref.startswith("#/"):
-            raise _Unsupported(ref)
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target[part]
-        cell: list[Check] = []
-        refs[ref] = lambda x: cell[0](x)  # placeholder first: refs may be recursive
-        cell.append(_compile(target, root, refs))
-        refs[ref] = cell[0]
-    return refs[ref]
-
-
-def _type_check(types: str | list[str]) -> Check:
-    names = [types] if isinstance(types, str) else types
-    allowed = frozenset(t for name in names for t in _PY_TYPES[name])
-    return lambda x: type(x) in allowed  # exact types: the YAML loader makes no subclasses
-
-
-def _object_check(node: dict[str, Any], root: dict[str, Any], refs: dict[str, Check]) -> Check:
-    properties = {k: _compile(v, root, refs) for k, v in node.get("properties", {}).items()}
-    extra_schema = node.get("additionalProperties", True)
-    reject_extra = extra_schema is False
-    extra = _compile(extra_schema, root, refs) if isinstance(extra_schema, dict) else None
-    names = _compile(node["propertyNames"], root, refs) if "propertyNames" in node else None
-    required = tuple(node.get("required", ()))
-    min_properties = node.get("minProperties", 0)
-
-    def check(x: Any) -> bool:
-        if type(x) is not dict:
-            return True  # object keywords do not apply to other types
-        if len(x) < min_properties:
-            return False
-        for key in required:
-            if key not in x:
-                return False
-        for key, value in x.items():
-            if names is not None and not names(key):
-                return False
-            check_value = properties.get(key)
-            if check_value is None:
-                if reject_extra or (extra is not None and not extra(value)):
-                    return False
-            elif not check_value(value):
-                return False
-        return True
-
-    return check
-
-
-def _array_check(node: dict[str, Any], root: dict[str, Any], refs: dict[str, Check]) -> Check:
-    items = _compile(node["items"], root, refs) if "items" in node else None
-    min_items = node.get("minItems", 0)
-    unique = node.get("uniqueItems", False)
-
-    def check(x: Any) -> bool:
-        if type(x) is not list:
-            return True
-        if len(x) < min_items:
-            return False
-        if items is not None:
-            for item in x:
-                if not items(item):
-                    return False
-        # only strings are compared here; anything else is jsonschema's call
-        return not unique or (all(type(i) is str for i in x) and len(set(x)) == len(x))
-
-    return check
-
-
-def _string_check(node: dict[str, Any]) -> Check:
-    pattern = re.compile(node["pattern"]) if "pattern" in node else None
-    min_length = node.get("minLength", 0)
-
-    def check(x: Any) -> bool:
-        if type(x) is not str:
-            return True
-        if len(x) < min_length:
-            return False
-        return pattern is None or pattern.search(x) is not None  # jsonschema uses search
-
-    return check
-
-
-# --- load_stack ------------------------------------------------------------------------
+from stackbuild.manifest.model import EngineSpec, ImageSpec, Location, Stack
+from stackbuild.manifest.schema import check_schema, value_kind
+from stackbuild.manifest.yaml import YamlDocument, YamlPath, load_yaml_file
+from stackbuild.refs import tag_template_problem
 
 
 def load_stack(path: str | Path) -> Stack:
     """Read, validate and return the manifest at ``path``; raise ``ManifestError``."""
-    from stackbuild.manifest.yaml import load_yaml_file  # lazy: keeps `import manifest` cheap
-
     display = os.fspath(path)
     absolute = Path(path).absolute()
     root = absolute.parent.resolve()
@@ -373,209 +83,13 @@ def _load(doc: YamlDocument, stack_path: Path, root: Path) -> Stack:
     if not isinstance(doc.data, dict):
         raise doc.error(
             f"the top level of {display} must be a mapping (`key: value` lines), "
-            f"got {_kind(doc.data)}; start it with `version: 1` and an `images:` mapping"
+            f"got {value_kind(doc.data)}; start it with `version: 1` and an `images:` mapping"
         )
-    _check_schema(doc)
-    return _Builder(doc, stack_path, root).build()
-
-
-def _check_schema(doc: YamlDocument) -> None:
-    checker = _fast_checker()
-    if checker is not None and checker(doc.data):
-        return  # certainly valid: no need to import and run jsonschema
-    errors = list(_validator().iter_errors(doc.data))
-    if not errors:
-        return
-    # A typo such as `contxt:` yields "unknown key" and "'context' missing" for one
-    # mapping; the unknown key is the cause, so the missing-key error is dropped.
-    unknown_in = {tuple(e.absolute_path) for e in errors if e.validator == "additionalProperties"}
-    problems: list[tuple[Location, str]] = []
-    for error in errors:
-        path = tuple(error.absolute_path)
-        if error.validator == "required" and path in unknown_in:
-            continue
-        problems.extend(_explain(error, path, doc))
-    if not problems:  # cannot happen with today's schema; never a traceback either way
-        first = errors[0]
-        path = tuple(first.absolute_path)
-        problems.append((doc.location(path), f"{_describe(path)}: {first.message}"))
-    loc, message = min(problems, key=lambda p: (p[0].line, p[0].col))
-    raise ManifestError(message, doc.display_path, loc.line, loc.col)
-
-
-_TYPE_WORDS = {
-    "object": "a mapping",
-    "array": "a list",
-    "string": "a string",
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "true or false",
-    "null": "nothing",
-}
-
-
-def _explain(error: ValidationError, path: YamlPath, doc: YamlDocument) -> Iterator[tuple]:
-    """Yield (location, message) for one jsonschema error, in words a person can act on."""
-    kind = error.validator
-    instance = error.instance
-    sub = error.schema if isinstance(error.schema, dict) else {}
-    where = _describe(path)
-    if path == ("version",):
-        message = f"unsupported version {_show(instance)}; this stackbuild reads version 1"
-        yield doc.location(path), message + ": write `version: 1`"
-    elif kind == "additionalProperties":
-        allowed = list(sub.get("properties", {}))
-        inside = "at the top level" if not path else f"in {where}"
-        for key in instance:
-            if key in allowed:
-                continue
-            close = difflib.get_close_matches(key, allowed, n=1)
-            fix = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else f"remove it; valid keys are: {', '.join(allowed)}"
-            )
-            yield doc.key_location(path + (key,)), f"unknown key {key!r} {inside}; {fix}"
-    elif kind == "required":
-        for key in error.validator_value:
-            if key not in instance:
-                owner = doc.display_path if not path else where
-                example = _example(sub.get("properties", {}).get(key, {}))
-                add = f"add it, e.g. `{key}: {example}`" if example else "add it"
-                yield doc.key_location(path), f"{owner} has no {key!r}; {add}"
-                break
-    elif kind == "type":
-        if path == ("images",) and instance is None:
-            yield doc.location(path), _EMPTY_IMAGES
-            return
-        if len(path) == 2 and path[0] == "images":  # `name:` with nothing or a path under it
-            name = path[1]
-            problem = (
-                f"image {name!r} is empty"
-                if instance is None
-                else f"expected a mapping for image {name!r}, got {_kind(instance)}"
-            )
-            fix = f"indent its settings under it, e.g. `{name}: {{context: images/{name}}}`"
-            yield doc.location(path), f"{problem}; {fix}"
-            return
-        types = error.validator_value
-        types = types if isinstance(types, list) else [types]
-        words = [_TYPE_WORDS.get(t, t) for t in types]
-        expected = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-        example = _example(sub)
-        fix = f"write e.g. {example}" if example else f"write {expected} here"
-        yield doc.location(path), f"expected {expected} for {where}, got {_kind(instance)}; {fix}"
-    elif kind in ("enum", "const"):
-        options = error.validator_value if kind == "enum" else [error.validator_value]
-        names = [str(o) for o in options]
-        close = difflib.get_close_matches(str(instance), names, n=1)
-        fix = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(names)}"
-        yield doc.location(path), f"{where} {_show(instance)} is not supported; {fix}"
-    elif kind in ("minProperties", "minItems"):
-        if path == ("images",):
-            yield doc.location(path), _EMPTY_IMAGES
-        elif path == ("builders",):
-            yield doc.location(path), _EMPTY_BUILDERS
-        else:
-            yield doc.location(path), f"{where} is empty; add an entry or remove it"
-    elif kind == "minLength":
-        if "propertyNames" in error.relative_schema_path:
-            yield doc.key_location(path + (instance,)), f"empty key in {where}; give it a name"
-            return
-        example = _example(sub)
-        fix = f"write e.g. {example}" if example else "write a value or remove the key"
-        yield doc.location(path), f"{where} is empty; {fix}"
-    elif kind == "minimum":
-        minimum = error.validator_value
-        yield doc.location(path), f"{where} must be at least {minimum}, got {_show(instance)}"
-    elif kind == "pattern":
-        message = sub.get("patternErrorMessage", f"must match {error.validator_value}")
-        if "propertyNames" in error.relative_schema_path:
-            # jsonschema reports a bad key at its mapping's path; the key is the instance
-            subject = _KEY_SUBJECTS.get(path[-1] if path else "", f"key in {where}")
-            yield doc.key_location(path + (instance,)), f"{subject} {instance!r} {message}"
-        else:
-            yield doc.location(path), f"{where} ({_show(instance)}) {message}"
-    elif kind == "uniqueItems":
-        seen: set[Any] = set()
-        for index, item in enumerate(instance):
-            marker = json.dumps(item, sort_keys=True)
-            if marker in seen:
-                message = f"{_show(item)} is listed twice in {where}; remove one"
-                yield doc.location(path + (index,)), message
-                return
-            seen.add(marker)
-    else:  # keywords the schema does not use today; still located and explained
-        hint = sub.get("description", "see stackbuild/schema/stack.schema.json")
-        yield doc.location(path), f"{where}: {error.message}; {hint}"
-
-
-_EMPTY_IMAGES = "images: is empty; add at least one image, e.g. `base: {context: images/base}`"
-_EMPTY_BUILDERS = (
-    "builders: is empty; list at least one engine, or remove builders: to use the local engine"
-)
-_KEY_SUBJECTS = {
-    "images": "image name",
-    "build_args": "build arg name",
-    "secrets": "secret id",
-}
-
-
-def _describe(path: YamlPath) -> str:
-    """How a message names the value at ``path``: "tags[0] of image 'httpd'", "registry"."""
-    if not path:
-        return "the top level"
-    if path[0] == "images" and len(path) >= 2:
-        name = f"image {path[1]!r}"
-        return name if len(path) == 2 else f"{_dotted(path[2:])} of {name}"
-    return _dotted(path)
-
-
-def _dotted(path: YamlPath) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing (the value is empty)"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int | float):
-        return f"a number ({value})"
-    if isinstance(value, str):
-        return f"a string ({_show(value)})"
-    return "a list" if isinstance(value, list) else "a mapping"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    return str(value) if isinstance(value, int | float) else _flow(value)
-
-
-def _example(subschema: Mapping[str, Any]) -> str | None:
-    examples = subschema.get("examples")
-    return _flow(examples[0]) if examples else None
+    check_schema(doc)
+    return StackChecker(doc, stack_path, root).build()
 
 
 _ABSOLUTE = re.compile(r"[/\\]|[A-Za-z]:[/\\]")  # posix, rooted/UNC, drive-letter paths
-_PLAIN = re.compile(r"[A-Za-z0-9_./:-]+")
-
-
-def _flow(value: Any) -> str:
-    """Render a schema example as YAML flow text, e.g. ``{context: images/base}``."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_flow(k)}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_flow(v) for v in value) + "]"
-    if isinstance(value, str):
-        return value if _PLAIN.fullmatch(value) else json.dumps(value)
-    return json.dumps(value)
 
 
 class _KeyLocations(Mapping[str, Location]):
@@ -631,7 +145,7 @@ class _KeyLocations(Mapping[str, Location]):
 # --- from validated data to dataclasses ---------------------------------------------------
 
 
-class _Builder:
+class StackChecker:
     """Checks what the schema cannot (paths, references, tags) and builds the Stack."""
 
     def __init__(self, doc: YamlDocument, stack_path: Path, root: Path) -> None:
@@ -698,7 +212,7 @@ class _Builder:
                 out[key] = text if text is not None else str(value)
         return out
 
-    def builders(self, entries: list[dict[str, Any]]) -> tuple[Builder, ...]:
+    def builders(self, entries: list[dict[str, Any]]) -> tuple[EngineSpec, ...]:
         out = []
         first_by_name: dict[str, int] = {}
         for index, entry in enumerate(entries):
@@ -714,7 +228,7 @@ class _Builder:
             tls: dict[str, str | bool] = {}
             for key, value in entry.get("tls", {}).items():
                 tls[key] = value if isinstance(value, bool) else str(self.outside_path(value))
-            out.append(Builder(entry["url"], entry.get("slots", 1), name, tls))
+            out.append(EngineSpec(entry["url"], entry.get("slots", 1), name, tls))
         return tuple(out)
 
     def outside_path(self, written: str) -> Path:
