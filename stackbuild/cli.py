@@ -86,7 +86,7 @@ from stackbuild.errors import (
     UsageError,
 )
 from stackbuild.graph import build_graph
-from stackbuild.manifest import Builder, Stack, load_stack
+from stackbuild.manifest import EngineSpec, Stack, load_stack
 from stackbuild.run import archive
 from stackbuild.run.build import BuildOptions, BuildRun
 from stackbuild.run.existing import existing_images
@@ -188,7 +188,7 @@ def _open_backend(kind: str = "docker") -> Backend:
 def _open_pool(stack: Stack, builders, kind: str, from_options: bool = False) -> EnginePool:
     """The pool of ``builders``, each engine building with the ``kind`` builder."""
 
-    def engine(spec: Builder) -> Backend:
+    def engine(spec: EngineSpec) -> Backend:
         return open_backend(kind, spec.url, spec.tls, spec.name or spec.url)
 
     return open_pool(stack, builders, engine, _warn, from_options=from_options)

@@ -17,7 +17,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from stackbuild.errors import LockfileError
+import yaml
+
+from stackbuild.errors import LockfileError, ManifestError
+from stackbuild.manifest.yaml import load_yaml
 from stackbuild.state import atomic_write
 
 LOCK_NAME = "stack.lock"
@@ -47,9 +50,6 @@ def read_lock(path: Path) -> dict[str, str]:
     # The strict loader of stack.yaml, not yaml.safe_load: it locates every value, and it
     # never raises anything but a ManifestError, whatever the bytes (safe_load crashed on
     # non-UTF-8 bytes, `version: 2001-02-30`, `!!int x` and 5,000-digit numbers).
-    from stackbuild.errors import ManifestError
-    from stackbuild.yaml_loader import load_yaml
-
     display = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -82,7 +82,7 @@ def read_lock(path: Path) -> dict[str, str]:
     if not isinstance(upstream, dict):
         raise fail("'upstream' must map references to digests", ("upstream",))
     pins: dict[str, str] = {}
-    for ref, digest in upstream.items():  # keys are always strings (see yaml_loader)
+    for ref, digest in upstream.items():  # keys are always strings (see manifest.yaml)
         if not isinstance(digest, str) or not _DIGEST.match(digest):
             raise fail(
                 f"upstream {_brief(ref)} is pinned to {_brief(digest)}, which is not a digest "
@@ -105,8 +105,6 @@ def _brief(value: object) -> str:
 
 def render_lock(pins: Mapping[str, str]) -> str:
     """The file's text: header, version, references sorted."""
-    import yaml
-
     body = {"version": LOCK_VERSION, "upstream": {ref: pins[ref] for ref in sorted(pins)}}
     return HEADER + yaml.safe_dump(body, sort_keys=False, default_flow_style=False, width=1000)
 

@@ -51,7 +51,7 @@ from stackbuild.errors import (
     RegistryNotFound,
     UsageError,
 )
-from stackbuild.manifest import Builder, Stack
+from stackbuild.manifest import EngineSpec, Stack
 from stackbuild.refs import split_reference
 from stackbuild.run.existing import find_existing, fingerprint_ref
 from stackbuild.run.registry import RegistryHooks, RetryPolicy, with_logged_retries
@@ -429,7 +429,7 @@ _ADDRESS_HINT = (
 )
 
 
-def parse_builder(text: str, default_slots: int) -> Builder:
+def parse_builder(text: str, default_slots: int) -> EngineSpec:
     """``--builder URL[=SLOTS]``: an engine address, and how many builds it runs at once.
 
     Whatever follows the last ``=`` is SLOTS (an address has no ``=``), so a typo
@@ -458,10 +458,10 @@ def parse_builder(text: str, default_slots: int) -> Builder:
     except ValueError as error:
         message = f"--builder {text!r}: not a valid address ({error}); {_ADDRESS_HINT}"
         raise UsageError(message) from None
-    return Builder(url, count)
+    return EngineSpec(url, count)
 
 
-def pool_builders(stack: Stack, options: Sequence[str], jobs: int) -> tuple[Builder, ...]:
+def pool_builders(stack: Stack, options: Sequence[str], jobs: int) -> tuple[EngineSpec, ...]:
     """The engines to build on: ``--builder`` options, else stack.yaml's ``builders:``;
     empty for the default single engine (``docker.from_env()`` with ``-j`` slots)."""
     if options:
@@ -471,8 +471,8 @@ def pool_builders(stack: Stack, options: Sequence[str], jobs: int) -> tuple[Buil
 
 def open_pool(
     stack: Stack,
-    builders: Sequence[Builder],
-    open_backend: Callable[[Builder], Backend],
+    builders: Sequence[EngineSpec],
+    open_backend: Callable[[EngineSpec], Backend],
     warn: Callable[[str], None],
     from_options: bool = False,
 ) -> EnginePool:

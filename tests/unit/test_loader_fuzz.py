@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stackbuild import yaml_loader
 from stackbuild.errors import ManifestError, StackbuildError
 from stackbuild.lockfile import LockfileError, read_lock, render_lock
 from stackbuild.manifest import load_stack
+from stackbuild.manifest import yaml as yaml_loader
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_STACK = (REPO / "stack.yaml").read_bytes()

@@ -23,7 +23,7 @@ from stackbuild.errors import (
     RegistryNotFound,
     UsageError,
 )
-from stackbuild.manifest import Builder, load_stack
+from stackbuild.manifest import EngineSpec, load_stack
 from stackbuild.refs import fingerprint12
 from stackbuild.run.build import BuildOptions, BuildRun
 from stackbuild.run.existing import existing_images
@@ -202,9 +202,9 @@ def test_engines_need_distinct_names() -> None:
 
 
 def test_parse_builder() -> None:
-    assert parse_builder("unix:///run/d.sock", 3) == Builder("unix:///run/d.sock", 3)
-    assert parse_builder("tcp://h:2376=4", 3) == Builder("tcp://h:2376", 4)
-    assert parse_builder("ssh://me@host=1", 2) == Builder("ssh://me@host", 1)
+    assert parse_builder("unix:///run/d.sock", 3) == EngineSpec("unix:///run/d.sock", 3)
+    assert parse_builder("tcp://h:2376=4", 3) == EngineSpec("tcp://h:2376", 4)
+    assert parse_builder("ssh://me@host=1", 2) == EngineSpec("ssh://me@host", 1)
     for bad in ("host:2375", "tcp://h=0", "unix://"):
         with pytest.raises(UsageError, match="--builder"):
             parse_builder(bad, 1)
@@ -236,7 +236,7 @@ def test_cli_job_limit_is_the_pool_slot_limit() -> None:
     from stackbuild.run.pool import MAX_SLOTS
 
     assert MAX_JOBS == MAX_SLOTS
-    assert parse_builder("tcp://[::1]:2376=1024", 1) == Builder("tcp://[::1]:2376", 1024)
+    assert parse_builder("tcp://[::1]:2376=1024", 1) == EngineSpec("tcp://[::1]:2376", 1024)
 
 
 def write_stack(root: Path, dockerfiles: dict[str, str], extra: str = "") -> Path:
@@ -265,7 +265,7 @@ def test_several_builders_without_a_registry_are_refused_at_the_builders_line(
         open_pool(stack, pool_builders(stack, ("unix:///a", "unix:///b"), 2), FakeEngine, print,
                   from_options=True)  # fmt: skip
     # --builder replaces stack.yaml's builders; none at all means the default engine
-    assert pool_builders(stack, ("unix:///c=2",), 5) == (Builder("unix:///c", 2),)
+    assert pool_builders(stack, ("unix:///c=2",), 5) == (EngineSpec("unix:///c", 2),)
     (tmp_path / "x").mkdir()
     assert pool_builders(load_stack(write_stack(tmp_path / "x", {"y": "FROM scratch\n"})),
                          (), 5) == ()  # fmt: skip
@@ -277,20 +277,21 @@ def test_engines_that_do_not_answer_are_left_out(
     fakes = {url: FakeEngine(url, {}) for url in ("unix:///up", "unix:///down")}
     fakes["unix:///down"].dead = True
 
-    def engine(spec: Builder) -> FakeEngine:
+    def engine(spec: EngineSpec) -> FakeEngine:
         return fakes[spec.url]
 
     stack = load_stack(write_stack(tmp_path, {"base": "FROM scratch\n"}, extra="registry: r\n"))
     warnings: list[str] = []
-    pool = open_pool(stack, [Builder("unix:///up", 2, "up"), Builder("unix:///down", 1)],
+    pool = open_pool(stack, [EngineSpec("unix:///up", 2, "up"), EngineSpec("unix:///down", 1)],
                      engine, warnings.append)  # fmt: skip
     assert [e.name for e in pool.engines] == ["up"]
     assert warnings == ["warning: leaving engine unix:///down out of the pool: "
                         "cannot reach the Docker engine at unix:///down"]  # fmt: skip
     assert pool.notes() == ["engine unix:///down did not answer at the start; built without it"]
     fakes["unix:///up"].dead = True
+    specs = [EngineSpec("unix:///up", 1), EngineSpec("unix:///down", 1)]
     with pytest.raises(EngineUnreachable, match="no engine of the pool answers"):
-        open_pool(stack, [Builder("unix:///up", 1), Builder("unix:///down", 1)], engine, print)
+        open_pool(stack, specs, engine, print)
 
 
 # -- BuildRun on a pool ------------------------------------------------------------------

@@ -38,7 +38,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import ScalarNode
 
 from stackbuild.errors import ManifestError
-from stackbuild.manifest import Location
+from stackbuild.manifest.model import Location
 
 MAX_BYTES = 10 * 1024 * 1024  # far beyond any real stack; bounds memory and time
 MAX_DEPTH = 64  # stack.yaml needs 5; deeper nesting is a mistake or an attack
@@ -152,7 +152,7 @@ def load_yaml(source: bytes | str, display_path: str) -> YamlDocument:
         raise _character_error(text, bad.start(), display_path)
     loader = _Loader(text)
     try:
-        return _Builder(loader, display_path, text).build()
+        return _EventReader(loader, display_path, text).read()
     except yaml.MarkedYAMLError as e:
         raise _syntax_error(e, text, display_path) from None
     except yaml.YAMLError as e:  # ReaderError: no mark, only an offset (cannot happen now)
@@ -265,8 +265,8 @@ def _syntax_error(e: yaml.MarkedYAMLError, text: str, display_path: str) -> Mani
     return ManifestError(f"invalid YAML: {problem}{context}; {hint}", display_path, line, col)
 
 
-class _Builder:
-    """Turns the parser's event stream into values and location tables, iteratively."""
+class _EventReader:
+    """Reads the parser's event stream into values and location tables, iteratively."""
 
     def __init__(self, loader: Any, display_path: str, text: str = "") -> None:
         self.loader = loader
@@ -280,7 +280,7 @@ class _Builder:
         line, col = _mark_line_col(mark, self.text)
         return ManifestError(message, self.display_path, line, col)
 
-    def build(self) -> YamlDocument:
+    def read(self) -> YamlDocument:
         get_event = self.loader.get_event
         get_event()  # StreamStart
         event = get_event()

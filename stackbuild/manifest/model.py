@@ -1,0 +1,82 @@
+"""The validated stack.yaml as frozen dataclasses: ``Stack``, ``ImageSpec``, ``EngineSpec``.
+
+The bottom of ``stackbuild.manifest``: no I/O and no stackbuild imports, so every stage
+can use these types without paying for YAML or JSON Schema. ``load.load_stack`` makes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# builders[].tls: ca_cert, client_cert, client_key (absolute paths) and verify (a bool)
+TlsSettings = Mapping[str, str | bool]
+
+
+@dataclass(frozen=True)
+class Location:
+    """1-based line and column of a node in stack.yaml."""
+
+    line: int
+    col: int
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One entry of ``images:``, with ``defaults`` already merged in."""
+
+    name: str
+    context: Path  # absolute, resolved
+    dockerfile: Path  # absolute, resolved
+    context_rel: str  # posix path relative to the stack root, as written
+    dockerfile_rel: str  # posix path relative to the stack root
+    depends_on: tuple[str, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)  # defaults overlaid
+    labels: Mapping[str, str] = field(default_factory=dict)  # defaults overlaid
+    target: str | None = None
+    platform: str | None = None
+    tags: tuple[str, ...] = ()  # templates: {fingerprint12} {git_sha} {date}
+    secrets: Mapping[str, str] = field(default_factory=dict)  # id -> "env:NAME" | "file:PATH"
+    location: Location = Location(1, 1)  # the image's key under images:
+    # where individual keys sit, for errors found later (unknown depends_on, cycles)
+    key_locations: Mapping[str, Location] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One entry of ``builders:``: a Docker engine of the builder pool, and its slots."""
+
+    url: str
+    slots: int = 1
+    name: str | None = None
+    tls: TlsSettings = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The whole validated manifest."""
+
+    path: Path  # absolute path of stack.yaml
+    root: Path  # its directory; nothing may escape it
+    version: int
+    registry: str | None
+    images: Mapping[str, ImageSpec]  # in file order
+    builders: tuple[EngineSpec, ...] = ()
+    backend: str = "docker"  # "docker" (SDK, classic builder) | "buildkit"
+    locations: Mapping[str, Location] = field(default_factory=dict)  # top-level keys
+    given_path: str = ""  # stack.yaml as the user named it (for messages); "" if unknown
+
+    def reference(self, name: str) -> str:
+        """The repository name image ``name`` is built as: ``<registry>/name`` or ``name``."""
+        return f"{self.registry}/{name}" if self.registry else name
+
+    @property
+    def display_path(self) -> str:
+        """How errors name the file: as the user gave it, else relative to the cwd if possible."""
+        if self.given_path:
+            return self.given_path
+        try:
+            return str(self.path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(self.path)
