@@ -40,6 +40,9 @@ class Step:
     parents: tuple[str, ...]
     upstream: Mapping[str, str]  # reference -> pinned digest ("" when unpinned)
     inputs: ImageInputs | None = field(default=None, compare=False, repr=False)
+    # the image's Dockerfile warnings, located ("images/x/Dockerfile:3: ..."); they do not
+    # change the action, but an edge BuildKit would see may be missing
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -51,6 +54,7 @@ class Step:
                 {"ref": ref, "digest": digest or None} for ref, digest in self.upstream.items()
             ],
             "fingerprint": self.fingerprint,
+            "warnings": list(self.warnings),
         }
 
 
