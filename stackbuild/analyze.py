@@ -259,6 +259,9 @@ def _trigger_warnings(
     return warnings
 
 
+NOTES_FORMAT = 1
+
+
 def _notes_stamp() -> list[object]:
     # notes written by another version of this file are not trusted
     try:
@@ -266,9 +269,6 @@ def _notes_stamp() -> list[object]:
         return [NOTES_FORMAT, status.st_size, status.st_mtime_ns]
     except (OSError, TypeError):
         return [NOTES_FORMAT, None]
-
-
-NOTES_FORMAT = 1
 
 
 def notes_cache_path(state: StateDir) -> Path:
