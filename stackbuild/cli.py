@@ -265,7 +265,9 @@ def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refre
         backend, pool = _plan_engines(stack)
         fresh = refresh_upstreams(stack, targets, with_descendants, backend, _warn)
         analysis = fresh.analysis
-        result = fresh.plan(_existing_on(analysis, backend, pool), backend, force, _warn)
+        result = analysis.annotate(
+            fresh.plan(_existing_on(analysis, backend, pool), backend, force, _warn)
+        )
     else:
         analysis, result = _plan_now(ctx.stack_file, targets, with_descendants, force)
     if as_json and fresh:
@@ -276,6 +278,9 @@ def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refre
         if fresh:
             click.echo(fresh.header())
         click.echo(render.plan_text(result, analysis.stack.display_path))
+        warnings = render.plan_warnings(result)
+        if warnings:  # on stderr: stdout stays the table
+            _warn(warnings)
 
 
 def _install_stop_handlers(stop) -> None:
@@ -457,10 +462,11 @@ def why(ctx: Context, image: str, offline: bool) -> None:
 
     if offline:
 
-        result = analyze(ctx.stack_file, [image]).plan(None)
+        analysis = analyze(ctx.stack_file, [image])
+        result = analysis.plan(None)
     else:  # the very plan `plan` shows: same pins, same engines
-        _analysis, result = _plan_now(ctx.stack_file, [image], False)
-    click.echo(render.why_text(result, image))
+        analysis, result = _plan_now(ctx.stack_file, [image], False)
+    click.echo(render.why_text(result, image, analysis.notes_of(image)))
 
 
 def _graph(ctx: Context):

@@ -53,6 +53,24 @@ class DockerfileInfo:
     stages: tuple[str, ...]  # names declared with AS, lower-cased
     # human-readable notes ("line 3: FROM: variable BASE is not set ..."), for plan output
     warnings: tuple[str, ...] = ()
+    # the ONBUILD triggers of the stage that becomes the image (the target, else the last):
+    # they make no edge here but run in every image built FROM this one
+    onbuild: tuple[Onbuild, ...] = ()
+    # every FROM of a counted stage that names an image (not a stage), in file order and
+    # not deduplicated as ``references`` are: a child runs a parent's ONBUILD triggers
+    # only when a stage of it is built FROM that parent
+    bases: tuple[ImageReference, ...] = ()
+
+
+@dataclass(frozen=True)
+class Onbuild:
+    """One ``ONBUILD`` instruction, e.g. ``ONBUILD COPY --from=assets . /app`` at line 7."""
+
+    trigger: str  # the instruction it defers, as written: "COPY --from=assets . /app"
+    line: int
+    # the ``--from`` / ``--mount from=`` operands as written: BuildKit reads them in the
+    # child's build, where they name a stage of the child's Dockerfile or an image
+    names: tuple[str, ...] = ()
 
 
 def parse_dockerfile(
@@ -575,6 +593,23 @@ def _unquote(raw: str) -> str:
     return "".join(out)
 
 
+def _onbuild(rest: str, line: int) -> Onbuild:
+    """An ONBUILD line's trigger and the stages or images it names (read, never expanded:
+    they belong to the child's build)."""
+    words = rest.split(None, 1)
+    keyword, args = (words[0].lower(), words[1]) if len(words) == 2 else ("", "")
+    names: list[str] = []
+    if keyword in ("copy", "run") and args.startswith("--"):
+        for name, value in _flags(args)[0]:
+            if name == "from" and keyword == "copy":
+                names.append(value)
+            elif name == "mount" and keyword == "run":
+                source = _mount_from(value)
+                if source is not None:
+                    names.append(source)
+    return Onbuild(rest.strip(), line, tuple(names))
+
+
 def _mount_from(spec: str) -> str | None:
     """The ``from=`` of a ``--mount`` (CSV, any key order), for bind and cache mounts."""
     fields: dict[str, str] = {}
@@ -816,6 +851,7 @@ class _Analysis:
         self.names: list[str | None] = []  # per stage
         self.envs: list[dict[str, str]] = []  # per stage, ENV as of now
         self.warnings: list[str] = []
+        self.onbuild: list[tuple[int, Onbuild]] = []  # (stage, trigger)
 
     def run(self, text: str, target: str | None) -> DockerfileInfo:
         self.walk(text)
@@ -852,6 +888,8 @@ class _Analysis:
             self._arg(rest, escape, args if self.names else None, env)
         elif not self.names:
             pass  # Docker allows only ARG before the first FROM
+        elif keyword == "onbuild":
+            self.onbuild.append((len(self.names) - 1, _onbuild(rest, line)))
         elif keyword == "env":
             missing: list[str] = []
             scope = {**args, **env}
@@ -971,6 +1009,7 @@ class _Analysis:
                 found.append(ImageReference(use.value, use.instruction, use.line, use.stage))
             else:
                 self._warn(use, f"{use.value!r} is not an image reference; ignored")
+        output = len(self.names) - 1  # the stage that becomes the image
         if target is not None and self.names:
             wanted = by_name.get(target.lower())
             if wanted is None:
@@ -984,6 +1023,8 @@ class _Analysis:
                         reached.add(stage)
                         todo.append(stage)
                 found = [reference for reference in found if reference.stage in reached]
+                output = wanted
+        bases = tuple(reference for reference in found if reference.instruction == "FROM")
         unique: dict[str, ImageReference] = {}
         for reference in found:
             unique.setdefault(reference.ref, reference)
@@ -991,6 +1032,8 @@ class _Analysis:
             references=tuple(unique.values()),
             stages=tuple(name for name in self.names if name),
             warnings=tuple(self.warnings),
+            onbuild=tuple(trigger for stage, trigger in self.onbuild if stage == output),
+            bases=bases,
         )
 
     def _warn(self, use: _Use, message: str) -> None:

@@ -40,6 +40,9 @@ class Step:
     parents: tuple[str, ...]
     upstream: Mapping[str, str]  # reference -> pinned digest ("" when unpinned)
     inputs: ImageInputs | None = field(default=None, compare=False, repr=False)
+    # the image's Dockerfile warnings, located ("images/x/Dockerfile:3: ..."); they do not
+    # change the action, but an edge BuildKit would see may be missing
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -51,6 +54,7 @@ class Step:
                 {"ref": ref, "digest": digest or None} for ref, digest in self.upstream.items()
             ],
             "fingerprint": self.fingerprint,
+            "warnings": list(self.warnings),
         }
 
 
@@ -230,3 +234,62 @@ def make_plan(
             )
         )
     return Plan(tuple(steps))
+
+
+# --------------------------------------------------------------------------- notes
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """An ONBUILD trigger of an image's Dockerfile, located."""
+
+    image: str  # the image whose Dockerfile declares it
+    location: str  # "images/base/Dockerfile:4"
+    trigger: str  # "COPY . /app"
+
+
+@dataclass(frozen=True)
+class Inherited:
+    """An in-stack parent's ONBUILD triggers, seen from a child."""
+
+    parent: str
+    # where the child is built FROM the parent ("images/app/Dockerfile:1"); None when it
+    # uses the parent only through COPY --from / RUN --mount, where triggers do not run
+    via_from: str | None
+    triggers: tuple[Trigger, ...]
+
+
+@dataclass(frozen=True)
+class ImageNotes:
+    """What ``plan`` and ``why`` say about an image's Dockerfile besides build or skip."""
+
+    # "images/x/Dockerfile:3: FROM ...: variable BASE is not set ...", in file order
+    warnings: tuple[str, ...] = ()
+    onbuild: tuple[Trigger, ...] = ()  # its own: they run in every image built FROM it
+    inherited: tuple[Inherited, ...] = ()  # its in-stack parents' triggers
+
+    def to_json(self) -> list:
+        return [
+            list(self.warnings),
+            [[t.location, t.trigger] for t in self.onbuild],
+            [
+                [i.parent, i.via_from, [[t.image, t.location, t.trigger] for t in i.triggers]]
+                for i in self.inherited
+            ],
+        ]
+
+    @classmethod
+    def from_json(cls, image: str, data: list) -> ImageNotes:
+        warnings, onbuild, inherited = data
+        return cls(
+            tuple(map(str, warnings)),
+            tuple(Trigger(image, str(where), str(what)) for where, what in onbuild),
+            tuple(
+                Inherited(
+                    str(parent),
+                    None if via is None else str(via),
+                    tuple(Trigger(str(p), str(where), str(what)) for p, where, what in triggers),
+                )
+                for parent, via, triggers in inherited
+            ),
+        )

@@ -10,7 +10,10 @@ import json
 from collections.abc import Callable, Sequence
 
 from stackbuild.graph import StackGraph
-from stackbuild.plan import BUILD, Plan, short
+from stackbuild.plan import BUILD, ImageNotes, Plan, short
+
+# how many warnings of one image ``plan`` lists before pointing at ``why``
+MAX_PLAN_WARNINGS = 5
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
@@ -36,6 +39,21 @@ def plan_text(plan: Plan, stack_name: str) -> str:
         rows.append([step.action, step.image, short(step.fingerprint), reasons[0]])
         rows += [["", "", "", more] for more in reasons[1:]]
     lines.append(table(rows, ["ACTION", "IMAGE", "FINGERPRINT", "WHY"]))
+    return "\n".join(lines)
+
+
+def plan_warnings(plan: Plan) -> str:
+    """The plan's Dockerfile warnings, one a line, ``MAX_PLAN_WARNINGS`` per image at most
+    (``why IMAGE`` shows all); "" when there are none."""
+    lines = []
+    for step in plan:
+        shown = step.warnings[:MAX_PLAN_WARNINGS]
+        lines += [f"warning: {warning}" for warning in shown]
+        hidden = len(step.warnings) - len(shown)
+        if hidden:
+            lines.append(
+                f"warning: ... and {hidden} more for {step.image}: stackbuild why {step.image}"
+            )
     return "\n".join(lines)
 
 
@@ -146,7 +164,9 @@ def ls_rows(graph: StackGraph) -> list[list[str]]:
     ]
 
 
-def why_text(plan: Plan, image: str) -> str:
+def why_text(plan: Plan, image: str, notes: ImageNotes | None = None) -> str:
+    """The plan of one image in full; with ``notes``, also every warning of its Dockerfile
+    and the ONBUILD triggers it declares or runs."""
     step = plan.step(image)
     verdict = "will be built" if step.action == BUILD else "is up to date"
     lines = [f"{image} {verdict} ({step.fingerprint})"]
@@ -156,4 +176,33 @@ def why_text(plan: Plan, image: str) -> str:
     if step.upstream:
         pins = [f"{ref} @ {short(d) if d else 'unpinned'}" for ref, d in step.upstream.items()]
         lines.append(f"  upstream: {', '.join(pins)}")
+    warnings = notes.warnings if notes is not None else step.warnings
+    if warnings:
+        lines.append("  warnings:")
+        lines += [f"    {warning}" for warning in warnings]
+    if notes is not None:
+        lines += _onbuild_lines(image, notes)
     return "\n".join(lines)
+
+
+def _onbuild_lines(image: str, notes: ImageNotes) -> list[str]:
+    lines = []
+    if notes.onbuild:
+        lines.append("  onbuild (no edge of this image):")
+        lines += [
+            f"    ONBUILD {t.trigger}: runs in every image built FROM this one ({t.location})"
+            for t in notes.onbuild
+        ]
+    for inherited in notes.inherited:
+        if inherited.via_from is None:
+            lines.append(
+                f"  onbuild of {inherited.parent}: none runs here ({image} is not built FROM "
+                f"it: {len(inherited.triggers)} trigger(s) run only in a build FROM it)"
+            )
+            continue
+        lines.append(
+            f"  onbuild of {inherited.parent}: runs in this build, after FROM "
+            f"{inherited.parent} ({inherited.via_from}):"
+        )
+        lines += [f"    ONBUILD {t.trigger} ({t.location})" for t in inherited.triggers]
+    return lines

@@ -91,6 +91,7 @@ def test_plan_offline_json_on_the_example_stack(example: Path) -> None:
         assert order.index(parent) < order.index(child)
     assert all(s["upstream"] == [] for s in data["steps"])  # all FROM scratch / in-stack
     assert len({s["fingerprint"] for s in data["steps"]}) == 6
+    assert all(s["warnings"] == [] for s in data["steps"])  # its Dockerfiles are clean
     assert all(
         {"code": "not-checked", "detail": "not checked (offline)"} in s["reasons"]
         for s in data["steps"]
