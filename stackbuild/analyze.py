@@ -17,12 +17,13 @@ from pathlib import Path
 from stackbuild.context import ContextFile, context_files, dockerfile_name_in_context
 from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
 from stackbuild.errors import DockerfileError, ManifestError
+from stackbuild.files import atomic_write
 from stackbuild.fingerprint import HashCache, ImageInputs, image_inputs
 from stackbuild.graph import StackGraph, build_graph, graph_key, in_stack_name
 from stackbuild.lockfile import lock_path, read_lock
 from stackbuild.manifest import Stack, load_stack
 from stackbuild.plan import ImageNotes, Inherited, Plan, Trigger, make_plan
-from stackbuild.state import StateDir, atomic_write
+from stackbuild.state import StateDir
 
 NO_NOTES = ImageNotes()
 

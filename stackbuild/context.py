@@ -773,10 +773,6 @@ class PatternMatcher:
                 matched = not pattern.exclusion
         return matched, info
 
-    def matches(self, path: str) -> bool:
-        """``MatchesOrParentMatches``: the pattern or an ancestor decides."""
-        return self.matches_using_parent(path, None)[0]
-
     def matches_legacy(self, path: str) -> bool:
         """The deprecated ``patternmatcher.Matches`` the CLI still uses for its build files."""
         path = _go_clean(path)

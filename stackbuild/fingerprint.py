@@ -13,12 +13,10 @@ inode, mode) makes a second run over an unchanged tree reread nothing.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stackbuild.context import ContextError, ContextFile, context_entry
+from stackbuild.errors import StateWriteError
+from stackbuild.files import atomic_write
 
 if TYPE_CHECKING:
     from stackbuild.manifest import ImageSpec
@@ -179,22 +179,10 @@ class HashCache:
         if self._racy:
             entries = {p: e for p, e in entries.items() if p not in self._racy}
         blob = json.dumps({"version": self.VERSION, "entries": entries}, separators=(",", ":"))
-        target = Path(path)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-        except OSError:
+            atomic_write(Path(path), blob.encode("ascii"))
+        except StateWriteError:
             return False
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(blob)
-            os.replace(tmp, target)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(e, OSError):
-                return False
-            raise
         self.dirty = False
         return True
 

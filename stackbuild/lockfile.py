@@ -20,8 +20,8 @@ from pathlib import Path
 import yaml
 
 from stackbuild.errors import LockfileError, ManifestError
+from stackbuild.files import atomic_write
 from stackbuild.manifest.yaml import load_yaml
-from stackbuild.state import atomic_write
 
 LOCK_NAME = "stack.lock"
 LOCK_VERSION = 1

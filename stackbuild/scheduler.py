@@ -476,7 +476,12 @@ def run_threaded(
         finally:  # always post, or the coordinator would wait forever
             results.put((name, slot, ok, error, time.monotonic() - started, retry))
 
-    def report(affected: list[str]) -> None:
+    def finish(name: str, ok: bool, *, cancelled: bool = False, error: str | None = None,
+               duration: float = 0.0, slot: Any = None) -> None:  # fmt: skip
+        """Record the end of ``name``; say so, and what it blocked or cancelled."""
+        affected = schedule.finish(name, ok, cancelled=cancelled, error=error)
+        emit(SchedulerEvent("finished", name, schedule.status(name), duration=duration,
+                            error=error, slot=slot))  # fmt: skip
         for other in affected:
             status = schedule.status(other)
             kind: EventKind = "blocked" if status is Status.BLOCKED else "cancelled"
@@ -498,10 +503,7 @@ def run_threaded(
                         slot = pool.acquire(name)
                     except NoSlotsLeft as exc:  # nowhere to run it, ever: it fails
                         schedule.start(name)
-                        affected = schedule.finish(name, ok=False, error=str(exc))
-                        emit(SchedulerEvent("finished", name, schedule.status(name),
-                                            error=str(exc)))  # fmt: skip
-                        report(affected)
+                        finish(name, False, error=str(exc))
                         continue
                     if slot is None:
                         break
@@ -534,18 +536,7 @@ def run_threaded(
                         error = f"{error} (gave up after {attempts[name] - 1} attempts)"
                 else:
                     pool.release(slot)
-                affected = schedule.finish(name, ok, cancelled=cancelled, error=error)
-                emit(
-                    SchedulerEvent(
-                        "finished",
-                        name,
-                        schedule.status(name),
-                        duration=duration,
-                        error=error,
-                        slot=slot,
-                    )
-                )
-                report(affected)
+                finish(name, ok, cancelled=cancelled, error=error, duration=duration, slot=slot)
         except BaseException:
             # The coordinator itself broke (on_event raised, ...): make the running
             # jobs abort, so leaving the executor block does not wait for full builds.

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from stackbuild.backends.contract import FINGERPRINT_LABEL, BuildRequest
+from stackbuild.backends.contract import FINGERPRINT_LABEL, IMAGE_LABEL, BuildRequest
 from stackbuild.context import context_files
 
 BUSYBOX = Path("/usr/bin/busybox")
@@ -117,7 +117,8 @@ def make_request(
         ),
         dockerfile_bytes=(directory / dockerfile).read_bytes(),
         dockerfile_name=dockerfile,
-        labels={FINGERPRINT_LABEL: fingerprint, TEST_LABEL: unique},
+        labels={FINGERPRINT_LABEL: fingerprint, IMAGE_LABEL: repository.rsplit("/", 1)[-1],
+                TEST_LABEL: unique},
         pins=dict(pins or {}),
         **kwargs,  # type: ignore[arg-type]
     )

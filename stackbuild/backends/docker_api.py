@@ -91,7 +91,7 @@ class ClassicBuilder:
         if request.platform:
             params["platform"] = request.platform
         headers = {"Content-Type": "application/x-tar"}
-        with self._engine_errors():
+        with engine.engine_errors():
             engine.api._set_auth_headers(headers)  # registry credentials for FROM pulls
 
         lines = _LineBuffer(log)
@@ -104,7 +104,7 @@ class ClassicBuilder:
             size = context.tell()
             context.seek(0)
             try:
-                for record in self._stream(
+                for record in engine.stream(
                     "/build",
                     params=params,
                     data=context,
@@ -134,7 +134,7 @@ class ClassicBuilder:
         if image_id is None:  # engines before API 1.30 only say it in words
             for line in reversed(lines.last_lines):
                 if m := _SUCCESSFULLY_BUILT.match(line):
-                    with self._engine_errors():
+                    with engine.engine_errors():
                         image_id = str(engine.api.inspect_image(m.group(1))["Id"])
                     break
         if image_id is None:

@@ -20,9 +20,9 @@ from typing import IO, Any
 from stackbuild.analyze import Analysis
 from stackbuild.backends.contract import Backend
 from stackbuild.errors import SaveError, StackbuildError, UsageError
+from stackbuild.files import atomic_writer
 from stackbuild.refs import is_exact_reference, repository_of
 from stackbuild.run.existing import find_existing
-from stackbuild.state import atomic_writer
 
 
 @dataclass(frozen=True)
