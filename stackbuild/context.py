@@ -50,11 +50,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from stackbuild.errors import ContextChanged, ContextError
+from stackbuild.manifest import ImageSpec
 
 if TYPE_CHECKING:
-    import tarfile
-
-    from stackbuild.manifest import ImageSpec
+    import tarfile  # imported on first use: plan never writes a tar
 
 DOCKERIGNORE = ".dockerignore"
 # where a Dockerfile from outside the context goes in the tar (the CLI uses a random name)

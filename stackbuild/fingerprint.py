@@ -23,14 +23,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stackbuild.context import ContextError, ContextFile, context_entry
 from stackbuild.errors import StateWriteError
 from stackbuild.files import atomic_write
-
-if TYPE_CHECKING:
-    from stackbuild.manifest import ImageSpec
+from stackbuild.manifest import ImageSpec
 
 _STR_MAPPINGS = ("files", "build_args", "labels", "parents", "upstream")
 _OPTIONAL_STRS = ("target", "platform")

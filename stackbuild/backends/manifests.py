@@ -11,9 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +58,12 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
 def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
     """GET ``ref``'s manifest from its registry, as the engine would (same credentials,
     Basic or Bearer token auth). Raises ManifestUnreachable when it cannot be had."""
+    # urllib.request pulls in http.client, email and ssl (~15 ms): only lock and refresh
+    # fetch manifests, so only they pay for it
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
     host = registry_host(ref)
     repository, tag, digest = split_reference(ref)
     path = repository.split("/", 1)[1] if "/" in repository and repository.split("/")[0] == host \

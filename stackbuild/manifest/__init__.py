@@ -14,11 +14,12 @@ too because the manifest is where a user writes them.
 """
 
 from stackbuild.manifest.load import StackChecker, load_stack
-from stackbuild.manifest.model import EngineSpec, ImageSpec, Location, Stack, TlsSettings
+from stackbuild.manifest.model import MAX_SLOTS, EngineSpec, ImageSpec, Location, Stack, TlsSettings
 from stackbuild.manifest.schema import stack_schema
 from stackbuild.refs import TAG_PLACEHOLDERS, render_tag, tag_template_problem
 
 __all__ = [
+    "MAX_SLOTS",
     "TAG_PLACEHOLDERS",
     "EngineSpec",
     "ImageSpec",

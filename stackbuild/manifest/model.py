@@ -13,6 +13,8 @@ from pathlib import Path
 # builders[].tls: ca_cert, client_cert, client_key (absolute paths) and verify (a bool)
 TlsSettings = Mapping[str, str | bool]
 
+MAX_SLOTS = 1024  # the most builds one engine (or -j, or --push-jobs) runs at once
+
 
 @dataclass(frozen=True)
 class Location:

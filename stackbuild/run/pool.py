@@ -51,7 +51,7 @@ from stackbuild.errors import (
     RegistryNotFound,
     UsageError,
 )
-from stackbuild.manifest import EngineSpec, Stack
+from stackbuild.manifest import MAX_SLOTS, EngineSpec, Stack
 from stackbuild.refs import split_reference
 from stackbuild.run.existing import find_existing, fingerprint_ref
 from stackbuild.run.registry import RegistryHooks, RetryPolicy, with_logged_retries
@@ -422,7 +422,6 @@ class PoolPushes:
 
 # builds at once on one engine (each is a thread here): far beyond what an engine can
 # take, and small enough for the slot lists and thread pool sized by it
-MAX_SLOTS = 1024
 _ADDRESS_HINT = (
     "give an engine address like unix:///var/run/docker.sock, tcp://host:2376 or "
     "ssh://user@host, optionally followed by =SLOTS"

@@ -232,8 +232,8 @@ def test_parse_builder_refuses_bad_slots_and_addresses(text: str, complaint: str
 
 
 def test_cli_job_limit_is_the_pool_slot_limit() -> None:
-    from stackbuild.cli import MAX_JOBS
-    from stackbuild.run.pool import MAX_SLOTS
+    from stackbuild.cli.common import MAX_JOBS
+    from stackbuild.manifest import MAX_SLOTS
 
     assert MAX_JOBS == MAX_SLOTS
     assert parse_builder("tcp://[::1]:2376=1024", 1) == EngineSpec("tcp://[::1]:2376", 1024)

@@ -1,0 +1,1 @@
+"""One module per command (or pair of commands); ``stackbuild.cli`` loads each on first use."""

@@ -1,0 +1,213 @@
+"""``stackbuild build`` and ``stackbuild refresh``: one run, a refresh re-resolving first."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import click
+
+from stackbuild.cli.common import (
+    BACKEND,
+    BUILDER,
+    JOBS,
+    JSON,
+    KEEP_GOING,
+    NO_WAIT,
+    PUSH,
+    PUSH_JOBS,
+    TARGETS,
+    WITH_DESCENDANTS,
+    Context,
+    pass_context,
+)
+from stackbuild.cli.engines import existing_on, open_engine, open_engine_pool
+from stackbuild.cli.signals import raise_interrupt
+from stackbuild.errors import (
+    EXIT_BUILD_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    UsageError,
+)
+from stackbuild.manifest import load_stack
+from stackbuild.run.build import BuildOptions, BuildRun
+from stackbuild.run.pool import PoolPushes, attach_registry, pool_builders
+from stackbuild.run.registry import Pusher, RegistryHooks, push_summary
+from stackbuild.run.upstream import pinned_analysis
+from stackbuild.run.upstream import refresh as refresh_upstreams
+from stackbuild.scheduler import Status
+from stackbuild.state import StateDir
+from stackbuild.ui import make_reporter, summary
+
+
+def _install_stop_handlers(stop) -> None:
+    """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished."""
+
+    def handler(signum, frame) -> None:
+        if stop.is_set():  # a second Ctrl-C: the user really means it
+            raise_interrupt(signum, frame)  # (and a third ends at once)
+        stop.set()
+        click.echo("\nstopping: cancelling running builds (Ctrl-C again to abort)", err=True)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.command()
+@TARGETS
+@WITH_DESCENDANTS
+@JSON
+@JOBS
+@KEEP_GOING
+@click.option("--no-cache", is_flag=True, help="Build without the engine's layer cache.")
+@click.option("--pull", is_flag=True, help="Let the engine pull newer upstream images.")
+@BACKEND
+@click.option("--force", multiple=True, metavar="IMAGE", help="Rebuild IMAGE even if up to date.")
+@NO_WAIT
+@PUSH
+@PUSH_JOBS
+@BUILDER
+@pass_context
+def build(ctx: Context, targets, with_descendants, as_json, jobs, keep_going, no_cache, pull,
+          backend_kind, force, no_wait, push, push_jobs, builder_urls) -> int:
+    """Build what changed, and everything built on it, in parallel.
+
+    Upstream images are built on their stack.lock digests; an upstream the
+    lock lacks is resolved and added to it.
+
+    \b
+    Exit codes: 0 nothing failed, 1 a build or push failed, 2 bad manifest or usage,
+    3 engine unreachable, 130 interrupted.
+    """
+    return _run_build(
+        ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
+        keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
+        force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
+        builder_urls=builder_urls,
+    )
+
+
+@click.command(name="refresh")
+@TARGETS
+@WITH_DESCENDANTS
+@JSON
+@JOBS
+@KEEP_GOING
+@BACKEND
+@NO_WAIT
+@PUSH
+@PUSH_JOBS
+@BUILDER
+@pass_context
+def refresh_command(ctx: Context, targets, with_descendants, as_json, jobs, keep_going,
+                    backend_kind, no_wait, push, push_jobs, builder_urls) -> int:
+    """Re-resolve every upstream digest, update stack.lock, rebuild what moved.
+
+    Exactly the images above a moved upstream (and their descendants) are
+    rebuilt; --push pushes them. The output begins with the moved upstreams;
+    --json adds "moved": [{"ref", "old", "new", "images"}] to build's JSON.
+
+    \b
+    Exit codes: as build; 3 also when a registry does not answer.
+    """
+    return _run_build(
+        ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
+        keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
+        force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
+        builder_urls=builder_urls,
+    )
+
+
+def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_going, no_cache,
+               pull, backend_kind, force, no_wait, push, push_jobs, refresh,
+               builder_urls=()) -> int:
+    """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
+
+
+    stack = load_stack(ctx.stack_file)
+    unknown = [name for name in force if name not in stack.images]
+    if unknown:
+        raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
+    if push and not stack.registry:
+        raise UsageError(
+            f"--push needs a registry to push to: set `registry:` in {stack.display_path} "
+            "(e.g. registry: 127.0.0.1:5000/acme)"
+        )
+    stop = threading.Event()
+    jobs = jobs or os.cpu_count() or 1
+    pool = None  # several engines (builders: or --builder), else the one of docker.from_env()
+    builders = pool_builders(stack, builder_urls, jobs)
+    if builders:
+        pool = open_engine_pool(stack, builders, backend_kind or stack.backend, bool(builder_urls))
+        pool.stop = stop
+        backend = pool.alive[0].backend  # for registry look-ups, which any engine can do
+    else:
+        backend = open_engine(backend_kind or stack.backend)
+    reporter = make_reporter()
+    fresh = None
+    # Ctrl-C while waiting for the lock simply ends the wait (KeyboardInterrupt, exit
+    # 130): the stop handlers, which let a run finish cleanly, only apply once it builds
+    with StateDir(stack.root).run_lock(wait=not no_wait, notify=reporter.message):
+        _install_stop_handlers(stop)
+        # analysed under the lock: a run we waited for may have built some of it
+        if refresh:
+            fresh = refresh_upstreams(stack, targets, with_descendants, backend, reporter.message)
+            fresh.save()
+            click.echo(fresh.header(), err=as_json)  # the output begins with what moved
+            analysis = fresh.analysis
+        else:
+            analysis = pinned_analysis(
+                stack, targets, with_descendants, backend, write=True, warn=reporter.message
+            )
+        existing = existing_on(analysis, backend, pool, reporter.message)
+        if fresh:
+            plan_ = fresh.plan(existing, backend, force, reporter.message)
+        else:
+            plan_ = analysis.plan(existing.where(), force)
+        options = BuildOptions(
+            jobs=jobs,
+            fail_fast=not keep_going,
+            no_cache=no_cache,
+            pull=pull,
+        )
+        pusher = None
+        if push:
+            # a pool pushes each image from an engine that holds it
+            pusher = Pusher(PoolPushes(pool) if pool else backend, push_jobs,
+                            analysis.state.logs, stop, reporter.message)  # fmt: skip
+        hooks = RegistryHooks(backend, analysis, existing.remote, pusher, stop)
+        if pool:
+            attach_registry(pool, lambda engine_backend: RegistryHooks(
+                engine_backend, analysis, existing.remote, pusher, stop))  # fmt: skip
+        try:
+            results = BuildRun(
+                analysis, plan_, backend, reporter, options, existing.local, stop,
+                registry_hooks=hooks, pool=pool,
+            ).run()
+        finally:
+            reporter.close()
+    failed = any(r.status == Status.FAILED for r in results)
+    interrupted = stop.is_set()
+    text = summary(results, engines=pool is not None)
+    if push:
+        text += "\n" + push_summary(results, stack.registry)
+    if pool:
+        text += "".join(f"\n{note}" for note in pool.notes())
+    if as_json:
+        click.echo(text, err=True)
+        document = {"results": [r.to_json() for r in results], "interrupted": interrupted}
+        if fresh:
+            document["moved"] = fresh.moved_json()
+        if pool:
+            document["pool"] = pool.to_json()
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(text)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if failed and pool and not pool.alive:
+        return EXIT_UNREACHABLE  # every engine of the pool stopped answering
+    return EXIT_BUILD_FAILED if failed else EXIT_OK

@@ -1,0 +1,72 @@
+"""``stackbuild plan``: what a build would do for each image, and why."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from stackbuild import render
+from stackbuild.analyze import analyze
+from stackbuild.cli.common import JSON, TARGETS, WITH_DESCENDANTS, Context, pass_context, warn
+from stackbuild.cli.engines import existing_on, plan_engines, plan_now
+from stackbuild.errors import UsageError
+from stackbuild.manifest import load_stack
+from stackbuild.run.upstream import refresh as refresh_upstreams
+
+
+@click.command()
+@TARGETS
+@WITH_DESCENDANTS
+@JSON
+@click.option("--offline", is_flag=True, help="Ask no engine; every image is planned as build.")
+@click.option("--force", multiple=True, metavar="IMAGE", help="Plan IMAGE as build regardless.")
+@click.option(
+    "--refresh", is_flag=True,
+    help="Plan a refresh: re-resolve every upstream digest first (pulls and writes nothing).",
+)
+@pass_context
+def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refresh) -> None:
+    """Say what a build would do for each image, and why. Builds nothing.
+
+    With builders: in stack.yaml, an image on any of their engines is up to date.
+
+    Exit code 0; 1 a registry refused the credentials; 2 for a bad manifest;
+    3 when the engine (or, with --refresh, a registry) is unreachable
+    (use --offline to plan without one).
+    """
+
+    if force:  # as build refuses them, before any engine is asked
+
+        unknown = [name for name in force if name not in load_stack(ctx.stack_file).images]
+        if unknown:
+            raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
+    fresh = None
+    if offline:
+
+        if refresh:
+            raise UsageError("plan --refresh asks the registries for digests; drop --offline")
+        analysis = analyze(ctx.stack_file, targets, with_descendants)
+        result = analysis.plan(None, force)
+    elif refresh:
+
+        stack = load_stack(ctx.stack_file)
+        backend, pool = plan_engines(stack)
+        fresh = refresh_upstreams(stack, targets, with_descendants, backend, warn)
+        analysis = fresh.analysis
+        result = analysis.annotate(
+            fresh.plan(existing_on(analysis, backend, pool), backend, force, warn)
+        )
+    else:
+        analysis, result = plan_now(ctx.stack_file, targets, with_descendants, force)
+    if as_json and fresh:
+        click.echo(json.dumps({**result.to_json(), "moved": fresh.moved_json()}, indent=2))
+    elif as_json:
+        click.echo(render.plan_json(result))
+    else:
+        if fresh:
+            click.echo(fresh.header())
+        click.echo(render.plan_text(result, analysis.stack.display_path))
+        warnings = render.plan_warnings(result)
+        if warnings:  # on stderr: stdout stays the table
+            warn(warnings)
