@@ -315,8 +315,22 @@ def longest_path_lengths(
     scheduler's critical-path priority): networkx's topological order, walked
     backwards so that every child is done before its parents. O(V+E).
 
+    Nodes numbered in a topological order already (a build's images come in the
+    order networkx gave the cached graph) are walked as they are, so a build does
+    not import networkx (0.1-0.3 s) just to sort what is sorted.
+
     A cycle raises ``NotADag`` naming the nodes that cannot be ordered.
     """
+    order: Sequence[int] = range(len(children))
+    if any(c <= i for i, of_i in enumerate(children) for c in of_i):  # not in order
+        order = _topological_order(children)
+    longest = [0.0] * len(children)
+    for i in reversed(order):
+        longest[i] = weights[i] + max((longest[c] for c in children[i]), default=0.0)
+    return longest
+
+
+def _topological_order(children: Sequence[Sequence[int]]) -> list[int]:
     nx = _networkx()
     dag = nx.DiGraph()
     dag.add_nodes_from(range(len(children)))
@@ -327,10 +341,7 @@ def longest_path_lengths(
     except nx.NetworkXUnfeasible:
         done = set(order)
         raise NotADag([i for i in range(len(children)) if i not in done]) from None
-    longest = [0.0] * len(children)
-    for i in reversed(order):
-        longest[i] = weights[i] + max((longest[c] for c in dag.successors(i)), default=0.0)
-    return longest
+    return order
 
 
 class NotADag(ValueError):

@@ -470,3 +470,23 @@ def test_a_pool_with_no_slot_left_fails_what_would_start():
     assert {st for n, st in statuses.items() if n not in ("base", "c")} == {"blocked"}
     assert s.error("c") == "no engine is left in the pool (x stopped answering)"
     assert not [e for e in events if e.kind == "started"]
+
+
+def test_a_schedule_in_topological_order_does_not_import_networkx() -> None:
+    # a build hands the scheduler its images in the cached graph's order: sorting them
+    # again would cost every build networkx's import (0.1-0.3 s)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from stackbuild.scheduler import Schedule\n"
+        "s = Schedule({'base': [], 'app': ['base'], 'web': ['base']}, ['base', 'app', 'web'],"
+        " weights={'app': 5.0})\n"
+        "assert s.peek() == 'base', s.peek()\n"
+        "assert 'networkx' not in sys.modules, 'networkx imported'\n"
+        "s = Schedule({'app': ['base'], 'base': []}, ['app', 'base'])\n"  # not in order
+        "assert s.peek() == 'base' and 'networkx' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
