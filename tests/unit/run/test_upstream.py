@@ -1,4 +1,5 @@
-"""A digest a registry reports is pinned only when the manifest it serves hashes to it."""
+"""Upstream digests: resolving a reference (the registry's digest, checked against the
+manifest it serves, or the engine's own image), what a refresh moves, lock entries."""
 
 from __future__ import annotations
 
@@ -8,25 +9,28 @@ import pytest
 
 from stackbuild.backends.contract import ManifestUnreachable
 from stackbuild.backends.manifests import fetch_manifest
-from stackbuild.errors import EXIT_BUILD_FAILED, RegistryError
-from stackbuild.run.upstream import resolve, verify_digest
+from stackbuild.errors import (
+    EXIT_BUILD_FAILED,
+    RegistryError,
+    RegistryNotFound,
+    RegistryUnavailable,
+)
+from stackbuild.run.upstream import lock_entries, moved_upstreams, resolve, verify_digest
+from tests.fakes import FakeBackend, FakeRegistry
 from tests.lying_registry import LIE, MANIFEST, TRUE_DIGEST, LyingRegistry
 
+A = "sha256:" + "a" * 64
+B = "sha256:" + "b" * 64
+ID = "sha256:" + "1" * 64
 
-class RelayingEngine:
-    """An engine that relays the registry's header digest, as dockerd's distribution
-    inspect does, and holds no image of its own."""
 
-    def registry_digest(self, ref: str) -> str:
-        header = fetch_manifest(ref)[2]
-        assert header is not None
-        return header
-
-    def local_digest(self, ref: str) -> None:
-        return None
-
-    def image_id(self, ref: str) -> None:
-        return None
+def relaying(ref: str, registry: LyingRegistry) -> FakeBackend:
+    """An engine that holds no image of its own and relays the digest in the registry's
+    header, as dockerd's distribution inspect does."""
+    header = fetch_manifest(ref)[2]
+    assert header is not None
+    assert header == (LIE if registry.lie else TRUE_DIGEST)
+    return FakeBackend(registry=FakeRegistry({ref: header}))
 
 
 @pytest.fixture
@@ -41,7 +45,7 @@ def test_a_digest_the_manifest_does_not_hash_to_is_a_clear_registry_error(
 ) -> None:
     ref = f"{lying.address}/acme/base:1"
     with pytest.raises(RegistryError) as caught:
-        resolve(RelayingEngine(), ref, strict=True, warn=print, fetch=fetch_manifest)
+        resolve(relaying(ref, lying), ref, strict=True, warn=print, fetch=fetch_manifest)
     message = str(caught.value)
     assert caught.value.exit_code == EXIT_BUILD_FAILED
     assert f"claims the digest {LIE} for {ref}" in message
@@ -52,7 +56,7 @@ def test_a_digest_the_manifest_does_not_hash_to_is_a_clear_registry_error(
 def test_an_honest_registry_digest_is_pinned(lying: LyingRegistry) -> None:
     lying.lie = False
     ref = f"{lying.address}/acme/base:1"
-    assert resolve(RelayingEngine(), ref, strict=True, warn=print,
+    assert resolve(relaying(ref, lying), ref, strict=True, warn=print,
                    fetch=fetch_manifest) == TRUE_DIGEST  # fmt: skip
     assert "GET /v2/acme/base/manifests/1" in lying.requests  # the bytes were fetched
 
@@ -76,21 +80,65 @@ def test_a_manifest_stackbuild_cannot_fetch_is_pinned_with_a_warning() -> None:
     def unreachable(ref: str):
         raise ManifestUnreachable("http://10.0.0.1/v2/a/manifests/1: timed out")
 
-    class Engine(RelayingEngine):
-        def registry_digest(self, ref: str) -> str:
-            return TRUE_DIGEST
-
+    engine = FakeBackend(registry=FakeRegistry({"10.0.0.1/a:1": TRUE_DIGEST}))
     warnings: list[str] = []
-    assert resolve(Engine(), "10.0.0.1/a:1", strict=True, warn=warnings.append,
+    assert resolve(engine, "10.0.0.1/a:1", strict=True, warn=warnings.append,
                    fetch=unreachable) == TRUE_DIGEST  # fmt: skip
     assert len(warnings) == 1 and "cannot fetch the manifest of 10.0.0.1/a:1" in warnings[0]
 
 
-def test_fetch_from_a_port_that_refuses_is_manifest_unreachable() -> None:
-    import socket
+def test_resolving_asks_the_registry_and_falls_back_to_local_only_images() -> None:
+    backend = FakeBackend(registry=FakeRegistry({"up:1": A}))
+    # pulled:1 came from a registry (its RepoDigest); mine:1 is the same image, only here
+    backend.add_image(ID, ["mine:1", "pulled:1"], repo_digests=[f"pulled@{B}"])
+    warnings: list[str] = []
+    assert resolve(backend, "up:1", strict=True, warn=warnings.append) == A
+    assert resolve(backend, "x@" + B, strict=True, warn=warnings.append) == B
+    assert resolve(backend, "mine:1", strict=True, warn=warnings.append) == ID  # only here
+    assert "mine:1" not in backend.attempts("registry_digest")
+    assert resolve(backend, "pulled:1", strict=True, warn=warnings.append) == B  # gone there
+    with pytest.raises(RegistryNotFound):
+        resolve(backend, "nowhere:1", strict=True, warn=warnings.append)
+    assert warnings == []
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
-    with pytest.raises(ManifestUnreachable):
-        fetch_manifest(f"127.0.0.1:{port}/a/b:1")
+
+def test_an_unavailable_registry_is_fatal_only_when_strict() -> None:
+    backend = FakeBackend()
+    backend.add_image(ID, ["pulled:1"], repo_digests=[f"pulled@{B}"])
+    down = RegistryUnavailable("the registry docker.io is unavailable")
+    backend.fail_always("registry_digest", down)
+    with pytest.raises(RegistryUnavailable):
+        resolve(backend, "pulled:1", strict=True, warn=print)
+    warnings: list[str] = []
+    assert resolve(backend, "pulled:1", strict=False, warn=warnings.append) == B
+    assert warnings and "pinning pulled:1 to the local image" in warnings[0]
+
+
+class FakeGraph:
+    def __init__(self, parents: dict[str, tuple[str, ...]],
+                 upstream: dict[str, tuple[str, ...]]) -> None:
+        self._parents, self._upstream = parents, upstream
+
+    def parents(self, name: str) -> tuple[str, ...]:
+        return self._parents[name]
+
+    def upstream(self, name: str) -> tuple[str, ...]:
+        return self._upstream[name]
+
+
+def test_a_moved_upstream_affects_exactly_the_images_above_it() -> None:
+    graph = FakeGraph(
+        parents={"base": (), "tool": ("base",), "app": (), "child": ("app",), "mix": ("tool",)},
+        upstream={"base": (), "tool": (), "app": ("up:1",), "child": (), "mix": ("py:3",)},
+    )
+    order = ["base", "tool", "app", "child", "mix"]
+    moved = moved_upstreams(graph, order, {"up:1": A, "py:3": A}, {"up:1": B, "py:3": A})  # type: ignore[arg-type]
+    assert [(m.ref, m.old, m.new, m.images) for m in moved] == [("up:1", A, B, ("app", "child"))]
+    assert str(moved[0]) == "up:1  sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb"
+
+
+def test_lock_entries_name_every_change() -> None:
+    entries = lock_entries({"a:1": A, "b:1": A, "c:1": A}, {"a:1": A, "b:1": B, "d:1": B})
+    assert [(e.ref, e.status) for e in entries] == [
+        ("a:1", "unchanged"), ("b:1", "updated"), ("c:1", "removed"), ("d:1", "added")
+    ]
