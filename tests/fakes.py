@@ -9,8 +9,9 @@
   labelled and tagged like the request says, a pull adds the registry's copy;
 - a registry, ``FakeRegistry`` (a dict: tag reference -> ``Manifest``), which several
   fakes may share: what one engine pushes, another pulls;
-- a log of every call (``calls``: attempts; ``completed``: the ones that returned),
-  read with ``attempts(name)``, ``done(name)`` and ``history(*names)``;
+- a log of every call (``calls``: every attempt; ``completed``: the ones that did
+  their work, i.e. did not raise and, for a build, built), read with
+  ``attempts(name)``, ``done(name)`` and ``history(*names)``;
 - failures on request: ``fail=`` (builds that fail), ``die_building=`` (builds that
   kill the engine), ``dead`` (the engine stops answering: every call raises
   ``EngineUnreachable``), ``check_pins`` (a build whose pin names no local image fails,
@@ -41,12 +42,7 @@ from stackbuild.backends.contract import (
     LocalImage,
     LogSink,
 )
-from stackbuild.errors import (
-    EngineUnreachable,
-    RegistryError,
-    StackbuildError,
-    registry_error,
-)
+from stackbuild.errors import EngineUnreachable, StackbuildError, registry_error
 from stackbuild.refs import fingerprint12, repository_of, split_reference
 
 SAVE_CHUNK = 1 << 16  # bytes per write of ``save``, like an engine streaming its tar
@@ -146,7 +142,7 @@ class FakeBackend:
         self.dead = False
         self.requests: dict[str, BuildRequest] = {}  # image -> its last build request
         self.calls: list[tuple[str, str]] = []  # (method, what it was asked about), in order
-        self.completed: list[tuple[str, str]] = []  # the calls that returned
+        self.completed: list[tuple[str, str]] = []  # the calls that did their work
         self._next: dict[tuple[str, str | None], list[Exception]] = {}
         self._always: dict[tuple[str, str | None], Exception] = {}
         self.lock = threading.RLock()
@@ -197,7 +193,7 @@ class FakeBackend:
             return [arg for name, arg in self.calls if name == call]
 
     def done(self, call: str) -> list[str]:
-        """Like ``attempts``, for the calls that returned (did not raise)."""
+        """Like ``attempts``, for the calls that did their work (did not raise; a build: built)."""
         with self.lock:
             return [arg for name, arg in self.completed if name == call]
 
@@ -466,13 +462,3 @@ class FakeBackend:
 def _implements_the_contract(backend: FakeBackend) -> Backend:
     return backend  # mypy checks that a FakeBackend is a Backend
 
-
-__all__ = [
-    "FakeBackend",
-    "FakeImage",
-    "FakeRegistry",
-    "Manifest",
-    "RegistryError",
-    "manifest_digest",
-    "normal_ref",
-]
