@@ -1,28 +1,21 @@
 """The builder pool without Docker: slot choice, engines leaving, images moving, BuildRun on it.
 
-Engines are ``FakeEngine``s: an image store in memory, a registry (a dict) they
-share, and a switch that makes them stop answering. A fake build fails when a
-pin points at an image its engine does not hold, so every test also checks
+Engines are ``tests.fakes.FakeBackend``s: an image store in memory, a registry (a
+dict) they share, and a switch that makes them stop answering. A fake build fails
+when a pin points at an image its engine does not hold, so every test also checks
 that a child never builds before its parents are where it runs.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
 import pytest
 
 from stackbuild.analyze import analyze
-from stackbuild.backends.contract import BuildResult, LocalImage
-from stackbuild.errors import (
-    EngineUnreachable,
-    ManifestError,
-    RegistryError,
-    RegistryNotFound,
-    UsageError,
-)
+from stackbuild.backends.contract import LocalImage
+from stackbuild.errors import EngineUnreachable, ManifestError, RegistryError, UsageError
 from stackbuild.manifest import EngineSpec, load_stack
 from stackbuild.refs import fingerprint12
 from stackbuild.run.build import BuildOptions, BuildRun
@@ -37,87 +30,22 @@ from stackbuild.run.pool import (
 )
 from stackbuild.run.registry import RetryPolicy
 from stackbuild.scheduler import NoSlotsLeft
+from tests.fakes import FakeBackend, FakeRegistry
 
 NO_RETRY = RetryPolicy(first_delay=0.01, budget=0.0)
 
 
-class FakeEngine:
-    """One engine in memory; ``registry`` (ref -> image id) is shared by all of them."""
-
-    def __init__(self, name: str, registry: dict[str, str],
-                 local: dict[str, list[LocalImage]] | None = None) -> None:  # fmt: skip
-        self.name = name
-        self.registry = registry
-        self.local = local or {}
-        self.images: dict[str, str] = {}  # local reference -> image id
-        for found in self.local.values():
-            for image in found:
-                self.images.update(dict.fromkeys(image.tags, image.id))
-        self.listings = 0
-        self.dead = False
-        self.die_building: set[str] = set()  # building one of these kills the engine
-        self.builds: list[str] = []
-        self.pushes: list[str] = []
-        self.pulls: list[str] = []
-        self.lock = threading.Lock()
-
-    def ping(self) -> None:
-        if self.dead:
-            raise EngineUnreachable(f"cannot reach the Docker engine at {self.name}")
-
-    def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
-        self.ping()
-        self.listings += 1
-        return self.local
-
-    def tag(self, image: str, ref: str) -> None:
-        self.ping()
-        self.images[ref] = image
-
-    def build(self, request, log, cancel) -> BuildResult:
-        self.ping()
-        missing = [s for s in request.pins.values() if s not in self.images.values()]
-        if missing:  # what the real engine says when a pin's source is not there
-            return BuildResult(ok=False, error=f"no such image {missing} on {self.name}")
-        if request.image in self.die_building:
-            self.dead = True
-            raise EngineUnreachable(f"lost the connection to {self.name} while building")
-        image_id = f"sha256:{request.image}-{request.fingerprint[7:15]}"
-        with self.lock:
-            self.images.update(dict.fromkeys(request.tags, image_id))
-            self.builds.append(request.image)
-        return BuildResult(ok=True, image_id=image_id)
-
-    def push(self, ref: str, log, cancel=None) -> str:
-        self.ping()
-        with self.lock:
-            self.registry[ref] = self.images[ref]
-            self.pushes.append(ref)
-        return "sha256:manifest"
-
-    def pull(self, ref: str, log, cancel=None) -> str:
-        self.ping()
-        if ref not in self.registry:
-            raise RegistryNotFound(f"{ref} is not in the registry")
-        with self.lock:
-            self.images[ref] = self.registry[ref]
-            self.pulls.append(ref)
-        return self.registry[ref]
-
-    def registry_digest(self, ref: str) -> str:
-        if ref not in self.registry:
-            raise RegistryNotFound(f"{ref} is not in the registry")
-        return "sha256:manifest"
-
-    def has_tag(self, ref: str) -> bool:
-        return ref in self.registry
-
-
-def engines(*specs: tuple[str, int], registry: dict[str, str] | None = None,
+def engines(*specs: tuple[str, int], registry: FakeRegistry | None = None,
             local: dict[str, dict] | None = None) -> list[Engine]:  # fmt: skip
-    shared = {} if registry is None else registry
-    return [Engine(name, FakeEngine(name, shared, (local or {}).get(name)), slots)
+    shared = FakeRegistry() if registry is None else registry
+    return [Engine(name, FakeBackend(name, shared, (local or {}).get(name)), slots)
             for name, slots in specs]  # fmt: skip
+
+
+def fake(engine: Engine) -> FakeBackend:
+    """The fake behind ``engine`` (an Engine's backend is typed as the contract)."""
+    assert isinstance(engine.backend, FakeBackend)
+    return engine.backend
 
 
 # -- EnginePool as a SlotPool ------------------------------------------------------------
@@ -187,7 +115,7 @@ def test_broken_asks_the_engine() -> None:
     (a,) = engines(("a", 1))
     pool = EnginePool([a])
     assert not pool.broken(a)
-    a.backend.dead = True
+    fake(a).dead = True
     assert pool.broken(a)
 
 
@@ -258,12 +186,12 @@ def test_several_builders_without_a_registry_are_refused_at_the_builders_line(
     ))  # fmt: skip
     stack = load_stack(path)
     with pytest.raises(ManifestError) as info:
-        open_pool(stack, pool_builders(stack, (), 2), FakeEngine, print)
+        open_pool(stack, pool_builders(stack, (), 2), lambda spec: FakeBackend(spec.url), print)
     assert (info.value.line, info.value.col) == (1, 1)
     assert info.value.exit_code == 2 and "registry" in str(info.value)
     with pytest.raises(UsageError, match="--builder given 2 times.*registry"):
-        open_pool(stack, pool_builders(stack, ("unix:///a", "unix:///b"), 2), FakeEngine, print,
-                  from_options=True)  # fmt: skip
+        open_pool(stack, pool_builders(stack, ("unix:///a", "unix:///b"), 2),
+                  lambda spec: FakeBackend(spec.url), print, from_options=True)  # fmt: skip
     # --builder replaces stack.yaml's builders; none at all means the default engine
     assert pool_builders(stack, ("unix:///c=2",), 5) == (EngineSpec("unix:///c", 2),)
     (tmp_path / "x").mkdir()
@@ -274,10 +202,10 @@ def test_several_builders_without_a_registry_are_refused_at_the_builders_line(
 def test_engines_that_do_not_answer_are_left_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fakes = {url: FakeEngine(url, {}) for url in ("unix:///up", "unix:///down")}
+    fakes = {url: FakeBackend(url) for url in ("unix:///up", "unix:///down")}
     fakes["unix:///down"].dead = True
 
-    def engine(spec: EngineSpec) -> FakeEngine:
+    def engine(spec: EngineSpec) -> FakeBackend:
         return fakes[spec.url]
 
     stack = load_stack(write_stack(tmp_path, {"base": "FROM scratch\n"}, extra="registry: r\n"))
@@ -366,9 +294,9 @@ def test_a_stack_builds_across_engines_and_parents_move_through_the_registry(
         "c": ("built", "alpha"),  # where a is
     }
     # base and a have children to build, so they went to the registry first; leaves did not
-    assert sorted(alpha.backend.pushes) == sorted([ref(analysis, "base"), ref(analysis, "a")])
-    assert beta.backend.pushes == [] and alpha.backend.pulls == []
-    assert beta.backend.pulls == [ref(analysis, "base")]
+    assert sorted(fake(alpha).done("push")) == sorted([ref(analysis, "base"), ref(analysis, "a")])
+    assert fake(beta).done("push") == [] and fake(alpha).done("pull") == []
+    assert fake(beta).done("pull") == [ref(analysis, "base")]
     assert ("b", "beta") in reporter.started
     assert analysis.state.load_record("b").engine == "beta"
 
@@ -383,17 +311,17 @@ def test_a_parent_up_to_date_on_one_engine_only_is_pushed_when_another_needs_it(
     _, results = build_on(stack, EnginePool([alpha, beta]))
 
     assert results["base"].status == "up-to-date"
-    assert alpha.backend.images["reg/base:latest"] == "sha256:old-base"  # retagged where it is
+    assert fake(alpha).image_id("reg/base:latest") == "sha256:old-base"  # retagged where it is
     assert results["a"].engine == "alpha" and results["b"].engine == "beta"
     # beta asked the registry, which lacked it: alpha pushed it, beta pulled it
-    assert ref(analysis, "base") in alpha.backend.pushes
-    assert beta.backend.pulls == [ref(analysis, "base")]
-    assert beta.backend.images[ref(analysis, "base")] == "sha256:old-base"
+    assert ref(analysis, "base") in fake(alpha).done("push")
+    assert fake(beta).done("pull") == [ref(analysis, "base")]
+    assert fake(beta).image_id(ref(analysis, "base")) == "sha256:old-base"
 
 
 def test_an_engine_that_stops_answering_hands_its_build_to_another(stack: Path) -> None:
     alpha, beta = engines(("alpha", 1), ("beta", 1))
-    beta.backend.die_building = {"b"}
+    fake(beta).die_building = {"b"}
     reporter = Reporter()
     pool = EnginePool([alpha, beta])
     analysis, results = build_on(stack, pool, reporter)
@@ -412,8 +340,8 @@ def test_an_engine_that_stops_answering_hands_its_build_to_another(stack: Path) 
 
 def test_when_no_engine_is_left_what_remains_fails(stack: Path) -> None:
     alpha, beta = engines(("alpha", 1), ("beta", 1))
-    alpha.backend.die_building = {"a"}
-    beta.backend.die_building = {"b"}
+    fake(alpha).die_building = {"a"}
+    fake(beta).die_building = {"b"}
     pool = EnginePool([alpha, beta])
     _, results = build_on(stack, pool)
 
@@ -425,17 +353,18 @@ def test_when_no_engine_is_left_what_remains_fails(stack: Path) -> None:
 
 
 def test_pushes_come_from_an_engine_that_holds_the_image(stack: Path) -> None:
-    shared: dict[str, str] = {}
+    shared = FakeRegistry()
     alpha, beta = engines(("alpha", 1), ("beta", 1), registry=shared)
     pool = EnginePool([alpha, beta])
     analysis = analyze(stack)
     pool.discover(analysis)
-    beta.backend.images["reg/b:1"] = "sha256:b"
+    fake(beta).add_image("sha256:b", ["reg/b:1"])
     pool.record("b", beta, "sha256:b")
     pushes = PoolPushes(pool)
-    assert pushes.push("reg/b:1", print) == "sha256:manifest"
-    assert beta.backend.pushes == ["reg/b:1"] and shared["reg/b:1"] == "sha256:b"
-    assert pushes.registry_digest("reg/b:1") == "sha256:manifest"
+    digest = pushes.push("reg/b:1", print)
+    assert digest == shared["reg/b:1"].digest  # what the registry stored
+    assert fake(beta).done("push") == ["reg/b:1"] and shared["reg/b:1"].image_id == "sha256:b"
+    assert pushes.registry_digest("reg/b:1") == digest
     with pytest.raises(RegistryError, match="no engine that holds reg/a:1"):
         pushes.push("reg/a:1", print)
 
@@ -454,6 +383,6 @@ def test_up_to_date_images_are_found_on_every_engine_with_one_listing_each(stack
     })  # fmt: skip
     pool = EnginePool([alpha, beta])
     existing = existing_images(analysis, pool.alive[0].backend, print, pool.discover(analysis))
-    assert (alpha.backend.listings, beta.backend.listings) == (1, 1)
+    assert [len(fake(e).attempts("fingerprinted_images")) for e in (alpha, beta)] == [1, 1]
     assert set(existing.local) == {"base", "a"} and existing.remote == {}
     assert pool.holders("base") == [alpha, beta] and pool.holders("a") == [beta]

@@ -1,7 +1,7 @@
 """BuildRun without an engine: tags, requests, pins, failures, records, results.
 
 The stack is real (files in tmp_path, analysed like ``build`` does); the
-backend is a fake that records what it was asked and fails on request.
+backend is ``tests.fakes.FakeBackend``, which records what it was asked and fails on request.
 """
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from stackbuild.analyze import analyze
-from stackbuild.backends.contract import FINGERPRINT_LABEL, IMAGE_LABEL, BuildResult, LocalImage
+from stackbuild.backends.contract import FINGERPRINT_LABEL, IMAGE_LABEL, LocalImage
 from stackbuild.refs import fingerprint12
 from stackbuild.run.build import BuildOptions, BuildRun, image_tags
 from stackbuild.run.existing import find_existing
 from stackbuild.ui import PlainReporter
+from tests.fakes import FakeBackend
 
 FP = "sha256:" + "0123456789ab" + "c" * 52
 
@@ -89,41 +89,6 @@ def stack(tmp_path: Path) -> Path:
     return tmp_path / "stack.yaml"
 
 
-class FakeBackend:
-    name = "fake://engine"
-
-    def __init__(self, fail: Iterable[str] = (), raise_on: Iterable[str] = (),
-                 local: dict[str, list[LocalImage]] | None = None) -> None:  # fmt: skip
-        self.fail = set(fail)
-        self.raise_on = set(raise_on)
-        self.local = local or {}
-        self.requests: dict = {}
-        self.order: list[str] = []
-        self.tagged: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-
-    def ping(self) -> None:
-        pass
-
-    def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
-        return self.local
-
-    def tag(self, image: str, ref: str) -> None:
-        self.tagged.append((image, ref))
-
-    def build(self, request, log, cancel) -> BuildResult:
-        with self.lock:
-            self.order.append(request.image)
-            self.requests[request.image] = request
-        log(f"Step 1/1 : FROM whatever for {request.image}")
-        if request.image in self.raise_on:
-            raise ConnectionError("engine went away")
-        if request.image in self.fail:
-            log(f"{request.image}: something broke")
-            return BuildResult(ok=False, error="returned a non-zero code: 1")
-        return BuildResult(ok=True, image_id=f"sha256:id-{request.image}")
-
-
 class Events:
     """A reporter that remembers the order of what it was told."""
 
@@ -166,32 +131,6 @@ def run(stack_file: Path, backend: FakeBackend, reporter=None, existing=(), jobs
     return analysis, plan, results, reporter
 
 
-# -- find_existing -------------------------------------------------------------------------
-
-
-def test_an_existing_image_counts_only_when_tagged_in_its_own_repository(stack: Path) -> None:
-    analysis = analyze(stack)
-    fingerprint = analysis.inputs["base"].fingerprint
-    # labelled with base's fingerprint, but tagged where no child looks for it
-    elsewhere = FakeBackend(local={fingerprint: [LocalImage("sha256:x", ("reg/other:1",))]})
-    assert find_existing(analysis, elsewhere) == {}
-    home = LocalImage("sha256:y", ("reg/base:latest",))
-    assert find_existing(analysis, FakeBackend(local={fingerprint: [home]})) == {"base": home}
-
-
-def test_a_docker_hub_registry_matches_the_short_names_the_engine_reports(tmp_path: Path) -> None:
-    (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "Dockerfile").write_text("FROM scratch\n")
-    stack_file = tmp_path / "stack.yaml"
-    stack_file.write_text(
-        "version: 1\nregistry: docker.io/acme\nimages:\n  base: {context: base}\n"
-    )
-    analysis = analyze(stack_file)
-    image = LocalImage("sha256:z", ("acme/base:latest",))  # how the engine spells it
-    backend = FakeBackend(local={analysis.inputs["base"].fingerprint: [image]})
-    assert find_existing(analysis, backend) == {"base": image}
-
-
 # -- BuildRun ----------------------------------------------------------------------------
 
 
@@ -205,7 +144,8 @@ def test_a_failure_blocks_exactly_its_descendants(stack: Path) -> None:
         "base": "built", "left": "built", "right": "built", "top": "built",
         "bad": "failed", "bad-kid": "blocked", "bad-grandkid": "blocked", "solo": "built",
     }  # fmt: skip
-    assert "bad-kid" not in backend.order and "bad-grandkid" not in backend.order
+    assert "bad-kid" not in backend.attempts("build")
+    assert "bad-grandkid" not in backend.attempts("build")
     by_name = {r.image: r for r in results}
     assert by_name["bad"].error == "returned a non-zero code: 1"
     assert any("something broke" in line for line in by_name["bad"].log_tail)
@@ -223,7 +163,7 @@ def test_a_failure_blocks_exactly_its_descendants(stack: Path) -> None:
     assert top.engine == "fake://engine"
     # the reporter heard each image start before it finished, parents before children
     events = reporter.events
-    for name in backend.order:
+    for name in backend.attempts("build"):
         assert events.index(("started", name)) < events.index((status[name], name))
     assert events.index(("built", "base")) < events.index(("started", "left"))
     assert events.index(("built", "left")) < events.index(("started", "top"))
@@ -273,8 +213,9 @@ def test_up_to_date_images_are_skipped_retagged_and_pinned(stack: Path) -> None:
     status = {r.image: r.status for r in results}
     assert status["base"] == "up-to-date"
     assert all(s == "built" for name, s in status.items() if name != "base")
-    assert "base" not in backend.order
-    assert ("sha256:old-base", "reg/base:latest") in backend.tagged  # latest points back
+    assert "base" not in backend.attempts("build")
+    assert "reg/base:latest" in backend.done("tag")  # latest points back
+    assert backend.image_id("reg/base:latest") == "sha256:old-base"
     assert backend.requests["left"].pins == {"base": "sha256:old-base"}
     assert reporter.counts == (7, 1)
     by_name = {r.image: r for r in results}
@@ -295,13 +236,14 @@ def test_nothing_to_build_opens_no_logs(stack: Path) -> None:
     _, _, results, reporter = run(stack, backend, existing=set(DOCKERFILES))
 
     assert {r.status for r in results} == {"up-to-date"}
-    assert backend.order == []
+    assert backend.attempts("build") == []
     assert reporter.counts == (0, 8)
     assert log.stat().st_size == size
 
 
 def test_an_exception_in_the_backend_is_a_failure(stack: Path) -> None:
-    backend = FakeBackend(raise_on={"left"})
+    backend = FakeBackend()
+    backend.fail_always("build", ConnectionError("engine went away"), ref="left")
     analysis, _, results, _ = run(stack, backend)
 
     by_name = {r.image: r for r in results}
@@ -320,7 +262,7 @@ def test_fail_fast_cancels_what_has_not_started(stack: Path) -> None:
     status = {r.image: r.status for r in results}
     assert status["base"] == "failed"
     assert {s for n, s in status.items() if n != "base"} == {"blocked"}
-    assert backend.order == ["base"]
+    assert backend.attempts("build") == ["base"]
 
 
 def test_a_set_stop_builds_nothing_and_cancels_everything(stack: Path) -> None:
@@ -330,7 +272,7 @@ def test_a_set_stop_builds_nothing_and_cancels_everything(stack: Path) -> None:
     analysis, _, results, _ = run(stack, backend, stop=stop)
 
     assert {r.status for r in results} == {"cancelled"}
-    assert backend.order == []
+    assert backend.attempts("build") == []
     assert not list(analysis.state.images.glob("*.json"))
 
 

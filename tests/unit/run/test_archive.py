@@ -1,4 +1,5 @@
-"""``save -o PATH``, the writing side (no engine): what is at PATH decides how it is written."""
+"""``save -o PATH``, the writing side (a fake engine): what is at PATH decides how it is
+written; ``load`` reads it back."""
 
 from __future__ import annotations
 
@@ -10,23 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from stackbuild.errors import UsageError
+from stackbuild.errors import StackbuildError, UsageError
 from stackbuild.run import archive
 from stackbuild.run.archive import Saved, SaveError, open_output
+from tests.fakes import SAVE_CHUNK, FakeBackend
 
 CHUNK = b"x" * (1 << 16)
 
 
-class FakeEngine:
-    """What ``DockerBackend.save`` does with the handle: write the stream in chunks."""
-
-    def __init__(self, chunks: int) -> None:
-        self.chunks = chunks
-
-    def save(self, refs: list[str], handle) -> None:
-        assert refs == ["app:latest"]
-        for _ in range(self.chunks):
-            handle.write(CHUNK)
+def engine(chunks: int = 4) -> FakeBackend:
+    """An engine holding app:latest, whose saved tar is about ``chunks`` writes long."""
+    backend = FakeBackend()
+    backend.add_image("sha256:app", ["app:latest"], labels={"k": "v"}, size=chunks * SAVE_CHUNK)
+    return backend
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +32,12 @@ def _one_built_image(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(archive, "images_to_save", lambda analysis, backend: built)
 
 
-def save_to(path: Path, chunks: int = 4) -> None:
-    archive.save(None, FakeEngine(chunks), path)
+def save_to(path: Path, chunks: int = 4) -> bytes:
+    """Save app:latest to ``path``; the bytes the engine streamed."""
+    backend = engine(chunks)
+    archive.save(None, backend, path)  # type: ignore[arg-type]  # images_to_save is patched
+    assert backend.done("save") == ["app:latest"]
+    return backend.archive(["app:latest"])
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -45,8 +46,9 @@ def leftovers(directory: Path) -> list[str]:
 
 def test_a_new_file_is_written_whole_in_a_new_directory(tmp_path: Path) -> None:
     out = tmp_path / "out" / "images.tar"
-    save_to(out)
-    assert out.read_bytes() == CHUNK * 4
+    streamed = save_to(out)
+    assert len(streamed) > 4 * SAVE_CHUNK  # several writes
+    assert out.read_bytes() == streamed
     assert leftovers(out.parent) == []
 
 
@@ -54,8 +56,8 @@ def test_a_regular_file_is_replaced_keeping_its_mode(tmp_path: Path) -> None:
     out = tmp_path / "images.tar"
     out.write_bytes(b"old")
     out.chmod(0o640)
-    save_to(out)
-    assert out.read_bytes() == CHUNK * 4
+    streamed = save_to(out)
+    assert out.read_bytes() == streamed
     assert stat.S_IMODE(out.stat().st_mode) == 0o640
 
 
@@ -74,9 +76,9 @@ def test_a_symlink_stays_and_its_target_is_replaced(tmp_path: Path) -> None:
     target.write_bytes(b"old")
     link = tmp_path / "link.tar"
     link.symlink_to(target.name)
-    save_to(link)
+    streamed = save_to(link)
     assert link.is_symlink()
-    assert target.read_bytes() == CHUNK * 4
+    assert target.read_bytes() == streamed
 
 
 def test_a_fifo_is_streamed_into_not_replaced(tmp_path: Path) -> None:
@@ -85,9 +87,9 @@ def test_a_fifo_is_streamed_into_not_replaced(tmp_path: Path) -> None:
     received: list[bytes] = []
     reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    save_to(fifo)
+    streamed = save_to(fifo)
     reader.join(30)
-    assert received == [CHUNK * 4]
+    assert received == [streamed]
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
@@ -160,3 +162,21 @@ def test_a_path_below_a_file_is_a_save_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(SaveError, match="cannot write"):
         save_to(tmp_path / "file" / "images.tar")
+
+
+def test_what_save_wrote_loads_on_another_engine_with_its_tags_and_labels(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "images.tar"
+    save_to(out)
+    other = FakeBackend("fake://other")
+    lines: list[str] = []
+    assert archive.load(other, out, lines.append) == ["app:latest"]
+    assert lines == ["Loaded image: app:latest"]
+    assert other.image_id("app:latest") == "sha256:app"
+    assert other.image_labels("app:latest") == {"k": "v"}
+
+
+def test_a_file_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StackbuildError, match=r"cannot read .*missing\.tar"):
+        archive.load(FakeBackend(), tmp_path / "missing.tar")

@@ -1,0 +1,464 @@
+"""The one fake backend of the unit tests: a Docker engine in memory.
+
+``FakeBackend`` implements every method of ``stackbuild.backends.contract.Backend``
+(checked by mypy, see ``_implements_the_contract`` at the end), so orchestration
+(``stackbuild.run``) runs on it exactly as on a real engine:
+
+- local images by id and by reference (``add_image``, or ``local=`` as the listing
+  ``fingerprinted_images`` returns), with labels and RepoDigests; a build adds one
+  labelled and tagged like the request says, a pull adds the registry's copy;
+- a registry, ``FakeRegistry`` (a dict: tag reference -> ``Manifest``), which several
+  fakes may share: what one engine pushes, another pulls;
+- a log of every call (``calls``: every attempt; ``completed``: the ones that did
+  their work, i.e. did not raise and, for a build, built), read with
+  ``attempts(name)``, ``done(name)`` and ``history(*names)``;
+- failures on request: ``fail=`` (builds that fail), ``die_building=`` (builds that
+  kill the engine), ``dead`` (the engine stops answering: every call raises
+  ``EngineUnreachable``), ``check_pins`` (a build whose pin names no local image fails,
+  as on a real engine), and ``fail_next`` / ``fail_always`` to make any call raise.
+
+Registry failures use ``stackbuild.errors.registry_error``, the classifier the real
+engine's errors go through, so "not found" is ``RegistryNotFound`` here as there.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import tarfile
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import IO
+
+from stackbuild.backends.contract import (
+    FINGERPRINT_LABEL,
+    Backend,
+    BuildRequest,
+    BuildResult,
+    Cancelled,
+    LocalImage,
+    LogSink,
+)
+from stackbuild.errors import EngineUnreachable, StackbuildError, registry_error
+from stackbuild.refs import fingerprint12, repository_of, split_reference
+
+SAVE_CHUNK = 1 << 16  # bytes per write of ``save``, like an engine streaming its tar
+ARCHIVE_INDEX = "fake-index.json"  # the member of a fake ``docker save`` tar naming its images
+
+
+def normal_ref(ref: str) -> str:
+    """``ref`` as an engine spells a local tag: Docker Hub names short, ``:latest`` added;
+    ``repo@digest`` with its repository short. An image id stays as it is."""
+    if ref.startswith("sha256:"):
+        return ref
+    repository, tag, digest = split_reference(ref)
+    if digest:
+        return f"{repository_of(repository)}@{digest}"
+    return f"{repository_of(repository)}:{tag or 'latest'}"
+
+
+def manifest_digest(image_id: str) -> str:
+    """The digest a registry gives an image's manifest: the same image, the same digest."""
+    return "sha256:" + hashlib.sha256(f"manifest of {image_id}".encode()).hexdigest()
+
+
+def image_id_of(digest: str) -> str:
+    """The image id of a manifest seeded into a registry without one."""
+    return "sha256:" + hashlib.sha256(f"image of {digest}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a registry serves for a tag: the manifest's digest and the image it describes."""
+
+    digest: str
+    image_id: str = ""  # "" : derived from the digest
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.image_id:
+            object.__setattr__(self, "image_id", image_id_of(self.digest))
+
+
+class FakeRegistry(dict[str, Manifest]):
+    """Tag reference -> what the registry serves for it. Seed it with ``{ref: digest}``
+    or ``{ref: Manifest(...)}``; give the same one to several fakes to share it."""
+
+    def __init__(self, entries: Mapping[str, str | Manifest] | None = None) -> None:
+        super().__init__()
+        for ref, entry in (entries or {}).items():
+            self.put(ref, entry if isinstance(entry, Manifest) else Manifest(entry))
+
+    def put(self, ref: str, manifest: Manifest) -> None:
+        self[normal_ref(ref)] = manifest
+
+    def find(self, ref: str) -> Manifest | None:
+        """The manifest ``ref`` names: by tag, or by digest within its repository."""
+        repository, _, digest = split_reference(ref)
+        if digest is None:
+            return self.get(normal_ref(ref))
+        wanted = repository_of(repository)
+        for tag_ref, manifest in list(self.items()):
+            if manifest.digest == digest and repository_of(tag_ref) == wanted:
+                return manifest
+        return None
+
+
+@dataclass
+class FakeImage:
+    """One local image of a ``FakeBackend``."""
+
+    id: str
+    labels: dict[str, str] = field(default_factory=dict)
+    repo_digests: set[str] = field(default_factory=set)  # "repository@sha256:..."
+    size: int = 0  # bytes of its layer in a saved tar
+
+
+class FakeBackend:
+    """A Docker engine in memory; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str = "fake://engine",
+        registry: FakeRegistry | None = None,
+        local: Mapping[str, Iterable[LocalImage]] | None = None,
+        *,
+        fail: Iterable[str] = (),
+        die_building: Iterable[str] = (),
+        check_pins: bool = True,
+        id_format: str = "sha256:id-{image}",
+    ) -> None:
+        self.name = name
+        self.registry = FakeRegistry() if registry is None else registry
+        self.images: dict[str, FakeImage] = {}  # id -> image
+        self.refs: dict[str, str] = {}  # normal_ref -> image id
+        self.fail = set(fail)  # images whose build ends with a non-zero step
+        self.die_building = set(die_building)  # building one of these kills the engine
+        self.check_pins = check_pins
+        self.id_format = id_format  # the id of a build: {image}, {fingerprint12}
+        self.dead = False
+        self.requests: dict[str, BuildRequest] = {}  # image -> its last build request
+        self.calls: list[tuple[str, str]] = []  # (method, what it was asked about), in order
+        self.completed: list[tuple[str, str]] = []  # the calls that did their work
+        self._next: dict[tuple[str, str | None], list[Exception]] = {}
+        self._always: dict[tuple[str, str | None], Exception] = {}
+        self.lock = threading.RLock()
+        for fingerprint, found in (local or {}).items():
+            for image in found:
+                self.add_image(image.id, image.tags, labels={FINGERPRINT_LABEL: fingerprint})
+
+    def __repr__(self) -> str:
+        return f"FakeBackend({self.name!r})"
+
+    # -- setting it up -------------------------------------------------------------------
+
+    def add_image(
+        self,
+        image_id: str,
+        tags: Iterable[str] = (),
+        *,
+        labels: Mapping[str, str] | None = None,
+        repo_digests: Iterable[str] = (),
+        size: int = 0,
+    ) -> FakeImage:
+        """Put an image on the engine (or add tags, labels and digests to one it holds)."""
+        with self.lock:
+            image = self.images.setdefault(image_id, FakeImage(image_id))
+            image.labels.update(labels or {})
+            image.repo_digests.update(normal_ref(d) for d in repo_digests)
+            image.size = max(image.size, size)
+            for tag in tags:
+                self.refs[normal_ref(tag)] = image_id
+            return image
+
+    def fail_next(self, call: str, *errors: Exception, ref: str | None = None) -> None:
+        """The next calls of method ``call`` about ``ref`` (None: about anything) raise
+        ``errors``, one each, in turn; the calls after them behave normally."""
+        with self.lock:
+            self._next.setdefault((call, ref), []).extend(errors)
+
+    def fail_always(self, call: str, error: Exception, ref: str | None = None) -> None:
+        """Every call of method ``call`` about ``ref`` (None: about anything) raises ``error``."""
+        with self.lock:
+            self._always[(call, ref)] = error
+
+    # -- what it was asked ---------------------------------------------------------------
+
+    def attempts(self, call: str) -> list[str]:
+        """What each call of method ``call`` was about (an image, a reference), in order."""
+        with self.lock:
+            return [arg for name, arg in self.calls if name == call]
+
+    def done(self, call: str) -> list[str]:
+        """Like ``attempts``, for the calls that did their work (did not raise; a build: built)."""
+        with self.lock:
+            return [arg for name, arg in self.completed if name == call]
+
+    def history(self, *calls: str) -> list[tuple[str, str]]:
+        """Every (method, argument) attempted, of the methods ``calls`` (all without)."""
+        with self.lock:
+            return [c for c in self.calls if not calls or c[0] in calls]
+
+    def tags_of(self, image_id: str) -> tuple[str, ...]:
+        with self.lock:
+            return tuple(sorted(ref for ref, i in self.refs.items() if i == image_id))
+
+    # -- inner workings ------------------------------------------------------------------
+
+    def _enter(self, call: str, arg: str = "") -> None:
+        """Log the call; raise when the engine is dead or a failure was asked for."""
+        with self.lock:
+            self.calls.append((call, arg))
+            if self.dead:
+                raise EngineUnreachable(f"cannot reach the Docker engine at {self.name}")
+            for key in ((call, arg), (call, None)):
+                queue = self._next.get(key)
+                if queue:
+                    raise queue.pop(0)
+                if key in self._always:
+                    raise copy.copy(self._always[key])  # a fresh one: threads may share it
+
+    def _leave(self, call: str, arg: str = "") -> None:
+        with self.lock:
+            self.completed.append((call, arg))
+
+    def _find(self, ref: str) -> FakeImage | None:
+        """The local image ``ref`` names: an id, ``repo@digest`` or a reference."""
+        with self.lock:
+            if ref in self.images:
+                return self.images[ref]
+            normal = normal_ref(ref)
+            if "@" in normal:
+                return next((i for i in self.images.values() if normal in i.repo_digests), None)
+            image_id = self.refs.get(normal)
+            return self.images.get(image_id) if image_id else None
+
+    # -- the Backend contract ------------------------------------------------------------
+
+    def ping(self) -> None:
+        self._enter("ping")
+        self._leave("ping")
+
+    def close(self) -> None:
+        with self.lock:
+            self.calls.append(("close", ""))
+            self.completed.append(("close", ""))
+
+    def build(self, request: BuildRequest, log: LogSink, cancel: threading.Event) -> BuildResult:
+        with self.lock:
+            self.requests[request.image] = request
+        self._enter("build", request.image)
+        log(f"Step 1/1 : FROM whatever for {request.image}")
+        if cancel.is_set():
+            return BuildResult(ok=False, error="cancelled", cancelled=True)
+        if self.check_pins:
+            for ref, source in sorted(request.pins.items()):
+                if self._find(source) is None:  # the real engine's words
+                    return BuildResult(ok=False, error=(
+                        f"cannot pin {ref} to {source}: no such image on the engine at "
+                        f"{self.name}"
+                    ))  # fmt: skip
+        if request.image in self.die_building:
+            self.dead = True
+            raise EngineUnreachable(f"lost the connection to {self.name} while building")
+        if request.image in self.fail:
+            log(f"{request.image}: something broke")
+            return BuildResult(ok=False, error="returned a non-zero code: 1")
+        image_id = self.id_format.format(
+            image=request.image, fingerprint12=fingerprint12(request.fingerprint)
+        )
+        self.add_image(image_id, request.tags, labels=request.labels)
+        self._leave("build", request.image)
+        return BuildResult(ok=True, image_id=image_id)
+
+    def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
+        self._enter("fingerprinted_images")
+        found: dict[str, list[LocalImage]] = {}
+        with self.lock:
+            for image in self.images.values():
+                fingerprint = image.labels.get(FINGERPRINT_LABEL)
+                if fingerprint:
+                    found.setdefault(fingerprint, []).append(
+                        LocalImage(image.id, self.tags_of(image.id))
+                    )
+        self._leave("fingerprinted_images")
+        return found
+
+    def image_id(self, ref: str) -> str | None:
+        self._enter("image_id", ref)
+        image = self._find(ref)
+        self._leave("image_id", ref)
+        return image.id if image else None
+
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        self._enter("image_labels", ref)
+        image = self._find(ref)
+        self._leave("image_labels", ref)
+        return dict(image.labels) if image else None
+
+    def local_digest(self, ref: str) -> str | None:
+        self._enter("local_digest", ref)
+        image = self._find(ref)
+        self._leave("local_digest", ref)
+        if image is None:
+            return None
+        wanted = repository_of(ref)
+        for repo_digest in sorted(image.repo_digests):
+            repository, _, digest = repo_digest.partition("@")
+            if repository_of(repository) == wanted:
+                return digest
+        return image.id
+
+    def tag(self, image: str, ref: str) -> None:
+        self._enter("tag", ref)
+        if split_reference(ref)[2]:
+            raise ValueError(f"cannot tag an image as a digest reference: {ref}")
+        found = self._find(image)
+        if found is None:
+            raise StackbuildError(f"no such image on the engine at {self.name}: {image}")
+        with self.lock:
+            self.refs[normal_ref(ref)] = found.id
+        self._leave("tag", ref)
+
+    def remove_images(self, refs_or_ids: Iterable[str]) -> list[str]:
+        removed = []
+        for ref in refs_or_ids:
+            self._enter("remove_images", ref)
+            with self.lock:
+                image = self._find(ref)
+                if image is None:
+                    continue
+                if ref == image.id:  # by id: the image and every tag of it
+                    del self.images[image.id]
+                    for tag in self.tags_of(image.id):
+                        del self.refs[tag]
+                else:  # by reference: that tag; the image goes with its last one
+                    self.refs.pop(normal_ref(ref), None)
+                    if not self.tags_of(image.id):
+                        del self.images[image.id]
+            removed.append(ref)
+            self._leave("remove_images", ref)
+        return removed
+
+    def registry_digest(self, ref: str) -> str:
+        self._enter("registry_digest", ref)
+        manifest = self.registry.find(ref)
+        if manifest is None:
+            raise registry_error(f"manifest for {ref} not found: manifest unknown", ref,
+                                 "look up")  # fmt: skip
+        self._leave("registry_digest", ref)
+        return manifest.digest
+
+    def has_tag(self, ref: str) -> bool:
+        self._enter("has_tag", ref)
+        found = self.registry.find(ref) is not None
+        self._leave("has_tag", ref)
+        return found
+
+    def registry_manifest(self, ref: str) -> tuple[bytes, str, str | None] | None:
+        self._enter("registry_manifest", ref)
+        self._leave("registry_manifest", ref)
+        return None  # a registry in a dict has no manifest bytes to check a digest against
+
+    def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
+        self._enter("push", ref)
+        repository, tag, digest = split_reference(ref)
+        if digest or not tag:
+            raise ValueError(f"push needs a tag reference (repo:tag), not {ref}")
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        image = self._find(ref)
+        if image is None:
+            raise registry_error(
+                f"An image does not exist locally with the tag: {repository}", ref, "push"
+            )
+        pushed = manifest_digest(image.id)
+        self.registry.put(ref, Manifest(pushed, image.id, dict(image.labels)))
+        with self.lock:
+            image.repo_digests.add(normal_ref(f"{repository}@{pushed}"))
+        log(f"{tag}: digest: {pushed} size: {image.size}")
+        self._leave("push", ref)
+        return pushed
+
+    def pull(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
+        self._enter("pull", ref)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        manifest = self.registry.find(ref)
+        if manifest is None:
+            raise registry_error(f"manifest for {ref} not found: manifest unknown", ref, "pull")
+        repository, tag, digest = split_reference(ref)
+        self.add_image(
+            manifest.image_id,
+            () if digest else (ref,),  # a pull by digest adds no tag, only the RepoDigest
+            labels=manifest.labels,
+            repo_digests=(f"{repository}@{manifest.digest}",),
+        )
+        log(f"Digest: {manifest.digest}")
+        self._leave("pull", ref)
+        return manifest.image_id
+
+    def archive(self, refs: Iterable[str]) -> bytes:
+        """What ``save(refs)`` writes: a tar of the images ``refs`` name, with those tags
+        (``ARCHIVE_INDEX``), each image's layer ``size`` bytes; the same bytes every time."""
+        refs = list(refs)
+        index: dict[str, dict] = {}
+        with self.lock:
+            for ref in refs:
+                image = self._find(ref)
+                if image is None:
+                    raise StackbuildError(f"docker save failed: reference does not exist: {ref}")
+                entry = index.setdefault(image.id, {"labels": image.labels, "tags": [],
+                                                    "size": image.size})  # fmt: skip
+                if ref != image.id:
+                    entry["tags"].append(normal_ref(ref))
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            members = [(ARCHIVE_INDEX, json.dumps(index, sort_keys=True).encode())]
+            members += [(f"{i.removeprefix('sha256:')}/layer.tar", b"x" * e["size"])
+                        for i, e in sorted(index.items())]  # fmt: skip
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    def save(self, refs: Iterable[str], fileobj: IO[bytes]) -> None:
+        refs = list(refs)
+        self._enter("save", " ".join(refs))
+        data = self.archive(refs)
+        for start in range(0, len(data), SAVE_CHUNK):
+            fileobj.write(data[start : start + SAVE_CHUNK])
+        self._leave("save", " ".join(refs))
+
+    def load(self, fileobj: IO[bytes], size: int, log: LogSink) -> list[str]:
+        self._enter("load")
+        try:
+            with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+                index = None
+                for member in tar:
+                    if member.name == ARCHIVE_INDEX:
+                        handle = tar.extractfile(member)
+                        index = json.loads(handle.read()) if handle else None
+        except (tarfile.TarError, ValueError) as error:
+            raise StackbuildError(f"docker load failed: {error}") from None
+        if not isinstance(index, dict):
+            raise StackbuildError("docker load failed: not an archive of docker save")
+        loaded = []
+        for image_id, entry in index.items():
+            self.add_image(image_id, entry["tags"], labels=entry["labels"], size=entry["size"])
+            lines = [f"Loaded image: {t}" for t in entry["tags"]]
+            lines = lines or [f"Loaded image ID: {image_id}"]
+            for line in lines:
+                log(line)
+                loaded.append(line.partition(": ")[2])
+        self._leave("load")
+        return loaded
+
+
+def _implements_the_contract(backend: FakeBackend) -> Backend:
+    return backend  # mypy checks that a FakeBackend is a Backend
+
