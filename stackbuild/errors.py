@@ -26,12 +26,15 @@ class StackbuildError(Exception):
     exit_code = EXIT_BUILD_FAILED
 
 
-class ManifestError(StackbuildError):
-    """A mistake in stack.yaml, located at ``path:line:col`` (1-based)."""
+class LocatedError(StackbuildError):
+    """A mistake at a place in a file: ``path:line:col: message`` (1-based), or just the
+    message where no place is known."""
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, message: str, path: str, line: int = 1, col: int = 1) -> None:
+    def __init__(
+        self, message: str, path: str | None = None, line: int | None = None, col: int = 1
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.path = path
@@ -39,7 +42,19 @@ class ManifestError(StackbuildError):
         self.col = col
 
     def __str__(self) -> str:
+        if self.path is None or self.line is None:
+            return self.message
         return f"{self.path}:{self.line}:{self.col}: {self.message}"
+
+
+class ManifestError(LocatedError):
+    """A mistake in stack.yaml, located at ``path:line:col`` (1-based)."""
+
+    path: str
+    line: int
+
+    def __init__(self, message: str, path: str, line: int = 1, col: int = 1) -> None:
+        super().__init__(message, path, line, col)
 
 
 class DockerfileError(StackbuildError):
@@ -101,27 +116,11 @@ class ContextChanged(StackbuildError):
     """
 
 
-class LockfileError(StackbuildError):
+class LockfileError(LocatedError):
     """stack.lock cannot be read as a lock: a person has to fix or regenerate it.
 
     Located like a ``ManifestError`` (``PATH:LINE:COL: message``) when the mistake is at
     a place in the file."""
-
-    exit_code = EXIT_USAGE
-
-    def __init__(
-        self, message: str, path: str | None = None, line: int | None = None, col: int = 1
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.path = path
-        self.line = line
-        self.col = col
-
-    def __str__(self) -> str:
-        if self.path is None or self.line is None:
-            return self.message
-        return f"{self.path}:{self.line}:{self.col}: {self.message}"
 
 
 class StateWriteError(StackbuildError, OSError):
