@@ -152,6 +152,7 @@ class BuildRun:
             self.reporter.image_output(name, line)
 
         started = time.monotonic()
+        message: str | None  # the error of a failed build, one line
         try:
             if slot:  # parents built on other engines are pulled onto this one
                 request = slot.prepare(request, sink)
