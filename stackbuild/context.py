@@ -394,13 +394,13 @@ def _category(code: object) -> Callable[[str], bool]:
     return tests[code]
 
 
-def _char_test(op: object, av: object) -> Callable[[str], bool]:
+def _char_test(op: object, av: Any) -> Callable[[str], bool]:
     """The one-character test of a LITERAL, NOT_LITERAL, ANY or IN node."""
     if op is sre.LITERAL:
-        literal = chr(av)  # type: ignore[arg-type]
+        literal = chr(av)
         return literal.__eq__
     if op is sre.NOT_LITERAL:
-        literal = chr(av)  # type: ignore[arg-type]
+        literal = chr(av)
         return literal.__ne__
     if op is sre.ANY:
         return "\n".__ne__  # no DOTALL: "." is anything but a newline
@@ -408,7 +408,7 @@ def _char_test(op: object, av: object) -> Callable[[str], bool]:
         negate = False
         ranges: list[tuple[str, str]] = []
         categories: list[Callable[[str], bool]] = []
-        for item_op, item in av:  # type: ignore[attr-defined]
+        for item_op, item in av:
             if item_op is sre.NEGATE:
                 negate = True
             elif item_op is sre.LITERAL:
