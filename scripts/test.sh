@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 .venv/bin/ruff check stackbuild tests bench
+.venv/bin/mypy
+.venv/bin/lint-imports
 # integration tests fail (instead of skipping) when no engine answers
 export STACKBUILD_REQUIRE_DOCKER=1
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

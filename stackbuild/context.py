@@ -47,13 +47,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from stackbuild.errors import ContextChanged, ContextError
 from stackbuild.manifest import ImageSpec
 
 if TYPE_CHECKING:
+    # typeshed knows re's parser modules by their names before 3.11, which warn
+    # (DeprecationWarning) when imported at run time
+    import sre_constants as sre
+    import sre_parse as _parser
     import tarfile  # imported on first use: plan never writes a tar
+else:
+    from re import _constants as sre  # loaded by `import re` already: costs nothing
+    from re import _parser
 
 DOCKERIGNORE = ".dockerignore"
 # where a Dockerfile from outside the context goes in the tar (the CLI uses a random name)
@@ -373,8 +380,6 @@ class _Unsupported(Exception):
 
 
 def _category(code: object) -> Callable[[str], bool]:
-    from re import _constants as sre
-
     # re.ASCII meanings, which is how the translated regexps are compiled
     tests: dict[object, Callable[[str], bool]] = {
         sre.CATEGORY_DIGIT: lambda c: "0" <= c <= "9",
@@ -389,15 +394,13 @@ def _category(code: object) -> Callable[[str], bool]:
     return tests[code]
 
 
-def _char_test(op: object, av: object) -> Callable[[str], bool]:
+def _char_test(op: object, av: Any) -> Callable[[str], bool]:
     """The one-character test of a LITERAL, NOT_LITERAL, ANY or IN node."""
-    from re import _constants as sre
-
     if op is sre.LITERAL:
-        literal = chr(av)  # type: ignore[arg-type]
+        literal = chr(av)
         return literal.__eq__
     if op is sre.NOT_LITERAL:
-        literal = chr(av)  # type: ignore[arg-type]
+        literal = chr(av)
         return literal.__ne__
     if op is sre.ANY:
         return "\n".__ne__  # no DOTALL: "." is anything but a newline
@@ -405,7 +408,7 @@ def _char_test(op: object, av: object) -> Callable[[str], bool]:
         negate = False
         ranges: list[tuple[str, str]] = []
         categories: list[Callable[[str], bool]] = []
-        for item_op, item in av:  # type: ignore[attr-defined]
+        for item_op, item in av:
             if item_op is sre.NEGATE:
                 negate = True
             elif item_op is sre.LITERAL:
@@ -428,7 +431,7 @@ def _char_test(op: object, av: object) -> Callable[[str], bool]:
 class _Automaton:
     """A search for a regexp (as ``re.search`` would find it) in time linear in the text."""
 
-    def __init__(self, tree: object) -> None:
+    def __init__(self, tree: Iterable[Any]) -> None:
         self.kind: list[int] = []
         self.arg: list[Any] = []
         self.out: list[list[int]] = []
@@ -463,8 +466,6 @@ class _Automaton:
         return then
 
     def _item(self, op: object, av: Any, then: int) -> int:
-        from re import _constants as sre
-
         if op is sre.MAX_REPEAT or op is sre.MIN_REPEAT:  # greed does not change *whether*
             low, high, body = av
             if high is sre.MAXREPEAT:
@@ -498,8 +499,6 @@ class _Automaton:
     ) -> frozenset[int]:
         """The character-reading and accepting nodes reachable without reading, at a
         position that is the start / the end / after a word char / before one."""
-        from re import _constants as sre
-
         at_start, at_end, prev_word, next_word = where
         seen: set[int] = set()
         found: set[int] = set()
@@ -586,8 +585,6 @@ def _linear_in_re(tree: Iterable[Any]) -> bool:
     and at most one repeat of variable length, so at most one choice point (the
     leading ``^`` stops a search from retrying at every position). Refuses the
     repeat counts Go's regexp refuses (the docker CLI then fails the build)."""
-    from re import _constants as sre
-
     variable, branches = 0, False
     todo = [tree]
     while todo:
@@ -609,12 +606,10 @@ def _linear_in_re(tree: Iterable[Any]) -> bool:
 
 def _searcher(source: str) -> Callable[[str], bool]:
     """``bool(re.search(source))`` for a translated pattern, linear in the path."""
-    from re import _parser
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FutureWarning on "--" inside a class
         regex = re.compile(source, re.ASCII)  # its syntax errors are the ones we report
-        tree = _parser.parse(source, re.ASCII)
+        tree = _parser.parse(source, re.ASCII).data  # its (opcode, argument) items
     if not _linear_in_re(tree):
         try:
             return _Automaton(tree).search
@@ -983,7 +978,7 @@ def _add_entry(
             info.size = st.st_size
             with open(source, "rb") as handle:
                 reader = _HashingReader(handle)
-                tar.addfile(info, reader)  # type: ignore[arg-type]
+                tar.addfile(info, reader)
             return context_entry("f", mode, reader.sha256.hexdigest())
         if f.kind == "d" and stat.S_ISDIR(st.st_mode):
             tar.addfile(_tarinfo(f.path, mode, "d"))
@@ -1003,7 +998,7 @@ def write_context_tar(
     files: Iterable[ContextFile],
     dockerfile_bytes: bytes,
     dockerfile_name: str,
-    fileobj: BinaryIO,
+    fileobj: IO[bytes],
     *,
     expected: Mapping[str, str] | None = None,
 ) -> None:
@@ -1030,7 +1025,9 @@ def write_context_tar(
     paths = {f.path for f in files}
     external = dockerfile_name not in paths
     hide = b"\n" + os.fsencode(dockerfile_name) + b"\n"
-    with tarfile.open(
+    # TarFile itself, which is what open() with mode "w" returns: typeshed's open() does
+    # not list copybufsize, which it hands on to it
+    with tarfile.TarFile(
         fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_COPY_CHUNK
     ) as tar:
         for f in files:

@@ -32,9 +32,13 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from stackbuild.errors import DockerfileError
 from stackbuild.refs import is_reference
+
+if TYPE_CHECKING:
+    import dockerfile as buildkit  # imported where it parses: the fast path needs none
 
 
 @dataclass(frozen=True)
@@ -419,17 +423,17 @@ def _buildkit_instructions(
     return result
 
 
-def _join_spaced_heredoc(lines: list[str], commands: tuple[object, ...]) -> bool:
+def _join_spaced_heredoc(lines: list[str], commands: tuple[buildkit.Command, ...]) -> bool:
     """Rewrite the first RUN/COPY/ADD (also under ONBUILD) whose `<<` stands apart from
     its delimiter into `<<EOF` form in ``lines``; False if there is none."""
     for command in commands:
-        keyword = (command.cmd or "").lower()  # type: ignore[attr-defined]
+        keyword = (command.cmd or "").lower()
         if keyword == "onbuild":
-            keyword = (command.sub_cmd or "").lower()  # type: ignore[attr-defined]
-        if keyword not in _HEREDOC_KEYWORDS or command.heredocs:  # type: ignore[attr-defined]
+            keyword = (command.sub_cmd or "").lower()
+        if keyword not in _HEREDOC_KEYWORDS or command.heredocs:
             continue
         changed = False
-        start, end = command.start_line - 1, command.end_line  # type: ignore[attr-defined]
+        start, end = command.start_line - 1, command.end_line
         for index in range(start, min(end, len(lines))):
             line = lines[index]
             if "<<" not in line or line.lstrip().startswith("#"):

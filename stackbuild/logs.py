@@ -37,7 +37,7 @@ OnError = Callable[[Path, BaseException], None]
 
 
 @functools.cache
-def _handler_class() -> type[logging.Handler]:
+def _handler_class() -> Callable[[Path, Path, OnError], logging.Handler]:
     # concurrent-log-handler costs 30-90 ms to import: only a run that builds pays it
     from concurrent_log_handler import ConcurrentRotatingFileHandler
 
@@ -73,7 +73,7 @@ def _handler(path: Path, lock_dir: Path, on_error: OnError) -> logging.Handler:
     """The file's handler; a handler that drops every line when the file cannot even be
     opened (``on_error`` is told)."""
     try:
-        handler: logging.Handler = _handler_class()(path, lock_dir, on_error)  # type: ignore[call-arg]  # noqa: E501
+        handler: logging.Handler = _handler_class()(path, lock_dir, on_error)
     except OSError as error:
         on_error(path, error)
         handler = logging.NullHandler()

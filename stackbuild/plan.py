@@ -8,7 +8,7 @@ arg, which parent, which upstream digest.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from stackbuild.fingerprint import ImageInputs
@@ -62,7 +62,7 @@ class Step:
 class Plan:
     steps: tuple[Step, ...]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
 
     def step(self, image: str) -> Step:

@@ -496,8 +496,8 @@ def run_threaded(
             while True:
                 if stop.is_set() and not stopping:
                     stopping = True
-                    for name in schedule.cancel():
-                        emit(SchedulerEvent("cancelled", name, Status.CANCELLED))
+                    for dropped in schedule.cancel():
+                        emit(SchedulerEvent("cancelled", dropped, Status.CANCELLED))
                 while not stopping and (name := schedule.peek()) is not None:
                     try:
                         slot = pool.acquire(name)

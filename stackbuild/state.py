@@ -21,7 +21,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -110,7 +110,9 @@ class StateDir:
             self.record_path(image).unlink()
 
     @contextlib.contextmanager
-    def run_lock(self, wait: bool = True, notify=print) -> Iterator[None]:
+    def run_lock(
+        self, wait: bool = True, notify: Callable[[str], None] = print
+    ) -> Iterator[None]:
         """Hold ``run.lock`` for the duration of a build.
 
         A second run on the same stack waits for the first (``wait``) or

@@ -38,6 +38,7 @@ from stackbuild.backends.contract import (
     Backend,
     BuildRequest,
     BuildResult,
+    ByteWriter,
     Cancelled,
     LocalImage,
     LogSink,
@@ -426,7 +427,7 @@ class FakeBackend:
                 tar.addfile(info, io.BytesIO(data))
         return buffer.getvalue()
 
-    def save(self, refs: Iterable[str], fileobj: IO[bytes]) -> None:
+    def save(self, refs: Iterable[str], fileobj: ByteWriter) -> None:
         refs = list(refs)
         self._enter("save", " ".join(refs))
         data = self.archive(refs)

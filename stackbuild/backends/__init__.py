@@ -10,11 +10,14 @@ is the one caller that picks which (``--backend``, ``backend:``, ``builders:``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from stackbuild.backends.buildkit import BuildKitBuilder
 from stackbuild.backends.docker_api import ClassicBuilder
-from stackbuild.backends.engine import Builder, DockerEngine
+from stackbuild.backends.engine import API_TIMEOUT, Builder, DockerEngine
+
+if TYPE_CHECKING:
+    from docker.tls import TLSConfig
 
 # --backend / backend: -> the builder that builds with it
 BUILDERS: dict[str, type[ClassicBuilder] | type[BuildKitBuilder]] = {
@@ -30,7 +33,7 @@ def open_backend(
     name: str | None = None,
     *,
     builder: Builder | None = None,
-    **engine_options: Any,
+    timeout: float = API_TIMEOUT,
 ) -> DockerEngine:
     """The engine at ``url`` (None: DOCKER_HOST and its defaults), building with the
     ``kind`` builder (or ``builder``); ``tls`` as stack.yaml's ``tls:`` of a builder.
@@ -40,11 +43,11 @@ def open_backend(
         url,
         tls=_tls(tls or {}),
         name=name or url,
-        **engine_options,
+        timeout=timeout,
     )
 
 
-def _tls(settings: Mapping[str, str | bool]) -> Any:
+def _tls(settings: Mapping[str, str | bool]) -> TLSConfig | None:
     """A docker SDK TLSConfig from a builder's ``tls:`` (None without one)."""
     if not settings:
         return None

@@ -56,6 +56,12 @@ class BuildResult:
 LogSink = Callable[[str], None]
 
 
+class ByteWriter(Protocol):
+    """Where ``Backend.save`` writes: a binary file, or anything else with its ``write``."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
 class Cancelled(Exception):
     """A streaming call (build, push, pull) was aborted because its cancel event was set."""
 
@@ -125,7 +131,7 @@ class Backend(Protocol):
 
     # -- moving images without a registry
 
-    def save(self, refs: Iterable[str], fileobj: IO[bytes]) -> None:
+    def save(self, refs: Iterable[str], fileobj: ByteWriter) -> None:
         """Write ``docker save`` of ``refs`` (every tag kept) as one tar into ``fileobj``."""
 
     def load(self, fileobj: IO[bytes], size: int, log: LogSink) -> list[str]:

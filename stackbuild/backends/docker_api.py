@@ -90,7 +90,7 @@ class ClassicBuilder:
             params["target"] = request.target
         if request.platform:
             params["platform"] = request.platform
-        headers = {"Content-Type": "application/x-tar"}
+        headers: dict[str, str | bytes] = {"Content-Type": "application/x-tar"}
         with engine.engine_errors():
             engine.api._set_auth_headers(headers)  # registry credentials for FROM pulls
 

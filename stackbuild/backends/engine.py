@@ -30,13 +30,15 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
+    Backend,
     BuildRequest,
     BuildResult,
+    ByteWriter,
     Cancelled,
     LocalImage,
     LogSink,
@@ -56,6 +58,7 @@ from stackbuild.refs import exact_reference, repository_of, split_reference
 if TYPE_CHECKING:
     import docker
     import requests
+    from docker.tls import TLSConfig
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 # s, a read timeout for every call that should return (inspect, list, tag, remove, registry
@@ -68,6 +71,58 @@ TIMEOUT_ENV = "STACKBUILD_ENGINE_TIMEOUT"  # s, overrides both (a slow engine, o
 CONNECT_TIMEOUT = 30  # s, connecting for a streaming call; reading it has no timeout
 CANCEL_POLL = 0.1  # s, how often a watcher looks at the cancel event
 POOL_SIZE = 32  # connections kept per engine: one per concurrent build, -j can exceed 10
+
+
+# (connect, read) seconds as requests takes them; a read timeout of None waits forever
+Timeout = float | tuple[float, float | None] | None
+
+
+class _SDKInternals(Protocol):
+    """The private methods of the SDK's ``APIClient`` that stackbuild calls and the SDK's
+    stubs do not declare: its URL building, raw requests with the client's headers,
+    status checks and JSON stream decoding, which the public methods do not expose
+    without reading a whole response first."""
+
+    def _url(self, pathfmt: str, *args: str, versioned_api: bool = True) -> str: ...
+
+    def _get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, object] | None = None,
+        stream: bool = False,
+        timeout: Timeout = None,
+    ) -> requests.Response: ...
+
+    def _post(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, object] | None = None,
+        data: Iterable[bytes] | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
+        stream: bool = False,
+        timeout: Timeout = None,
+    ) -> requests.Response: ...
+
+    def _result(
+        self, response: requests.Response, json: bool = False, binary: bool = False
+    ) -> object: ...
+
+    def _raise_for_status(self, response: requests.Response) -> None: ...
+
+    def _stream_helper(
+        self, response: requests.Response, decode: bool = False
+    ) -> Iterator[object]: ...
+
+    def _set_auth_headers(self, headers: MutableMapping[str, str | bytes]) -> None: ...
+
+
+if TYPE_CHECKING:
+
+    class _APIClient(docker.APIClient, _SDKInternals):
+        """The client as stackbuild uses it: the SDK's, with the private methods named."""
+
 
 class StreamError(Exception):
     """The engine reported an error in a streaming response (an error record or HTTP status)."""
@@ -129,15 +184,17 @@ class _CancellableBody:
             yield chunk
 
 
-def _response_socket(response: requests.Response) -> Any:
+def _response_socket(response: requests.Response) -> socket.socket | None:
     """The socket under a streaming response, or None where the transport hides it."""
     raw = response.raw
     conn = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
-    sock = getattr(conn, "sock", None)
+    sock: socket.socket | None = getattr(conn, "sock", None)
     if sock is not None:
         return sock
     try:
-        return raw._fp.fp.raw._sock  # http.client -> BufferedReader -> SocketIO
+        # http.client -> BufferedReader -> SocketIO, private all the way down: hence the
+        # AttributeError below where a transport differs
+        return raw._fp.fp.raw._sock  # type: ignore[union-attr]  # private attributes, see above
     except AttributeError:
         return None
 
@@ -208,7 +265,7 @@ class DockerEngine:
         self,
         builder: Builder,
         base_url: str | None = None,
-        tls: Any = None,
+        tls: TLSConfig | None = None,
         name: str | None = None,
         *,
         timeout: float = API_TIMEOUT,
@@ -218,7 +275,7 @@ class DockerEngine:
         self.tls = tls
         self.timeout = timeout
         self.name = name or base_url or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
-        self._client: docker.APIClient | None = None
+        self._client: _APIClient | None = None
         self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -231,33 +288,33 @@ class DockerEngine:
     # -- connection and errors ---------------------------------------------------------
 
     @property
-    def api(self) -> docker.APIClient:
+    def api(self) -> _APIClient:
         """The SDK's low-level client, created (and the API version negotiated) on first use."""
         with self._client_lock:
             if self._client is None:
                 self._client = self._connect()
             return self._client
 
-    def _connect(self) -> docker.APIClient:
+    def _connect(self) -> _APIClient:
         import docker
+        from docker.utils import kwargs_from_env
 
-        kwargs: dict[str, Any]
-        if self.base_url is None:
-            kwargs = docker.utils.kwargs_from_env()
-        else:
-            kwargs = {"base_url": self.base_url}
-        if self.tls is not None:
-            kwargs["tls"] = self.tls
+        base_url, tls = self.base_url, self.tls
+        if base_url is None:
+            env = kwargs_from_env()  # DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
+            base_url = env.get("base_url")
+            tls = tls or env.get("tls")
         with self.engine_errors():
             # version="auto" asks the engine which API it speaks, so old (20.10) and new
             # engines both work; that probe should fail fast, hence the short timeout first
             client = docker.APIClient(
-                version="auto", timeout=_timeout(PING_TIMEOUT), max_pool_size=POOL_SIZE,
-                **kwargs,
+                base_url=base_url, version="auto", tls=tls or False,
+                timeout=_timeout(PING_TIMEOUT),  # type: ignore[arg-type]  # seconds for requests, a float; the stub says int
+                max_pool_size=POOL_SIZE,
             )
         # the read timeout of every call that does not pass its own (the streams do)
-        client.timeout = _timeout(self.timeout)
-        return client
+        client.timeout = _timeout(self.timeout)  # type: ignore[assignment]  # as above
+        return cast("_APIClient", client)  # the one place the private methods are named
 
     def close(self) -> None:
         """Close the connection pool; the backend reconnects when used again."""
@@ -384,7 +441,7 @@ class DockerEngine:
         params: Mapping[str, Any] | None = None,
         data: IO[bytes] | None = None,
         size: int | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
         cancel: threading.Event | None = None,
         doing: str | None = None,
     ) -> Iterator[dict[str, Any]]:
@@ -398,7 +455,7 @@ class DockerEngine:
 
         cancel = cancel or threading.Event()
         doing = doing or f"streaming {path}"
-        body: Any = data
+        body: Iterable[bytes] | None = data
         if data is not None and size is not None:
             body = _CancellableBody(data, size, cancel)
         with self.engine_errors():
@@ -660,7 +717,7 @@ class DockerEngine:
             raise RegistryError(f"the engine reported pulling {ref} but has no such image")
         return image_id
 
-    def save(self, refs: Iterable[str], fileobj: IO[bytes]) -> None:
+    def save(self, refs: Iterable[str], fileobj: ByteWriter) -> None:
         """Write ``docker save`` of ``refs`` (every tag kept) as one tar into ``fileobj``."""
         import docker.errors
 
@@ -697,6 +754,11 @@ class DockerEngine:
         except StreamError as e:
             raise StackbuildError(f"docker load failed: {e}") from e
         return loaded
+
+
+# DockerEngine is the Backend: a method of the contract missing or mistyped here is a type
+# error on this line
+_: type[Backend] = DockerEngine
 
 
 def pull_allowed(request: BuildRequest, log: LogSink) -> bool:

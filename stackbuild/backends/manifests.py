@@ -9,10 +9,10 @@ credentials (the Docker config and credential helpers, through the docker SDK's
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from stackbuild.backends.contract import ManifestUnreachable
 from stackbuild.refs import registry_host, split_reference
@@ -74,7 +74,7 @@ def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
     url = f"{base}/v2/{path}/manifests/{digest or tag or 'latest'}"
     headers = {"Accept": ", ".join(MANIFEST_TYPES)}
 
-    def get(target: str, extra: Mapping[str, str]) -> Any:
+    def get(target: str, extra: Mapping[str, str]) -> http.client.HTTPResponse:
         request = urllib.request.Request(target, headers={**headers, **extra})
         return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT)  # noqa: S310 - http(s)
 

@@ -14,6 +14,13 @@ import signal
 import sys
 import threading
 
+# typing.TYPE_CHECKING (which mypy reads by its name) without importing typing at run time:
+# this module runs before anything that takes a while
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+
 
 def exit_interrupted(signum: int, frame: object) -> None:
     """Before ``main`` runs (imports: nothing to clean up) and once an interrupt is already
@@ -31,12 +38,12 @@ def raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def handle_signals(handler: object) -> None:
+def handle_signals(handler: Callable[[int, FrameType | None], None]) -> None:
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may set handlers (and only it receives signals)
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup/&: stay ignored
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+            signal.signal(signum, handler)
 
 
 def ignore_signals_at_exit() -> None:

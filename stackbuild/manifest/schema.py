@@ -21,7 +21,7 @@ from stackbuild.manifest.model import Location
 from stackbuild.manifest.yaml import YamlDocument, YamlPath
 
 if TYPE_CHECKING:
-    from jsonschema import ValidationError
+    from jsonschema import Draft202012Validator, ValidationError
 
 
 # Package data beside the code: stackbuild is installed as files (never imported from a
@@ -36,7 +36,7 @@ def stack_schema() -> dict[str, Any]:
 
 
 @functools.cache
-def _validator() -> Any:
+def _validator() -> Draft202012Validator:
     from jsonschema import Draft202012Validator  # lazy: ~70 ms of start-up
 
     return Draft202012Validator(stack_schema())
@@ -96,12 +96,9 @@ def _compile(node: dict[str, Any], root: dict[str, Any], refs: dict[str, Check])
         elif keyword == "type":
             checks.append(_type_check(value))
         elif keyword in ("enum", "const"):
-            options = tuple(value) if keyword == "enum" else (value,)
-            checks.append(lambda x, o=options: any(type(x) is type(v) and x == v for v in o))
+            checks.append(_const_check(tuple(value) if keyword == "enum" else (value,)))
         elif keyword == "minimum":
-            checks.append(
-                lambda x, m=value: type(x) not in (int, float) or x >= m  # bools: not numbers
-            )
+            checks.append(_minimum_check(value))
         else:
             raise _Unsupported(keyword)
     if _OBJECT_KEYWORDS.intersection(node):
@@ -128,6 +125,14 @@ def _compile_ref(ref: str, root: dict[str, Any], refs: dict[str, Check]) -> Chec
         cell.append(_compile(target, root, refs))
         refs[ref] = cell[0]
     return refs[ref]
+
+
+def _const_check(options: tuple[Any, ...]) -> Check:
+    return lambda x: any(type(x) is type(v) and x == v for v in options)
+
+
+def _minimum_check(minimum: float) -> Check:
+    return lambda x: type(x) not in (int, float) or x >= minimum  # bools: not numbers
 
 
 def _type_check(types: str | list[str]) -> Check:
@@ -240,10 +245,15 @@ _TYPE_WORDS = {
 }
 
 
-def _explain(error: ValidationError, path: YamlPath, doc: YamlDocument) -> Iterator[tuple]:
+def _explain(
+    error: ValidationError, path: YamlPath, doc: YamlDocument
+) -> Iterator[tuple[Location, str]]:
     """Yield (location, message) for one jsonschema error, in words a person can act on."""
     kind = error.validator
-    instance = error.instance
+    # what failed and the keyword's value: YAML data of any type (the stubs' Unset is
+    # only the default of an error made by hand; iter_errors sets both)
+    instance: Any = error.instance
+    keyword_value: Any = error.validator_value
     sub = error.schema if isinstance(error.schema, dict) else {}
     where = _describe(path)
     if path == ("version",):
@@ -263,7 +273,7 @@ def _explain(error: ValidationError, path: YamlPath, doc: YamlDocument) -> Itera
             )
             yield doc.key_location(path + (key,)), f"unknown key {key!r} {inside}; {fix}"
     elif kind == "required":
-        for key in error.validator_value:
+        for key in keyword_value:
             if key not in instance:
                 owner = doc.display_path if not path else where
                 example = _example(sub.get("properties", {}).get(key, {}))
@@ -284,8 +294,8 @@ def _explain(error: ValidationError, path: YamlPath, doc: YamlDocument) -> Itera
             fix = f"indent its settings under it, e.g. `{name}: {{context: images/{name}}}`"
             yield doc.location(path), f"{problem}; {fix}"
             return
-        types = error.validator_value
-        types = types if isinstance(types, list) else [types]
+        # the schema's names of types, e.g. "string" or ["string", "null"]
+        types: list[str] = keyword_value if isinstance(keyword_value, list) else [keyword_value]
         words = [_TYPE_WORDS.get(t, t) for t in types]
         expected = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
         example = _example(sub)
@@ -293,7 +303,7 @@ def _explain(error: ValidationError, path: YamlPath, doc: YamlDocument) -> Itera
         got = value_kind(instance)
         yield doc.location(path), f"expected {expected} for {where}, got {got}; {fix}"
     elif kind in ("enum", "const"):
-        options = error.validator_value if kind == "enum" else [error.validator_value]
+        options = keyword_value if kind == "enum" else [keyword_value]
         names = [str(o) for o in options]
         close = difflib.get_close_matches(str(instance), names, n=1)
         fix = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(names)}"
@@ -313,10 +323,10 @@ def _explain(error: ValidationError, path: YamlPath, doc: YamlDocument) -> Itera
         fix = f"write e.g. {example}" if example else "write a value or remove the key"
         yield doc.location(path), f"{where} is empty; {fix}"
     elif kind == "minimum":
-        minimum = error.validator_value
+        minimum = keyword_value
         yield doc.location(path), f"{where} must be at least {minimum}, got {_show(instance)}"
     elif kind == "pattern":
-        message = sub.get("patternErrorMessage", f"must match {error.validator_value}")
+        message = sub.get("patternErrorMessage", f"must match {keyword_value}")
         if "propertyNames" in error.relative_schema_path:
             # jsonschema reports a bad key at its mapping's path; the key is the instance
             subject = _KEY_SUBJECTS.get(path[-1] if path else "", f"key in {where}")
@@ -341,7 +351,7 @@ _EMPTY_IMAGES = "images: is empty; add at least one image, e.g. `base: {context:
 _EMPTY_BUILDERS = (
     "builders: is empty; list at least one engine, or remove builders: to use the local engine"
 )
-_KEY_SUBJECTS = {
+_KEY_SUBJECTS: dict[str | int, str] = {
     "images": "image name",
     "build_args": "build arg name",
     "secrets": "secret id",

@@ -15,10 +15,10 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from stackbuild.analyze import Analysis
-from stackbuild.backends.contract import Backend
+from stackbuild.backends.contract import Backend, LogSink
 from stackbuild.errors import SaveError, StackbuildError, UsageError
 from stackbuild.files import atomic_writer
 from stackbuild.refs import is_exact_reference, repository_of
@@ -100,7 +100,7 @@ def open_output(output: Path) -> Iterator[_Checked]:
         raise SaveError(f"cannot write {output}: {error.strerror}") from None
     if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
         try:
-            handle = open(target, "wb")  # noqa: SIM115 - a FIFO waits here for its reader
+            handle: IO[bytes] = open(target, "wb")  # noqa: SIM115 - a FIFO waits here for its reader
         except OSError as error:
             raise SaveError(f"cannot write {output}: {error.strerror}") from None
         try:
@@ -134,7 +134,7 @@ def save(analysis: Analysis, backend: Backend, output: Path) -> list[Saved]:
     return saved
 
 
-def load(backend: Backend, archive: Path, log: Any = None) -> list[str]:
+def load(backend: Backend, archive: Path, log: LogSink | None = None) -> list[str]:
     """Load a tar written by ``save`` (or ``docker save``); what the engine loaded."""
     archive = Path(archive)
     try:

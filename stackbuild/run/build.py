@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from stackbuild.analyze import Analysis
 from stackbuild.backends.contract import (
@@ -66,6 +67,20 @@ def image_tags(repository: str, fingerprint: str, templates: tuple[str, ...],
     return [f"{repository}:{tag}" for tag in dict.fromkeys(tags)]
 
 
+class Reporter(Protocol):
+    """What a build run tells the person watching (``ui.PlainReporter`` and its live view)."""
+
+    def start(self, to_build: int, up_to_date: int) -> None: ...
+
+    def image_started(self, image: str, engine: str | None = None) -> None: ...
+
+    def image_output(self, image: str, line: str) -> None: ...
+
+    def image_requeued(self, image: str, why: str) -> None: ...
+
+    def image_finished(self, result: ImageResult) -> None: ...
+
+
 class BuildRun:
     """One ``stackbuild build``: a plan, a backend, a reporter, a stop switch."""
 
@@ -74,7 +89,7 @@ class BuildRun:
         analysis: Analysis,
         plan: Plan,
         backend: Backend,
-        reporter,
+        reporter: Reporter,
         options: BuildOptions,
         local_images: Mapping[str, LocalImage],
         stop: threading.Event | None = None,
@@ -152,6 +167,7 @@ class BuildRun:
             self.reporter.image_output(name, line)
 
         started = time.monotonic()
+        message: str | None  # the error of a failed build, one line
         try:
             if slot:  # parents built on other engines are pulled onto this one
                 request = slot.prepare(request, sink)

@@ -24,6 +24,7 @@ Imports nothing heavy at module level: ``plan`` pays only for what it uses.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from stackbuild.analyze import Analysis
 from stackbuild.backends.contract import Backend, BuildRequest, Cancelled, LogSink
@@ -238,12 +239,21 @@ class _PushLog:
         self._file.close()
 
 
+class PushBackend(Protocol):
+    """What a ``Pusher`` asks of its backend: a ``Backend``, or a pool's ``PoolPushes``
+    (each image pushed from an engine that holds it)."""
+
+    def registry_digest(self, ref: str) -> str: ...
+
+    def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str: ...
+
+
 class Pusher:
     """Pushes images' tags on ``jobs`` threads of its own, retrying transient failures."""
 
     def __init__(
         self,
-        backend: Backend,
+        backend: PushBackend,
         jobs: int,
         logs_dir: Path,
         stop: threading.Event,
@@ -284,7 +294,9 @@ class Pusher:
         there = {refs[0]}
         for ref in refs[1:]:
             try:
-                digest = self._retrying(lambda r=ref: self.backend.registry_digest(r), log, ref)
+                digest = self._retrying(
+                    functools.partial(self.backend.registry_digest, ref), log, ref
+                )
                 if digest == want:
                     there.add(ref)
             except RegistryNotFound:
@@ -308,7 +320,7 @@ class Pusher:
                     break
                 log(f"=== stackbuild: push {ref} ===")
                 digest = self._retrying(
-                    lambda r=ref: self.backend.push(r, log, self.stop), log, ref
+                    functools.partial(self.backend.push, ref, log, self.stop), log, ref
                 )
                 log(f"=== stackbuild: pushed {ref} {digest} ===")
                 outcome.pushed.append(ref)

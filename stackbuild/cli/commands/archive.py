@@ -21,7 +21,7 @@ from stackbuild.run.upstream import pinned_analysis
 )
 @JSON
 @pass_context
-def save_command(ctx: Context, targets, output: Path, as_json: bool) -> None:
+def save_command(ctx: Context, targets: tuple[str, ...], output: Path, as_json: bool) -> None:
     """Save built images with all their tags into one tar (no registry needed).
 
     Saves the named images and their ancestors (default: all). Load it on

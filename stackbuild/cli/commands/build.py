@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import threading
+from types import FrameType
 
 import click
 
@@ -43,10 +44,10 @@ from stackbuild.state import StateDir
 from stackbuild.ui import make_reporter, summary
 
 
-def _install_stop_handlers(stop) -> None:
+def _install_stop_handlers(stop: threading.Event) -> None:
     """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished."""
 
-    def handler(signum, frame) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():  # a second Ctrl-C: the user really means it
             raise_interrupt(signum, frame)  # (and a third ends at once)
         stop.set()
@@ -71,8 +72,22 @@ def _install_stop_handlers(stop) -> None:
 @PUSH_JOBS
 @BUILDER
 @pass_context
-def build(ctx: Context, targets, with_descendants, as_json, jobs, keep_going, no_cache, pull,
-          backend_kind, force, no_wait, push, push_jobs, builder_urls) -> int:
+def build(
+    ctx: Context,
+    targets: tuple[str, ...],
+    with_descendants: bool,
+    as_json: bool,
+    jobs: int | None,
+    keep_going: bool,
+    no_cache: bool,
+    pull: bool,
+    backend_kind: str | None,
+    force: tuple[str, ...],
+    no_wait: bool,
+    push: bool,
+    push_jobs: int,
+    builder_urls: tuple[str, ...],
+) -> int:
     """Build what changed, and everything built on it, in parallel.
 
     Upstream images are built on their stack.lock digests; an upstream the
@@ -102,8 +117,19 @@ def build(ctx: Context, targets, with_descendants, as_json, jobs, keep_going, no
 @PUSH_JOBS
 @BUILDER
 @pass_context
-def refresh_command(ctx: Context, targets, with_descendants, as_json, jobs, keep_going,
-                    backend_kind, no_wait, push, push_jobs, builder_urls) -> int:
+def refresh_command(
+    ctx: Context,
+    targets: tuple[str, ...],
+    with_descendants: bool,
+    as_json: bool,
+    jobs: int | None,
+    keep_going: bool,
+    backend_kind: str | None,
+    no_wait: bool,
+    push: bool,
+    push_jobs: int,
+    builder_urls: tuple[str, ...],
+) -> int:
     """Re-resolve every upstream digest, update stack.lock, rebuild what moved.
 
     Exactly the images above a moved upstream (and their descendants) are
@@ -121,9 +147,24 @@ def refresh_command(ctx: Context, targets, with_descendants, as_json, jobs, keep
     )
 
 
-def _run_build(ctx: Context, *, targets, with_descendants, as_json, jobs, keep_going, no_cache,
-               pull, backend_kind, force, no_wait, push, push_jobs, refresh,
-               builder_urls=()) -> int:
+def _run_build(
+    ctx: Context,
+    *,
+    targets: tuple[str, ...],
+    with_descendants: bool,
+    as_json: bool,
+    jobs: int | None,
+    keep_going: bool,
+    no_cache: bool,
+    pull: bool,
+    backend_kind: str | None,
+    force: tuple[str, ...],
+    no_wait: bool,
+    push: bool,
+    push_jobs: int,
+    refresh: bool,
+    builder_urls: tuple[str, ...] = (),
+) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
 
 

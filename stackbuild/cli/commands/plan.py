@@ -26,7 +26,15 @@ from stackbuild.run.upstream import refresh as refresh_upstreams
     help="Plan a refresh: re-resolve every upstream digest first (pulls and writes nothing).",
 )
 @pass_context
-def plan(ctx: Context, targets, with_descendants, as_json, offline, force, refresh) -> None:
+def plan(
+    ctx: Context,
+    targets: tuple[str, ...],
+    with_descendants: bool,
+    as_json: bool,
+    offline: bool,
+    force: tuple[str, ...],
+    refresh: bool,
+) -> None:
     """Say what a build would do for each image, and why. Builds nothing.
 
     With builders: in stack.yaml, an image on any of their engines is up to date.
