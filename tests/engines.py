@@ -128,7 +128,7 @@ def _unmount_under(directory: Path) -> None:
 
 
 class ExtraEngine:
-    """One test dockerd; ``url`` is what a DockerBackend or stack.yaml's builders take."""
+    """One test dockerd; ``url`` is what open_backend or stack.yaml's builders take."""
 
     def __init__(self, directory: Path) -> None:
         if os.geteuid() != 0:
