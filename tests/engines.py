@@ -252,3 +252,18 @@ def extra_engines(count: int, parent: Path | None = None) -> Iterator[list[Extra
             engine.close()
         shutil.rmtree(base, ignore_errors=True)
     assert docker0_exists(), "docker0 disappeared while the test engines ran"
+
+
+@contextlib.contextmanager
+def engines_or_skip(count: int) -> Iterator[list[ExtraEngine]]:
+    """``extra_engines`` for a fixture: a machine that cannot run them skips the test,
+    or fails it when STACKBUILD_REQUIRE_DOCKER=1 (CI must not skip silently)."""
+    import pytest  # here, not at the top: bench/pool.py uses this module without pytest
+
+    try:
+        with extra_engines(count) as started:
+            yield started
+    except EnginesUnavailable as e:
+        if os.environ.get("STACKBUILD_REQUIRE_DOCKER") == "1":
+            pytest.fail(str(e), pytrace=False)
+        pytest.skip(str(e))

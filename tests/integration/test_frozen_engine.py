@@ -25,7 +25,7 @@ import pytest
 from stackbuild.backends import open_backend
 from stackbuild.backends.engine import TIMEOUT_ENV
 from stackbuild.errors import EXIT_UNREACHABLE, EngineUnreachable
-from tests.engines import EnginesUnavailable, ExtraEngine, extra_engines
+from tests.engines import ExtraEngine, engines_or_skip
 from tests.helpers import make_request, write_base_context
 
 pytestmark = pytest.mark.docker
@@ -37,13 +37,8 @@ GUARD = 90  # s: a call still waiting after this long waits forever (the bug)
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[ExtraEngine]:
-    try:
-        with extra_engines(1) as (started,):
-            yield started
-    except EnginesUnavailable as e:
-        if os.environ.get("STACKBUILD_REQUIRE_DOCKER") == "1":
-            pytest.fail(str(e), pytrace=False)
-        pytest.skip(str(e))
+    with engines_or_skip(1) as (started,):
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ tmp_path and name the registry fixture's address plus the test's prefix.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from stackbuild.backends import open_backend
 from stackbuild.backends.contract import FINGERPRINT_LABEL
-from tests.engines import EnginesUnavailable, ExtraEngine, docker0_exists, extra_engines
+from tests.engines import ExtraEngine, docker0_exists, engines_or_skip
 from tests.helpers import BASE_DOCKERFILE, make_request, write_base_context
 from tests.integration.test_registry import by_image, json_out, run_cli, write_stack
 
@@ -30,13 +29,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.registry]
 @pytest.fixture(scope="module")
 def engines() -> Iterator[list[ExtraEngine]]:
     """Two running test engines; named alpha and beta in the stacks below."""
-    try:
-        with extra_engines(2) as started:
-            yield started
-    except EnginesUnavailable as e:
-        if os.environ.get("STACKBUILD_REQUIRE_DOCKER") == "1":
-            pytest.fail(str(e), pytrace=False)
-        pytest.skip(str(e))
+    with engines_or_skip(2) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stackbuild.errors import ManifestError, StackbuildError
 from stackbuild.lockfile import LockfileError, read_lock, render_lock
 from stackbuild.manifest import load_stack
-from stackbuild.manifest import yaml as yaml_loader
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_STACK = (REPO / "stack.yaml").read_bytes()
@@ -84,13 +82,6 @@ def expected_position(text: str, index: int) -> tuple[int, int]:
     return before.count("\n") + 1, index - before.rfind("\n")
 
 
-@pytest.fixture(params=["libyaml", "python"])
-def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "python":
-        monkeypatch.setattr(yaml_loader, "_Loader", yaml.SafeLoader)
-    elif not yaml.__with_libyaml__:
-        pytest.skip("PyYAML was built without libyaml")
-    return request.param
 
 
 @pytest.fixture

@@ -5,9 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
-
-from stackbuild.manifest import yaml as yaml_loader
 
 
 @pytest.fixture
@@ -20,11 +17,3 @@ def stack_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(params=["libyaml", "python"])
-def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with libyaml's parser and again with PyYAML's pure-Python one."""
-    if request.param == "python":
-        monkeypatch.setattr(yaml_loader, "_Loader", yaml.SafeLoader)
-    elif not yaml.__with_libyaml__:
-        pytest.skip("PyYAML was built without libyaml")
-    return request.param
