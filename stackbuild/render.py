@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 
 from stackbuild.graph import StackGraph
+from stackbuild.layers import StackAccount
 from stackbuild.plan import BUILD, ImageNotes, Plan, short
 
 # how many warnings of one image ``plan`` lists before pointing at ``why``
@@ -206,3 +207,50 @@ def _onbuild_lines(image: str, notes: ImageNotes) -> list[str]:
         )
         lines += [f"    ONBUILD {t.trigger} ({t.location})" for t in inherited.triggers]
     return lines
+
+
+def human_bytes(count: int) -> str:
+    """``1.9 MB``: decimal units, as ``docker images`` prints them."""
+    size = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"  # pragma: no cover - the loop returns at GB
+
+
+def layers_text(account: StackAccount) -> str:
+    """Per image own and inherited bytes, per level and in total stored once against
+    the sum of the full sizes, then the warnings."""
+    rows = []
+    for image in account.images:
+        inherited = ", ".join(
+            f"{p.parent} {p.layers} layer(s)" for p in image.parents
+        ) or "-"
+        rows.append([
+            image.name, str(image.level), str(len(image.layers)), human_bytes(image.size),
+            human_bytes(image.own_bytes), human_bytes(image.inherited_bytes), inherited,
+        ])  # fmt: skip
+    lines = [table(rows, ["IMAGE", "LEVEL", "LAYERS", "SIZE", "OWN", "INHERITED", "SHARED WITH"])]
+    lines.append("")
+    level_rows = [
+        [str(level.level), ", ".join(level.images), human_bytes(level.full_bytes),
+         human_bytes(level.stored_bytes)]
+        for level in account.levels
+    ]
+    level_rows.append([
+        "total", f"{len(account.images)} image(s)", human_bytes(account.full_bytes),
+        human_bytes(account.stored_bytes),
+    ])  # fmt: skip
+    lines.append(table(level_rows, ["LEVEL", "IMAGES", "FULL SIZES", "STORED ONCE"]))
+    lines.append(
+        f"saved by sharing: {human_bytes(account.saved_bytes)} "
+        f"({account.saved_bytes} bytes = {account.full_bytes} - {account.stored_bytes})"
+    )
+    if account.missing:
+        lines.append(
+            f"not built at their current fingerprint here: {', '.join(account.missing)} "
+            "(stackbuild build)"
+        )
+    lines += [f"warning: {w}" for image in account.images for w in image.warnings]
+    return "\n".join(lines)

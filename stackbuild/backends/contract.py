@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO, Protocol
 
 from stackbuild.context import ContextFile
+from stackbuild.layers import ImageLayers
 
 FINGERPRINT_LABEL = "stackbuild.fingerprint"
 IMAGE_LABEL = "stackbuild.image"
@@ -102,6 +103,10 @@ class Backend(Protocol):
 
     def local_digest(self, ref: str) -> str | None:
         """``ref``'s registry digest as this engine knows it (else its image id), or None."""
+
+    def image_layers(self, ref: str) -> ImageLayers | None:
+        """The local image's layers (inspect's RootFS with history's sizes and
+        instructions) and full size; None when there is no such image."""
 
     def tag(self, image: str, ref: str) -> None:
         """Tag ``image`` (id or reference) as ``ref`` ("repo[:tag]")."""

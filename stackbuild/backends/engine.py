@@ -53,6 +53,7 @@ from stackbuild.errors import (
     UsageError,
     registry_error,
 )
+from stackbuild.layers import ImageLayers, layers_from_history
 from stackbuild.refs import exact_reference, repository_of, split_reference
 
 if TYPE_CHECKING:
@@ -628,6 +629,24 @@ class DockerEngine:
             if digest and repository_of(repository) == wanted:
                 return digest
         return str(info["Id"])
+
+    def image_layers(self, ref: str) -> ImageLayers | None:
+        """Inspect's ``RootFS.Layers`` and ``Size``, each layer's bytes and instruction
+        from ``docker history`` (paired by ``layers_from_history``)."""
+        import docker.errors
+
+        info = self.inspect(ref)
+        if info is None:
+            return None
+        try:
+            with self.engine_errors():
+                history = self.api.history(str(info["Id"]))
+        except docker.errors.NotFound:
+            return None
+        diff_ids = [str(d) for d in (info.get("RootFS") or {}).get("Layers") or ()]
+        return ImageLayers(
+            str(info["Id"]), int(info.get("Size") or 0), layers_from_history(diff_ids, history)
+        )
 
     # -- registries (push, pull, digests) ----------------------------------------------
     # Registry failures become the RegistryError family of stackbuild.errors (auth
