@@ -7,7 +7,7 @@ tested without a terminal.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from stackbuild.graph import StackGraph
 from stackbuild.layers import StackAccount
@@ -94,11 +94,13 @@ def _graph_lines(
     return lines
 
 
-def graph_dot(graph: StackGraph) -> str:
+def graph_dot(graph: StackGraph, node_attrs: Mapping[str, str] | None = None) -> str:
+    """Graphviz DOT; ``node_attrs`` adds attributes to image nodes (``style=filled``)."""
+    attrs = node_attrs or {}
     body = _graph_lines(
         graph,
         upstream_node=lambda ref: f'  "{ref}" [style=dashed];',
-        image_node=lambda name: f'  "{name}";',
+        image_node=lambda name: f'  "{name}" [{attrs[name]}];' if name in attrs else f'  "{name}";',
         upstream_edge=lambda ref, name: f'  "{ref}" -> "{name}" [style=dashed];',
         edge=lambda parent, child: f'  "{parent}" -> "{child}";',
     )
