@@ -157,7 +157,7 @@ def layered_svg(
     graph: StackGraph, states: Mapping[str, str], own_bytes: Mapping[str, int]
 ) -> str:
     """The graph drawn without Graphviz: one column per level, edges as lines."""
-    box_w, box_h, gap_x, gap_y = 170, 34, 70, 18
+    box_w, box_h, gap_x, gap_y = 170, 34, 70, 18  # inline in HTML: no xmlns needed
     pos: dict[str, tuple[int, int]] = {}
     levels = graph.levels()
     for column, level in enumerate(levels):
@@ -165,7 +165,7 @@ def layered_svg(
             pos[name] = (20 + column * (box_w + gap_x), 20 + row * (box_h + gap_y))
     width = 40 + len(levels) * (box_w + gap_x)
     height = 40 + max((len(level) for level in levels), default=1) * (box_h + gap_y)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="graph" width="{width}" '
+    out = [f'<svg class="graph" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}">']
     for parent, child in graph.edges():
         (x1, y1), (x2, y2) = pos[parent], pos[child]
@@ -191,7 +191,7 @@ def gantt_svg(run: Sequence[RunEntry]) -> str:
     total = max((entry.end or 0.0 for _, _, entry in placed), default=0.0) or 1.0
     label_w, chart_w, row_h = 260, 640, 26
     height = 40 + row_h * max(len(rows), 1)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="gantt" width="{label_w + chart_w + 20}"'
+    out = [f'<svg class="gantt" width="{label_w + chart_w + 20}"'
            f' height="{height}">']
     for tick in range(6):
         x = label_w + chart_w * tick / 5

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,31 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import TEST_LABEL, busybox_rootfs
+from tests.helpers import example_stack
 
 REPO = Path(__file__).resolve().parents[2]
-IN_STACK = ("base", "httpd", "tools")  # the example's images others build on
 FROM_PARENT = {"httpd": "base", "tools": "base", "site-hello": "httpd", "site-ops": "httpd",
                "runner": "tools"}
-
-
-def example_stack(root: Path, prefix: str) -> Path:
-    """The repository's example stack with every image named ``<prefix>/<name>``."""
-    shutil.copytree(REPO / "images", root / "images", symlinks=True)
-    busybox_rootfs(root / "images" / "base")  # its own layer: shared with no other test
-    for dockerfile in (root / "images").glob("*/Dockerfile"):
-        text = dockerfile.read_text()
-        for name in IN_STACK:
-            text = re.sub(rf"(FROM\s+|--from=){name}\b", rf"\g<1>{prefix}/{name}", text)
-        dockerfile.write_text(text)
-    manifest = (REPO / "stack.yaml").read_text()
-    head, images = manifest.split("\nimages:\n")
-    manifest = head + "\nimages:\n" + re.sub(r"(?m)^  ([a-z-]+):$", rf"  {prefix}/\1:", images)
-    manifest = manifest.replace("  labels:\n", f"  labels:\n    {TEST_LABEL}: {prefix}\n", 1)
-    (root / "stack.yaml").write_text(manifest)
-    return root / "stack.yaml"
-
-
 def stackbuild(stack: Path, *args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "stackbuild", "-f", str(stack), *args],
