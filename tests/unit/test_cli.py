@@ -203,7 +203,7 @@ def test_an_unknown_target_exits_2(example: Path) -> None:
     assert "'nosuch'" in proc.stderr and "site-hello" in proc.stderr
 
 
-@pytest.mark.parametrize("args", [["build", "-j", "0"], ["graph", "--format", "png"],
+@pytest.mark.parametrize("args", [["build", "-j", "0"], ["graph", "--format", "pdf"],
                                   ["nosuch-command"], ["build", "--bogus"],
                                   ["build", "-j", "99999999999999999999"],
                                   ["refresh", "-j", "1025"],
