@@ -12,7 +12,7 @@ history's sizes and instructions) for ``backends``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -130,7 +130,6 @@ class StackAccount:
     full_bytes: int
     stored_bytes: int
     missing: tuple[str, ...] = ()  # selected images not built at their fingerprint
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def saved_bytes(self) -> int:

@@ -11,9 +11,12 @@ from pathlib import Path
 import click
 
 from stackbuild.adopt import Found, adopt, dockerfile_suffix, render_stack
+from stackbuild.analyze import read_dockerfiles
 from stackbuild.cli.common import warn
-from stackbuild.errors import UsageError
+from stackbuild.errors import StackbuildError, UsageError
 from stackbuild.files import atomic_write
+from stackbuild.graph import build_graph
+from stackbuild.manifest import load_stack
 
 # directories no image is built from: VCS data, dependencies, stackbuild's own state
 SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv"})
@@ -66,11 +69,22 @@ def init(directory: Path, force: bool, dry_run: bool) -> int:
             f"no Dockerfile under {directory} (Dockerfile, Dockerfile.*, *.Dockerfile, "
             "Containerfile)"
         )
-    text = render_stack(adopt(found, directory.resolve().name), str(directory))
+    adoption = adopt(found, directory.resolve().name)
+    text = render_stack(adoption, str(directory))
     if dry_run:
         click.echo(text, nl=False)
         return 0
     atomic_write(target, text.encode())
+    # read back as plan reads it: what the comments say must be what plan infers
+    try:
+        stack = load_stack(target)
+        edges = set(build_graph(stack, read_dockerfiles(stack)[1]).edges())
+    except StackbuildError as error:
+        warn(f"stackbuild: warning: the written {target} does not load: {error}")
+    else:
+        if edges != adoption.edges():
+            warn(f"stackbuild: warning: plan infers other parents from {target} than its "
+                 "comments say; check them with: stackbuild ls")
     click.echo(
         f"wrote {target}: {len(found)} image(s); "
         f"check it with: stackbuild -f {target} plan --offline"
