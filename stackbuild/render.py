@@ -213,12 +213,14 @@ def _onbuild_lines(image: str, notes: ImageNotes) -> list[str]:
 
 def human_bytes(count: int) -> str:
     """``1.9 MB``: decimal units, as ``docker images`` prints them."""
-    size = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(size) < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    if abs(count) < 1000:
+        return f"{count} B"
+    size = count / 1000
+    for unit in ("kB", "MB"):
+        if abs(size) < 1000:
+            return f"{size:.1f} {unit}"
         size /= 1000
-    return f"{size:.1f} TB"  # pragma: no cover - the loop returns at GB
+    return f"{size:.1f} GB"
 
 
 def layers_text(account: StackAccount) -> str:
