@@ -182,7 +182,7 @@ def test_a_run_interrupted_before_promotion_is_promoted_by_the_next_without_rebu
     # the next run finds quick up to date with its release tags behind, and promotes it
     steps = by_image(json_out(run_cli(stack, "plan", "--push", "--json")), "steps")
     assert steps["quick"]["action"] == "promote"
-    (stack / "slow" / "slow.txt").write_text("0\n")
+    (stack / "slow" / "slow.txt").write_text("1\n")  # a short sleep, a new fingerprint
     rerun = by_image(json_out(run_cli(stack, "build", "--push", "--json", "-j", "2")))
     assert statuses(rerun) == {"base": "up-to-date", "quick": "up-to-date", "slow": "built"}
     for name in ("quick", "slow"):
