@@ -208,6 +208,9 @@ def test_an_unknown_target_exits_2(example: Path) -> None:
                                   ["build", "-j", "99999999999999999999"],
                                   ["refresh", "-j", "1025"],
                                   ["build", "--push-jobs", "99999999999999999999"],
+                                  ["build", "--promote", "all"],  # without --push
+                                  ["refresh", "--promote", "nosuch", "--push"],
+                                  ["plan", "--push", "--offline"],
                                   ["build", "--builder", "unix:///x.sock=99999999999999999999"],
                                   ["build", "--builder", "tcp://127.0.0.1:99999"],
                                   ["build", "--builder", "tcp://[::1"],
