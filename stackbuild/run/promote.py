@@ -175,7 +175,7 @@ class Promoter:
                         self.backend.registry_retag, fingerprint, tag), ref, name)  # fmt: skip
                     promotion.promoted.append(ref)
                 todo.pop(0)
-        except RegistryError as error:  # this image's failure, never the run's
+        except Exception as error:  # a registry or engine failure: this image's, not the run's
             promotion.state, promotion.reason = PROMOTE_FAILED, str(error)
         promotion.held_back = todo
         return promotion
@@ -267,7 +267,8 @@ def lagging(
         try:
             want = backend.registry_digest(fingerprint)
         except RegistryNotFound:
-            return name, f"not in the registry yet: pushed, then {_tag_names(release)} moved"
+            return name, (f"its fingerprint tag is not in the registry yet: pushed, then "
+                          f"{_tag_names(release)} moved onto it")  # fmt: skip
         behind = []
         for ref in release:
             try:
