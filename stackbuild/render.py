@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from stackbuild.graph import StackGraph
 from stackbuild.layers import StackAccount
-from stackbuild.plan import BUILD, ImageNotes, Plan, short
+from stackbuild.plan import BUILD, PROMOTE, ImageNotes, Plan, short
 
 # how many warnings of one image ``plan`` lists before pointing at ``why``
 MAX_PLAN_WARNINGS = 5
@@ -34,6 +34,9 @@ def plan_text(plan: Plan, stack_name: str) -> str:
     to_build = len(plan.to_build)
     total = len(plan.steps)
     lines = [f"plan for {stack_name}: {to_build} to build, {total - to_build} up to date"]
+    promote = sum(step.action == PROMOTE for step in plan)
+    if promote:  # up to date too: only their release tags move
+        lines[0] += f" ({promote} to promote)"
     rows = []
     for step in plan:
         reasons = [r.detail for r in step.reasons] or [""]

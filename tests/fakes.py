@@ -379,6 +379,17 @@ class FakeBackend:
         self._leave("registry_manifest", ref)
         return None  # a registry in a dict has no manifest bytes to check a digest against
 
+    def registry_retag(self, source: str, tag: str) -> str:
+        target = f"{split_reference(source)[0]}:{tag}"
+        self._enter("registry_retag", target)
+        manifest = self.registry.find(source)
+        if manifest is None:
+            raise registry_error(f"manifest for {source} not found: manifest unknown", source,
+                                 "read the manifest of")  # fmt: skip
+        self.registry.put(target, manifest)
+        self._leave("registry_retag", target)
+        return manifest.digest
+
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         self._enter("push", ref)
         repository, tag, digest = split_reference(ref)

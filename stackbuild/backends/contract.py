@@ -128,6 +128,11 @@ class Backend(Protocol):
         ManifestUnreachable when it cannot be had; None when this backend has no way
         of its own to fetch one (then there is nothing to check against)."""
 
+    def registry_retag(self, source: str, tag: str) -> str:
+        """Point ``tag`` of ``source``'s repository, in its registry, at the manifest
+        ``source`` names (same bytes, same digest: no layer is uploaded, nothing local is
+        needed); the digest the tag now has."""
+
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         """Push one tag; the manifest digest the registry stored. Cancelled when cancelled."""
 

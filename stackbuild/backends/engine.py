@@ -43,7 +43,7 @@ from stackbuild.backends.contract import (
     LocalImage,
     LogSink,
 )
-from stackbuild.backends.manifests import fetch_manifest
+from stackbuild.backends.manifests import fetch_manifest, retag_manifest
 from stackbuild.dockerfile import pin_references
 from stackbuild.errors import (
     EngineUnreachable,
@@ -680,6 +680,10 @@ class DockerEngine:
     def registry_manifest(self, ref: str) -> tuple[bytes, str, str | None]:
         """``ref``'s manifest, fetched from its registry directly (``manifests``)."""
         return fetch_manifest(ref)
+
+    def registry_retag(self, source: str, tag: str) -> str:
+        """Re-point ``tag`` at ``source``'s manifest, straight in the registry (``manifests``)."""
+        return retag_manifest(source, tag)
 
     def _registry_stream(
         self, path: str, ref: str, params: Mapping[str, Any], log: LogSink,

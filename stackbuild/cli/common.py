@@ -44,8 +44,15 @@ NO_WAIT = click.option(
 )
 PUSH = click.option(
     "--push", is_flag=True,
-    help="Push every tag of each built image to the stack's registry (and up-to-date images "
-    "the registry lacks).",
+    help="Push each built image's fingerprint tag to the stack's registry (and up-to-date "
+    "images' the registry lacks), then move the release tags of those that passed "
+    "(--promote).",
+)
+PROMOTE = click.option(
+    "--promote", type=click.Choice(["subtree", "all"]), default=None,
+    help="With --push, when release tags (latest, the manifest's tags) move onto what was "
+    "built: subtree, an image whose ancestors all passed too; all, only when every image "
+    "passed. Fingerprint tags are pushed either way. [default: subtree]",
 )
 PUSH_JOBS = click.option(
     "--push-jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=2, show_default=True,

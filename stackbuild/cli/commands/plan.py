@@ -12,6 +12,8 @@ from stackbuild.cli.common import JSON, TARGETS, WITH_DESCENDANTS, Context, pass
 from stackbuild.cli.engines import existing_on, plan_engines, plan_now
 from stackbuild.errors import UsageError
 from stackbuild.manifest import load_stack
+from stackbuild.plan import SKIP, with_promotions
+from stackbuild.run.promote import lagging
 from stackbuild.run.upstream import refresh as refresh_upstreams
 
 
@@ -25,6 +27,11 @@ from stackbuild.run.upstream import refresh as refresh_upstreams
     "--refresh", is_flag=True,
     help="Plan a refresh: re-resolve every upstream digest first (pulls and writes nothing).",
 )
+@click.option(
+    "--push", is_flag=True,
+    help="Plan what --push would do: up-to-date images whose release tags in the registry "
+    "do not point at their fingerprint are planned as promote.",
+)
 @pass_context
 def plan(
     ctx: Context,
@@ -34,6 +41,7 @@ def plan(
     offline: bool,
     force: tuple[str, ...],
     refresh: bool,
+    push: bool,
 ) -> None:
     """Say what a build would do for each image, and why. Builds nothing.
 
@@ -49,6 +57,8 @@ def plan(
         unknown = [name for name in force if name not in load_stack(ctx.stack_file).images]
         if unknown:
             raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
+    if push and offline:
+        raise UsageError("plan --push asks the registry about release tags; drop --offline")
     fresh = None
     if offline:
 
@@ -67,6 +77,10 @@ def plan(
         )
     else:
         analysis, result = plan_now(ctx.stack_file, targets, with_descendants, force)
+    if push:  # the release tags of what is up to date: one more question to the registry
+        skipped = [step.image for step in result if step.action == SKIP]
+        backend, _pool = plan_engines(analysis.stack)
+        result = with_promotions(result, lagging(analysis, skipped, backend, warn))
     if as_json and fresh:
         click.echo(json.dumps({**result.to_json(), "moved": fresh.moved_json()}, indent=2))
     elif as_json:
