@@ -145,7 +145,7 @@ def _manifest_reasons(
     stack: Stack, ref: str, before: dict[str, Any] | None, after: dict[str, Any] | None
 ) -> dict[str, list[Reason]]:
     """Per image, how its part of stack.yaml differs between the two revisions."""
-    name = stack.display_path
+    name = stack.path.name  # as the other reasons name files: from the stack's root
     if before is None or after is None:
         everything = Reason("changed-since-manifest", f"{name} changed since {ref} "
                             "(not a readable manifest at one end)")  # fmt: skip
