@@ -49,9 +49,9 @@ def environment(**more: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT), **more}
 
 
-def generate(stack: Path) -> tuple[dict[str, Any], str]:
-    """``stackbuild ci github`` in the checkout (asks the registry through the main engine)."""
-    proc = subprocess.run(stackbuild("ci", "github"), cwd=stack, env=environment(),
+def generate(stack: Path, kind: str = "github") -> tuple[dict[str, Any], str]:
+    """``stackbuild ci KIND`` in the checkout (asks the registry through the main engine)."""
+    proc = subprocess.run(stackbuild("ci", kind), cwd=stack, env=environment(),
                           capture_output=True, text=True, timeout=JOB_TIMEOUT)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return yaml.safe_load(proc.stdout), proc.stderr
@@ -89,6 +89,13 @@ def test_the_generated_jobs_build_the_stack_on_fresh_engines_through_the_registr
     dag.add_edges_from((need, name) for name, job in jobs.items() for need in job.get("needs", []))
     levels = list(nx.topological_generations(dag))
     assert [len(level) for level in levels] == [1, 2, 1]  # the diamond, as the DAG it is
+
+    # GitLab's pipeline is the same DAG of the same commands
+    pipeline, _ = generate(stack, "gitlab")
+    assert {name: (job["needs"], job["script"]) for name, job in pipeline.items()
+            if name.startswith("build-")} == {
+        name: (job.get("needs", []), [job["steps"][-1]["run"]]) for name, job in jobs.items()
+    }  # fmt: skip
 
     engine_of = dict(zip(jobs, engines, strict=True))
     outputs: dict[str, dict[str, Any]] = {}

@@ -252,5 +252,5 @@ def test_ci_github_offline_writes_a_job_per_image(tmp_path: Path) -> None:
     printed = run(stack, "ci", "gitlab", "--offline", "done")
     pipeline = yaml.safe_load(printed.stdout)
     assert [job["script"] for name, job in pipeline.items() if name.startswith("build-")] == [
-        [f"stackbuild -f {stack} build base --push"], [f"stackbuild -f {stack} build done --push"]
-    ]
+        ["stackbuild build base --push"], ["stackbuild build done --push"]
+    ]  # -f stack.yaml, given as an absolute path of this machine: relative to the checkout

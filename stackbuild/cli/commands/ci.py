@@ -7,6 +7,7 @@ jobs (``stackbuild.cigen``): one per image to build, or per group under ``--max-
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,15 @@ def gitlab(ctx: Context, image: str, **kwargs: Any) -> int:
     return _generate(ctx, "gitlab", cigen.gitlab_pipeline, image=image, **kwargs)
 
 
+def _as_in_checkout(stack_file: Path) -> str:
+    """The -f a job passes: relative, as the job runs at the top of its own checkout
+    (an absolute path of this machine means nothing on a runner)."""
+    if stack_file.is_absolute():
+        with contextlib.suppress(ValueError):
+            return stack_file.relative_to(Path.cwd()).as_posix()
+    return stack_file.as_posix()
+
+
 def _needs_registry(stack: Stack) -> None:
     if not stack.registry:
         where = stack.locations.get("images") or stack.locations.get("version")
@@ -147,7 +157,7 @@ def _generate(
         _analysis, plan = ci_plan(stack, targets, with_descendants, offline)
     jobs = cigen.plan_jobs(plan, max_jobs)
     options = cigen.Options(
-        stack_file=str(ctx.stack_file), registry=stack.registry or "", install=install,
+        stack_file=_as_in_checkout(ctx.stack_file), registry=stack.registry or "", install=install,
         build_args=build_args, command=f"stackbuild ci {kind}", **settings,
     )
     text = cigen.to_yaml(pipeline(jobs, options), options.command)
