@@ -112,10 +112,14 @@ def _show(root: Path, commit: str, path: Path) -> bytes | None:
     return done.stdout if done.returncode == 0 else None
 
 
+_MISSING: dict[str, Any] = {}  # stack.yaml did not exist at that revision
+
+
 def _manifest_data(raw: bytes | None, display: str) -> dict[str, Any] | None:
-    """stack.yaml's data as YAML; None when absent, unreadable or not a mapping."""
+    """stack.yaml's data as YAML; ``_MISSING`` when absent, None when unreadable or not
+    a mapping."""
     if raw is None:
-        return None
+        return _MISSING
     try:
         data = load_yaml(raw, display).data
     except ManifestError:
@@ -141,31 +145,35 @@ def _inside(path: Path, directory: Path) -> str | None:
     return rel.as_posix() if rel.parts else None
 
 
+def _images_of(data: dict[str, Any]) -> dict[str, Any]:
+    images = data.get("images")
+    return images if isinstance(images, dict) else {}
+
+
 def _manifest_reasons(
     stack: Stack, ref: str, before: dict[str, Any] | None, after: dict[str, Any] | None
 ) -> dict[str, list[Reason]]:
     """Per image, how its part of stack.yaml differs between the two revisions."""
     name = stack.path.name  # as the other reasons name files: from the stack's root
+
+    def reason(detail: str) -> Reason:
+        return Reason("changed-since-manifest", f"{name}: {detail} since {ref}")
+
     if before is None or after is None:
-        everything = Reason("changed-since-manifest", f"{name} changed since {ref} "
-                            "(not a readable manifest at one end)")  # fmt: skip
-        return {image: [everything] for image in stack.images}
-    shared = []
-    for key in ("registry", "defaults"):
-        if before.get(key) != after.get(key):
-            shared.append(Reason("changed-since-manifest", f"{name}: {key} changed since {ref}"))
-    old_images = before.get("images") if isinstance(before.get("images"), dict) else {}
-    new_images = after.get("images") if isinstance(after.get("images"), dict) else {}
-    assert isinstance(old_images, dict) and isinstance(new_images, dict)
+        unreadable = reason("changed (not a readable manifest at one end)")
+        return {image: [unreadable] for image in stack.images}
+    shared = [] if before is _MISSING else [
+        reason(f"{key} changed") for key in ("registry", "defaults")
+        if before.get(key) != after.get(key)
+    ]
+    old_images, new_images = _images_of(before), _images_of(after)
     out: dict[str, list[Reason]] = {}
     for image in stack.images:
         reasons = list(shared)
         if image not in old_images:
-            reasons.append(Reason("changed-since-manifest", f"{name}: image {image} is new "
-                                  f"since {ref}"))  # fmt: skip
+            reasons.append(reason(f"image {image} is new"))
         elif old_images[image] != new_images.get(image):
-            reasons.append(Reason("changed-since-manifest", f"{name}: images.{image} changed "
-                                  f"since {ref}"))  # fmt: skip
+            reasons.append(reason(f"images.{image} changed"))
         if reasons:
             out[image] = reasons
     return out

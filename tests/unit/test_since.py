@@ -148,6 +148,26 @@ def test_stack_yaml_changes_select_the_images_they_touch(repo: Path) -> None:
     assert selected(repo, "HEAD~1")["app"][0] == "stack.yaml: defaults changed since HEAD~1"
 
 
+def test_a_new_image_or_a_new_stack_is_new_since_ref(repo: Path) -> None:
+    (repo / "extra").mkdir()
+    (repo / "extra" / "Dockerfile").write_text("FROM app\n")
+    (repo / "stack.yaml").write_text(STACK + "  extra:\n    context: extra\n")
+    commit(repo.parent)
+    assert selected(repo) == {"extra": ["Dockerfile added since main: extra/Dockerfile",
+                                        "stack.yaml: image extra is new since main"]}  # fmt: skip
+    # the whole stack came after REF: every image is new (once, not "defaults changed" too)
+    first = git(repo.parent, "rev-list", "--max-parents=0", "HEAD")
+    git(repo.parent, "checkout", "-q", "--orphan", "empty", first)
+    git(repo.parent, "rm", "-rq", "--cached", ".")
+    git(repo.parent, "commit", "-q", "--allow-empty", "-m", "nothing yet")
+    git(repo.parent, "checkout", "-q", "-f", "feature")
+    git(repo.parent, "merge", "-q", "--allow-unrelated-histories", "-m", "m", "empty")
+    found = selected(repo, "empty")
+    assert "stack.yaml: image lone is new since empty" in found["lone"]
+    assert not any("defaults" in reason for reason in found["lone"])
+    assert set(found) == {"base", "app", "tool", "lone", "extra"}
+
+
 def test_a_moved_pin_selects_the_images_built_on_that_upstream(repo: Path) -> None:
     (repo / "stack.lock").write_text(
         f"version: 1\nupstream:\n  busybox:1.36: {PIN_B}\n  debian:12: {PIN_C}\n"
