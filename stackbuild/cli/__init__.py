@@ -1,5 +1,5 @@
 """The ``stackbuild`` command line: plan, build, refresh, lock, graph, ls, why, save, load, schema,
-init, layers, report.
+init, layers, report, ci.
 
 The top layer. ``cli`` (this module) is the group: the global options, exit codes and
 signals. Each command is a module of ``cli/commands/`` that imports what it needs and
@@ -51,6 +51,7 @@ COMMANDS = {
     "init": ("init", "init"),
     "layers": ("layers", "layers_command"),
     "report": ("report", "report_command"),
+    "ci": ("ci", "ci"),
 }
 
 

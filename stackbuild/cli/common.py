@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from stackbuild.analyze import read_dockerfiles
 from stackbuild.graph import StackGraph, build_graph
 from stackbuild.manifest import MAX_SLOTS, load_stack
+
+if TYPE_CHECKING:
+    from stackbuild.since import Changes
 
 
 class Context:
@@ -63,6 +67,27 @@ BUILDER = click.option(
     help="Build on this Docker engine (repeat for a pool; replaces stack.yaml's builders). "
     "SLOTS defaults to -j.",
 )
+SINCE = click.option(
+    "--since", metavar="REF", default=None,
+    help="Only the images whose inputs changed in `git diff REF...HEAD` (commits, not "
+    "uncommitted changes), and everything built on them.",
+)
+
+
+def select_since(
+    stack_file: Path, ref: str, targets: tuple[str, ...], with_descendants: bool
+) -> tuple[tuple[str, ...], Changes]:
+    """``--since REF``: the changed images among the selection the targets make (all
+    images without targets), as targets, and why each changed; () when none did."""
+    from stackbuild.analyze import load_graph, read_dockerfile_bytes
+    from stackbuild.since import changes_since, since_targets
+    from stackbuild.state import StateDir
+
+    stack = load_stack(stack_file)
+    graph = load_graph(stack, read_dockerfile_bytes(stack), StateDir(stack.root))
+    allowed = graph.select(targets, with_descendants) if targets else None
+    changes = changes_since(stack, ref, graph)
+    return since_targets(changes, allowed), changes
 
 
 def read_graph(ctx: Context) -> StackGraph:

@@ -20,10 +20,12 @@ from stackbuild.cli.common import (
     PROMOTE,
     PUSH,
     PUSH_JOBS,
+    SINCE,
     TARGETS,
     WITH_DESCENDANTS,
     Context,
     pass_context,
+    select_since,
 )
 from stackbuild.cli.engines import existing_on, open_engine, open_engine_pool
 from stackbuild.cli.signals import raise_interrupt
@@ -74,6 +76,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 @PUSH_JOBS
 @PROMOTE
 @BUILDER
+@SINCE
 @pass_context
 def build(
     ctx: Context,
@@ -91,6 +94,7 @@ def build(
     push_jobs: int,
     promote: str | None,
     builder_urls: tuple[str, ...],
+    since: str | None,
 ) -> int:
     """Build what changed, and everything built on it, in parallel.
 
@@ -108,7 +112,7 @@ def build(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
-        builder_urls=builder_urls, promote=promote,
+        builder_urls=builder_urls, promote=promote, since=since,
     )
 
 
@@ -178,11 +182,21 @@ def _run_build(
     refresh: bool,
     builder_urls: tuple[str, ...] = (),
     promote: str | None = None,
+    since: str | None = None,
 ) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
 
 
     stack = load_stack(ctx.stack_file)
+    if since:  # the changed images become the targets
+        targets, _changes = select_since(ctx.stack_file, since, targets, with_descendants)
+        with_descendants = False
+        changed = ", ".join(targets) if targets else "none: nothing to build"
+        click.echo(f"changed since {since}: {changed}", err=True)
+        if not targets:
+            if as_json:
+                click.echo(json.dumps({"results": [], "interrupted": False}, indent=2))
+            return EXIT_OK
     unknown = [name for name in force if name not in stack.images]
     if unknown:
         raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
