@@ -229,6 +229,18 @@ def human_bytes(count: int) -> str:
     return f"{size:.1f} GB"
 
 
+def human_duration(seconds: float) -> str:
+    """``45s``, ``3m07s``, ``2h05m``: whole units, the largest two."""
+    whole = max(int(seconds), 0)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
 def layers_text(account: StackAccount) -> str:
     """Per image own and inherited bytes, per level and in total stored once against
     the sum of the full sizes, then the warnings."""
