@@ -32,6 +32,7 @@ from stackbuild.render import human_duration
 from stackbuild.scheduler import Schedule
 
 INTERVAL = 0.2  # seconds between redraws: the elapsed times and the spinner move
+LEFT_EVERY = 0.1  # seconds: the time left is worked out again when older than this
 SPINNER = "|/-\\"
 FALLBACK_SIZE = (100, 24)  # columns, lines when the stream says none (not a real terminal)
 MAX_NAME = 40  # the image column is as wide as the longest running name, up to this
@@ -99,6 +100,9 @@ class LiveView:
         self.total = 0
         self.began: float | None = None  # the run's start; the block shows from then on
         self.estimate: Estimate | None = None
+        # the time left as last computed, and when: it walks every unfinished image, so
+        # not again for each of a burst of event lines
+        self._left: tuple[float, str] | None = None
         self.running: dict[str, Running] = {}
         self.settled: dict[str, str] = {}  # image -> its status
         self.notices: deque[str] = deque()  # from signal handlers: written by the ticker
@@ -126,6 +130,7 @@ class LiveView:
         estimate = Estimate.of(schedule, slots, durations)  # now: the run's thread only, later
         with self.lock:
             self.estimate = estimate
+            self._left = None
 
     def started(self, image: str, engine: str | None) -> None:
         with self.lock:
@@ -203,6 +208,15 @@ class LiveView:
             return FALLBACK_SIZE
         return columns or FALLBACK_SIZE[0], lines or FALLBACK_SIZE[1]
 
+    def time_left(self, now: float) -> str:
+        """The time left in words (the lock held), at most ``LEFT_EVERY`` old."""
+        if self.estimate is None:
+            return ""
+        if self._left is None or not 0 <= now - self._left[0] < LEFT_EVERY:
+            running = {name: now - r.started for name, r in self.running.items()}
+            self._left = (now, time_left_text(self.estimate.left(self.settled, running)))
+        return self._left[1]
+
     def lines(self) -> list[str]:
         """The block as it stands now (the lock held): the header, then the running builds,
         as many as the terminal has lines for."""
@@ -214,11 +228,9 @@ class LiveView:
         blocked = sum(status == "blocked" for status in self.settled.values())
         header = [(f"[{len(self.settled)}/{self.total}]", BOLD)]
         header.append((f" {human_duration(now - (self.began or now))}", ""))
-        if self.estimate is not None:
-            running = {name: now - r.started for name, r in self.running.items()}
-            left = time_left_text(self.estimate.left(self.settled, running))
-            if left:
-                header.append((f" · {left}", ""))
+        left = self.time_left(now)
+        if left:
+            header.append((f" · {left}", ""))
         header.append((f" · building {len(self.running)}", ""))
         if failed:
             header.append((f" · {failed} failed", RED))
@@ -229,9 +241,10 @@ class LiveView:
         builds = sorted(self.running.items(), key=lambda item: (item[1].started, item[0]))
         shown = builds if len(builds) <= room else builds[: room - 1]
         name_width = min(max((len(name) for name, _ in shown), default=0), MAX_NAME)
+        engine_width = max((len(build.engine or "") for _, build in shown), default=0)
         spinner = SPINNER[self.tick % len(SPINNER)]
         for name, build in shown:
-            where = f"  on {build.engine}" if build.engine else ""
+            where = f"  on {build.engine:<{engine_width}}" if build.engine else ""
             took = human_duration(now - build.started)
             lines.append(fit([
                 (f" {spinner} {name:<{name_width}}{where}  {took}  ", ""),
