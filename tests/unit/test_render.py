@@ -256,3 +256,11 @@ def test_table_aligns_columns_and_leaves_the_last_unpadded() -> None:
     text = render.table([["a", "bbb", "c"], ["dddd", "e", ""]], ["X", "Y", "Z"])
     assert text.splitlines() == ["X     Y    Z", "a     bbb  c", "dddd  e"]
     assert render.table([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (-3, "0s"), (59.9, "59s"), (60, "1m00s"), (187, "3m07s"), (7500, "2h05m")],
+)
+def test_human_duration_in_whole_units_the_largest_two(seconds: float, text: str) -> None:
+    assert render.human_duration(seconds) == text
