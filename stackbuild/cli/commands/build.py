@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 import click
@@ -48,14 +49,15 @@ from stackbuild.state import StateDir
 from stackbuild.ui import make_reporter, summary
 
 
-def _install_stop_handlers(stop: threading.Event) -> None:
-    """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished."""
+def _install_stop_handlers(stop: threading.Event, notice: Callable[[str], None]) -> None:
+    """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished.
+    ``notice``: the reporter's, which a live view writes above its block."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():  # a second Ctrl-C: the user really means it
             raise_interrupt(signum, frame)  # (and a third ends at once)
         stop.set()
-        click.echo("\nstopping: cancelling running builds (Ctrl-C again to abort)", err=True)
+        notice("stopping: cancelling running builds (Ctrl-C again to abort)")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -217,13 +219,13 @@ def _run_build(
         backend = pool.alive[0].backend  # for registry look-ups, which any engine can do
     else:
         backend = open_engine(backend_kind or stack.backend)
-    reporter = make_reporter()
+    reporter = make_reporter(live=not as_json)
     fresh = None
     gates: list[UpstreamGate] = []  # refresh --push: what became of each upstream's pin
     # Ctrl-C while waiting for the lock simply ends the wait (KeyboardInterrupt, exit
     # 130): the stop handlers, which let a run finish cleanly, only apply once it builds
     with StateDir(stack.root).run_lock(wait=not no_wait, notify=reporter.message):
-        _install_stop_handlers(stop)
+        _install_stop_handlers(stop, reporter.notice)
         # analysed under the lock: a run we waited for may have built some of it
         if refresh:
             fresh = refresh_upstreams(stack, targets, with_descendants, backend, reporter.message)
