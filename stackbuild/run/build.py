@@ -25,7 +25,7 @@ from stackbuild.backends.contract import (
     BuildRequest,
     LocalImage,
 )
-from stackbuild.logs import RunLogs
+from stackbuild.logs import BUILD_MARKER, RunLogs
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
 from stackbuild.refs import fingerprint12
@@ -160,7 +160,7 @@ class BuildRun:
         request = self.request_for(name)
         log = self.logs.open_image(name)
         self.logs.run.info("build %s %s on %s", name, request.fingerprint, backend.name)
-        log(f"=== stackbuild: build {name} {request.fingerprint} on {backend.name} ===")
+        log(f"{BUILD_MARKER}{name} {request.fingerprint} on {backend.name} ===")
 
         def sink(line: str) -> None:
             log(line)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -25,6 +26,7 @@ from stackbuild.cli.common import (
     pass_context,
 )
 from stackbuild.cli.engines import existing_on, open_engine, open_engine_pool
+from stackbuild.cli.reports import JUNIT, started_at, write_reports
 from stackbuild.cli.signals import raise_interrupt
 from stackbuild.errors import (
     EXIT_BUILD_FAILED,
@@ -71,6 +73,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 @PUSH
 @PUSH_JOBS
 @BUILDER
+@JUNIT
 @pass_context
 def build(
     ctx: Context,
@@ -87,6 +90,7 @@ def build(
     push: bool,
     push_jobs: int,
     builder_urls: tuple[str, ...],
+    junit: Path | None,
 ) -> int:
     """Build what changed, and everything built on it, in parallel.
 
@@ -101,7 +105,7 @@ def build(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
-        builder_urls=builder_urls,
+        builder_urls=builder_urls, junit=junit,
     )
 
 
@@ -116,6 +120,7 @@ def build(
 @PUSH
 @PUSH_JOBS
 @BUILDER
+@JUNIT
 @pass_context
 def refresh_command(
     ctx: Context,
@@ -129,6 +134,7 @@ def refresh_command(
     push: bool,
     push_jobs: int,
     builder_urls: tuple[str, ...],
+    junit: Path | None,
 ) -> int:
     """Re-resolve every upstream digest, update stack.lock, rebuild what moved.
 
@@ -143,7 +149,7 @@ def refresh_command(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
         force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
-        builder_urls=builder_urls,
+        builder_urls=builder_urls, junit=junit,
     )
 
 
@@ -164,10 +170,12 @@ def _run_build(
     push_jobs: int,
     refresh: bool,
     builder_urls: tuple[str, ...] = (),
+    junit: Path | None = None,
 ) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
 
 
+    started = started_at()
     stack = load_stack(ctx.stack_file)
     unknown = [name for name in force if name not in stack.images]
     if unknown:
@@ -247,6 +255,9 @@ def _run_build(
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(text)
+    # CI's reports; under --json the annotations go to stderr, leaving stdout JSON
+    write_reports(analysis, results, junit, started, engines=pool is not None,
+                  echo=lambda line: click.echo(line, err=as_json))  # fmt: skip
     if interrupted:
         return EXIT_INTERRUPTED
     if failed and pool and not pool.alive:
