@@ -142,6 +142,8 @@ class FakeBackend:
         self.id_format = id_format  # the id of a build: {image}, {fingerprint12}
         self.dead = False
         self.requests: dict[str, BuildRequest] = {}  # image -> its last build request
+        # image -> the warnings its build reports (a real one: a cache_from out of reach)
+        self.build_warnings: dict[str, tuple[str, ...]] = {}
         self.calls: list[tuple[str, str]] = []  # (method, what it was asked about), in order
         self.completed: list[tuple[str, str]] = []  # the calls that did their work
         self._next: dict[tuple[str, str | None], list[Exception]] = {}
@@ -273,7 +275,8 @@ class FakeBackend:
         )
         self.add_image(image_id, request.tags, labels=request.labels)
         self._leave("build", request.image)
-        return BuildResult(ok=True, image_id=image_id)
+        warnings = self.build_warnings.get(request.image, ())
+        return BuildResult(ok=True, image_id=image_id, warnings=warnings)
 
     def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
         self._enter("fingerprinted_images")

@@ -43,6 +43,9 @@ class BuildRequest:
     # path -> its entry in the fingerprint (context.context_entry); the tar writer checks
     # every file it sends against it. None: not checked (a request made by hand)
     context_entries: Mapping[str, str] | None = None
+    # images whose layers the build may reuse (stack.yaml's cache_from, resolved); not
+    # part of the fingerprint: a cache changes how fast an image is built, not what it is
+    cache_from: tuple[str, ...] = ()
 
 
 @dataclass
@@ -51,6 +54,9 @@ class BuildResult:
     image_id: str | None = None
     error: str | None = None  # one line for a person
     cancelled: bool = False
+    # what the person should hear although the build went on, e.g. a cache_from registry
+    # that cannot be reached (the build ran without that cache)
+    warnings: tuple[str, ...] = ()
 
 
 LogSink = Callable[[str], None]

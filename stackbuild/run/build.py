@@ -80,6 +80,8 @@ class Reporter(Protocol):
 
     def image_finished(self, result: ImageResult) -> None: ...
 
+    def message(self, text: str) -> None: ...
+
 
 class BuildRun:
     """One ``stackbuild build``: a plan, a backend, a reporter, a stop switch."""
@@ -149,6 +151,7 @@ class BuildRun:
             pull=self.options.pull,
             pins=pins,
             secrets=dict(spec.secrets),
+            cache_from=spec.cache_from,
         )
 
     def build_one(self, name: str, slot: EngineSlot | None = None) -> bool:
@@ -181,6 +184,8 @@ class BuildRun:
             result_ok, message, image_id = False, str(error), None
         else:
             result_ok, message, image_id = result.ok, result.error, result.image_id
+            for warning in result.warnings:  # e.g. a cache_from registry out of reach
+                self.reporter.message(f"warning: {name}: {warning}")
         duration = time.monotonic() - started
         if slot and not result_ok and not self.stop.is_set() and slot.broken():
             log(f"=== stackbuild: {backend.name} stopped answering; retrying elsewhere ===")

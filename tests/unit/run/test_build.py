@@ -317,3 +317,25 @@ def test_a_build_whose_record_cannot_be_written_fails_and_keeps_its_log(
     assert left.log and left.log.endswith(".log")  # the summary points at the build log
     assert by_name["top"].status == "blocked"  # nothing is built on an unrecorded image
     assert by_name["right"].status == "built"
+
+
+# -- cache_from ----------------------------------------------------------------------------
+
+
+def test_cache_from_reaches_the_backend_and_leaves_the_fingerprint_alone(stack: Path) -> None:
+    before = analyze(stack).inputs["solo"].fingerprint
+    text = stack.read_text().replace("images:\n", "defaults: {cache_from: registry}\nimages:\n")
+    stack.write_text(text)
+    backend = FakeBackend()
+    backend.build_warnings["solo"] = ("cache_from reg/solo:latest cannot be used (refused)",)
+    reporter = Events()
+    messages: list[str] = []
+    reporter.message = messages.append  # type: ignore[method-assign]
+    analysis, _, results, _ = run(stack, backend, reporter)
+
+    assert analysis.inputs["solo"].fingerprint == before  # a cache is not an input
+    assert backend.requests["solo"].cache_from == ("reg/solo:latest",)
+    assert backend.requests["top"].cache_from == ("reg/top:latest",)
+    # the build went on without the cache, and the person heard why
+    assert {r.image: r.status for r in results}["solo"] == "built"
+    assert messages == ["warning: solo: cache_from reg/solo:latest cannot be used (refused)"]
