@@ -31,7 +31,7 @@ import tarfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
@@ -42,6 +42,7 @@ from stackbuild.backends.contract import (
     Cancelled,
     LocalImage,
     LogSink,
+    ManifestUnreachable,
 )
 from stackbuild.errors import EngineUnreachable, StackbuildError, registry_error
 from stackbuild.refs import fingerprint12, repository_of, split_reference
@@ -78,6 +79,7 @@ class Manifest:
     digest: str
     image_id: str = ""  # "" : derived from the digest
     labels: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""  # the image config's creation time, RFC 3339; "" : none
 
     def __post_init__(self) -> None:
         if not self.image_id:
@@ -366,6 +368,17 @@ class FakeBackend:
         self._enter("registry_manifest", ref)
         self._leave("registry_manifest", ref)
         return None  # a registry in a dict has no manifest bytes to check a digest against
+
+    def registry_config(self, ref: str, timeout: float) -> Mapping[str, Any]:
+        self._enter("registry_config", ref)
+        manifest = self.registry.find(ref)
+        if manifest is None:
+            raise ManifestUnreachable(f"{ref}: HTTP Error 404: Not Found", 404)
+        self._leave("registry_config", ref)
+        config: dict[str, Any] = {"config": {"Labels": dict(manifest.labels)}}
+        if manifest.created:
+            config["created"] = manifest.created
+        return config
 
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         self._enter("push", ref)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from stackbuild.context import ContextFile
 
 FINGERPRINT_LABEL = "stackbuild.fingerprint"
 IMAGE_LABEL = "stackbuild.image"
+# seconds the last build of the image took before this one (see run/history.py)
+DURATION_LABEL = "stackbuild.duration"
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,13 @@ class Cancelled(Exception):
 
 
 class ManifestUnreachable(Exception):
-    """stackbuild itself cannot fetch a manifest (the engine could): not verifiable."""
+    """stackbuild itself cannot fetch a manifest (the engine could): not verifiable.
+    ``status``: the registry's HTTP status when it answered (404: no such tag), None
+    when it did not (refused, timed out)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Backend(Protocol):
@@ -128,6 +136,11 @@ class Backend(Protocol):
         Docker-Content-Digest header), to check the digest ``registry_digest`` reported.
         ManifestUnreachable when it cannot be had; None when this backend has no way
         of its own to fetch one (then there is nothing to check against)."""
+
+    def registry_config(self, ref: str, timeout: float) -> Mapping[str, Any]:
+        """The image config ``ref`` has in its registry (``created``, ``config.Labels``),
+        fetched by stackbuild itself within ``timeout`` s a request; ManifestUnreachable
+        when it cannot be had."""
 
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         """Push one tag; the manifest digest the registry stored. Cancelled when cancelled."""

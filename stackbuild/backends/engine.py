@@ -43,7 +43,7 @@ from stackbuild.backends.contract import (
     LocalImage,
     LogSink,
 )
-from stackbuild.backends.manifests import fetch_manifest
+from stackbuild.backends.manifests import fetch_config, fetch_manifest
 from stackbuild.dockerfile import pin_references
 from stackbuild.errors import (
     EngineUnreachable,
@@ -700,6 +700,10 @@ class DockerEngine:
     def registry_manifest(self, ref: str) -> tuple[bytes, str, str | None]:
         """``ref``'s manifest, fetched from its registry directly (``manifests``)."""
         return fetch_manifest(ref)
+
+    def registry_config(self, ref: str, timeout: float) -> Mapping[str, Any]:
+        """``ref``'s image config, fetched from its registry directly (``manifests``)."""
+        return fetch_config(ref, timeout)
 
     def _registry_stream(
         self, path: str, ref: str, params: Mapping[str, Any], log: LogSink,

@@ -1,9 +1,10 @@
 """A registry's manifests, fetched by stackbuild itself rather than through the engine.
 
 Used to check a digest the registry reports (through the engine) against the bytes
-it serves (``run.upstream.verify_digest``). Asks as the engine would: the same
-credentials (the Docker config and credential helpers, through the docker SDK's
-``auth``), Basic or Bearer token auth, plain HTTP for a loopback registry.
+it serves (``run.upstream.verify_digest``), and to read an image's config (its labels
+and creation time: the build durations of ``run.history``) without pulling it. Asks
+as the engine would: the same credentials (the Docker config and credential helpers,
+through the docker SDK's ``auth``), Basic or Bearer token auth, plain HTTP for a loopback registry.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import http.client
 import json
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from stackbuild.backends.contract import ManifestUnreachable
 from stackbuild.refs import registry_host, split_reference
@@ -58,6 +60,37 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
 def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
     """GET ``ref``'s manifest from its registry, as the engine would (same credentials,
     Basic or Bearer token auth). Raises ManifestUnreachable when it cannot be had."""
+    repository, tag, digest = split_reference(ref)
+    return _fetch(ref, f"manifests/{digest or tag or 'latest'}", FETCH_TIMEOUT)
+
+
+def fetch_config(ref: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
+    """The image config (``{"created", "config": {"Labels"}, ...}``) of ``ref`` in its
+    registry: its manifest, for an index the first linux image's, then the config blob.
+    Raises ManifestUnreachable when it cannot be had."""
+    repository, tag, digest = split_reference(ref)
+    body, _type, _digest = _fetch(ref, f"manifests/{digest or tag or 'latest'}", timeout)
+    try:
+        manifest = json.loads(body)
+        if "manifests" in manifest:  # an index: one image of it (they share one build)
+            entries = manifest["manifests"]
+            linux = [m for m in entries if m.get("platform", {}).get("os") == "linux"]
+            chosen = (linux or entries)[0]["digest"]
+            body, _type, _digest = _fetch(ref, f"manifests/{chosen}", timeout)
+            manifest = json.loads(body)
+        config_digest = manifest["config"]["digest"]
+        body, _type, _digest = _fetch(ref, f"blobs/{config_digest}", timeout)
+        config = json.loads(body)
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise ManifestUnreachable(f"{ref}: not an image manifest ({error})", 200) from None
+    if not isinstance(config, dict):
+        raise ManifestUnreachable(f"{ref}: not an image config", 200)
+    return config
+
+
+def _fetch(ref: str, what: str, timeout: float) -> tuple[bytes, str, str | None]:
+    """GET ``/v2/<repository>/<what>`` of ``ref``'s registry (a manifest or a blob):
+    (body, Content-Type, Docker-Content-Digest). Raises ManifestUnreachable."""
     # urllib.request pulls in http.client, email and ssl (~15 ms): only lock and refresh
     # fetch manifests, so only they pay for it
     import urllib.error
@@ -65,18 +98,18 @@ def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
     import urllib.request
 
     host = registry_host(ref)
-    repository, tag, digest = split_reference(ref)
+    repository, _tag, _digest = split_reference(ref)
     path = repository.split("/", 1)[1] if "/" in repository and repository.split("/")[0] == host \
         else repository
     if host == "docker.io" and "/" not in path:
         path = f"library/{path}"
     base, config_name = _registry_base(host)
-    url = f"{base}/v2/{path}/manifests/{digest or tag or 'latest'}"
+    url = f"{base}/v2/{path}/{what}"
     headers = {"Accept": ", ".join(MANIFEST_TYPES)}
 
     def get(target: str, extra: Mapping[str, str]) -> http.client.HTTPResponse:
         request = urllib.request.Request(target, headers={**headers, **extra})
-        return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT)  # noqa: S310 - http(s)
+        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s)
 
     try:
         try:
@@ -96,7 +129,7 @@ def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
                     query["service"] = params["service"]
                 realm = f"{params['realm']}?{urllib.parse.urlencode(query)}"
                 with urllib.request.urlopen(  # noqa: S310 - the registry's token service
-                    urllib.request.Request(realm, headers=basic), timeout=FETCH_TIMEOUT
+                    urllib.request.Request(realm, headers=basic), timeout=timeout
                 ) as answer:
                     grant = json.loads(answer.read())
                 bearer = grant.get("token") or grant.get("access_token") or ""
@@ -107,5 +140,7 @@ def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
             body = response.read()
             return body, response.headers.get("Content-Type", ""), response.headers.get(
                 "Docker-Content-Digest")  # fmt: skip
-    except (OSError, ValueError) as error:  # HTTPError and URLError are OSErrors
+    except urllib.error.HTTPError as error:  # the registry answered, with an error
+        raise ManifestUnreachable(f"{url}: {error}", error.code) from None
+    except (OSError, ValueError) as error:  # URLError is an OSError
         raise ManifestUnreachable(f"{url}: {error}") from None

@@ -29,6 +29,7 @@ from stackbuild.logs import BUILD_MARKER, RunLogs
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
 from stackbuild.refs import fingerprint12
+from stackbuild.run.history import duration_label
 from stackbuild.run.pool import EnginePool, EngineSlot
 from stackbuild.run.registry import RegistryHooks
 from stackbuild.run.results import ImageResult
@@ -128,6 +129,7 @@ class BuildRun:
             "org.opencontainers.image.created": time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
             ),
+            **duration_label(self.analysis.durations, name),  # history that travels
         }
         if self.git_sha:
             labels["org.opencontainers.image.revision"] = self.git_sha

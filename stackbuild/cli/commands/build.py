@@ -37,6 +37,7 @@ from stackbuild.errors import (
 )
 from stackbuild.manifest import load_stack
 from stackbuild.run.build import BuildOptions, BuildRun
+from stackbuild.run.history import fill_from_registry
 from stackbuild.run.pool import PoolPushes, attach_registry, pool_builders
 from stackbuild.run.registry import Pusher, RegistryHooks, push_summary
 from stackbuild.run.upstream import pinned_analysis
@@ -216,6 +217,8 @@ def _run_build(
             plan_ = fresh.plan(existing, backend, force, reporter.message)
         else:
             plan_ = analysis.plan(existing.where(), force)
+        # a fresh runner has no .stackbuild/: the registry's images tell the durations
+        fill_from_registry(analysis, plan_.to_build, backend, reporter.message)
         options = BuildOptions(
             jobs=jobs,
             fail_fast=not keep_going,
