@@ -13,9 +13,9 @@ import threading
 import time
 from typing import TextIO
 
+from stackbuild.ci_reports import status_counts, summary_rows
 from stackbuild.plan import short
 from stackbuild.render import table
-from stackbuild.report import status_counts, summary_rows
 from stackbuild.run.results import ImageResult
 
 STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")  # the classic builder's step lines

@@ -1,6 +1,6 @@
 """Where a run's CI reports go: ``--junit FILE``, ``$GITHUB_STEP_SUMMARY``, annotations.
 
-The reports themselves are rendered by ``stackbuild.report``; this module reads what they
+The reports are rendered by ``stackbuild.ci_reports``; this module reads what they
 need (the failed builds' logs, the Dockerfiles) and writes them. A report that cannot be
 written is a warning: the build's own outcome (and exit code) stands.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 import click
 
 from stackbuild.analyze import Analysis
+from stackbuild.ci_reports import failed_step, github_annotations, junit_xml, markdown_summary
 from stackbuild.errors import StateWriteError
 from stackbuild.files import atomic_write
 from stackbuild.logs import last_build
-from stackbuild.report import failed_step, github_annotations, junit_xml, markdown_summary
 from stackbuild.run.results import ImageResult
 from stackbuild.scheduler import Status
 

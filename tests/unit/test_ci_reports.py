@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from stackbuild.report import (
+from stackbuild.ci_reports import (
     failed_step,
     github_annotation,
     github_annotations,

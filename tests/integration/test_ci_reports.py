@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_build import child, run_cli, short, write_stack
-from tests.unit.test_report import check_schema
+from tests.unit.test_ci_reports import check_schema
 
 docker = pytest.mark.docker
 
