@@ -15,14 +15,18 @@ from a fresh checkout on a new, empty engine of its own (tests/engines.py), once
 each ``stackbuild build`` (pulling the cache included).
 
 ``history`` (issue 11.5): the benchmark 1 diamond (a root, 10 middle images of skewed
-``RUN sleep``, a sink) is built and pushed once (the runner before). Then every image
-is changed and the stack built at ``-j 2`` from fresh checkouts on the main engine:
+``RUN sleep``, a sink; here with a log-normal sigma of 1.0, ``--skew``, instead of 0.6:
+the same draws spread wider, where the order matters more) is built and pushed once
+(the runner before). Then every image
+is changed and the stack built at ``-j 4`` from fresh checkouts on the main engine:
 "before", with the registry path empty of earlier images (what a fresh runner knew
 before: no durations), and "after", with the registry holding the runner-before's
 images, whose durations stackbuild reads back. Printed: each makespan (first build
 start to last build end, from the run log) over the DAG lower bound max(critical
 path, work / j), build costs being each image's sleep plus the engine's fixed cost per
-build c0, measured first (benchmark 1's ``fixed_build_cost``).
+build c0, measured first (benchmark 1's ``fixed_build_cost``); and the same two
+schedules simulated in virtual time with those costs (``scheduler.simulate``), which
+this machine's noise cannot move.
 
 Every image is labelled with the run's id and removed at the end, with the engines and
 the registry. Needs root, dockerd and docker-registry.
@@ -45,7 +49,7 @@ sys.path[:0] = [str(HERE), str(REPO)]
 from gen import Graph, make_graph, write_stack  # noqa: E402
 from run import Context, build_span, fixed_build_cost, say, window_bound  # noqa: E402
 
-from stackbuild.scheduler import Schedule  # noqa: E402
+from stackbuild.scheduler import Schedule, simulate  # noqa: E402
 from tests.engines import extra_engines  # noqa: E402
 from tests.local_registry import LocalRegistry  # noqa: E402
 
@@ -132,14 +136,22 @@ def bench_cache(ctx: Context, registry: LocalRegistry, repeat: int) -> list[str]
 # --------------------------------------------------------------------------- history
 
 
-def bench_history(ctx: Context, registry: LocalRegistry, repeat: int, jobs: int) -> list[str]:
+def bench_history(
+    ctx: Context, registry: LocalRegistry, repeat: int, jobs: int, skew: float
+) -> list[str]:
     say("history: measuring the engine's fixed cost per build")
     c0, _cli = fixed_build_cost(ctx, 3)
     prefix = f"{ctx.prefix}-dia"
-    graph = make_graph(12, "diamond", prefix=prefix, sleep=3.0, skew=0.6, seed=5)
+    graph = make_graph(12, "diamond", prefix=prefix, sleep=3.0, skew=skew, seed=5)
     cost = {name: c0 + graph.durations.get(name, 0.0) for name in graph.names}
     schedule = Schedule(graph.parents, graph.names, weights=cost)
     bound = schedule.lower_bound(jobs)
+    # the same two orders in virtual time, free of this machine's noise
+    simulated = {
+        "before": simulate(Schedule(graph.parents, graph.names), jobs, cost).makespan,
+        "after": simulate(Schedule(graph.parents, graph.names, weights=cost), jobs,
+                          cost).makespan,
+    }  # fmt: skip
     tight = max(bound, window_bound(Graph(graph.names, graph.parents, cost), jobs))
     known = f"{registry.address}/{ctx.prefix}-known"
     stack = ctx.write("history", graph, base="busybox", extra_parents="depends_on",
@@ -166,19 +178,21 @@ def bench_history(ctx: Context, registry: LocalRegistry, repeat: int, jobs: int)
             span = build_span(fresh)
             spans[variant].append(span if span is not None else result.seconds)
     lines = [
-        f"- diamond of {len(graph)} images, sleeps {sum(graph.durations.values()):.1f} s in "
-        f"all, c0 {c0:.2f} s per build, -j {jobs}: lower bound max(CP, work/j) {bound:.2f} s"
+        f"- diamond of {len(graph)} images (sigma {skew}), sleeps "
+        f"{sum(graph.durations.values()):.1f} s in all, c0 {c0:.2f} s per build, -j {jobs}: "
+        f"lower bound max(CP, work/j) {bound:.2f} s"
         + (f", tighter bound {tight:.2f} s" if tight > bound else ""),
         "",
-        "| fresh runner | makespan (median) | / bound | runs (s) |",
-        "|---|---|---|---|",
+        "| fresh runner | makespan (median) | / bound | runs (s) | simulated / bound |",
+        "|---|---|---|---|---|",
     ]
     for variant, values in spans.items():
         label = ("before: no durations (registry without earlier images)" if variant == "before"
                  else "after: durations read back from the registry")  # fmt: skip
         median = statistics.median(values)
         lines.append(f"| {label} | {median:.2f} s | {median / bound:.3f} | "
-                     + ", ".join(f"{v:.2f}" for v in values) + " |")  # fmt: skip
+                     + ", ".join(f"{v:.2f}" for v in values)
+                     + f" | {simulated[variant] / bound:.3f} |")  # fmt: skip
     return lines
 
 
@@ -186,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("cache", "history"), default=None)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("-j", "--jobs", type=int, default=2)
+    parser.add_argument("-j", "--jobs", type=int, default=4)
+    parser.add_argument("--skew", type=float, default=1.0,
+                        help="sigma of the diamond's log-normal durations (benchmark 1: 0.6)")
     args = parser.parse_args(argv)
     ctx = Context(quick=False, keep=False)
     started = time.perf_counter()
@@ -201,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             out += bench_cache(ctx, registry, args.repeat) + [""]
         if args.only in (None, "history"):
             out += ["Fresh-runner makespan:", ""]
-            out += bench_history(ctx, registry, args.repeat, args.jobs)
+            out += bench_history(ctx, registry, args.repeat, args.jobs, args.skew)
     except KeyboardInterrupt:
         say("interrupted: cleaning up")
         return 130
@@ -212,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
     command = "python3 bench/fresh.py" + (f" --only {args.only}" if args.only else "")
     command += f" --repeat {args.repeat}" if args.repeat != 2 else ""
-    command += f" -j {args.jobs}" if args.jobs != 2 else ""
+    command += f" -j {args.jobs}" if args.jobs != 4 else ""
+    command += f" --skew {args.skew}" if args.skew != 1.0 else ""
     print(f"Command: `{command}` ({(time.perf_counter() - started) / 60:.1f} minutes)\n")
     print("\n".join(out))
     return 0
