@@ -14,11 +14,11 @@ from pathlib import Path
 
 import click
 
-from stackbuild.analyze import Analysis
 from stackbuild.ci_reports import failed_step, github_annotations, junit_xml, markdown_summary
 from stackbuild.errors import StateWriteError
 from stackbuild.files import atomic_write
 from stackbuild.logs import last_build
+from stackbuild.manifest import Stack
 from stackbuild.run.results import ImageResult
 from stackbuild.scheduler import Status
 
@@ -34,7 +34,8 @@ def started_at() -> str:
 
 
 def write_reports(
-    analysis: Analysis,
+    stack: Stack,
+    dockerfiles: Mapping[str, bytes],
     results: Sequence[ImageResult],
     junit: Path | None,
     started: str,
@@ -44,10 +45,10 @@ def write_reports(
     warn: Callable[[str], None] | None = None,
 ) -> None:
     """Write the JUnit file (``junit``), append the job summary (``$GITHUB_STEP_SUMMARY``)
-    and print the annotations (``GITHUB_ACTIONS=true``) of one run."""
+    and print the annotations (``GITHUB_ACTIONS=true``) of one run. ``dockerfiles``:
+    the text of each built image's Dockerfile (``Analysis.dockerfiles``)."""
     env = os.environ if environ is None else environ
     warn = warn or (lambda message: click.echo(message, err=True))
-    stack = analysis.stack
     base = Path(env.get("GITHUB_WORKSPACE") or Path.cwd())
     files = {name: _shown(stack.images[name].dockerfile, base) for name in stack.images}
     if junit is not None:
@@ -69,7 +70,7 @@ def write_reports(
         steps = {}
         for r in results:
             if r.status == Status.FAILED and r.log:
-                text = analysis.dockerfiles.get(r.image, b"").decode("utf-8", "replace")
+                text = dockerfiles.get(r.image, b"").decode("utf-8", "replace")
                 steps[r.image] = failed_step(last_build(Path(r.log)), text)
         lines = {name: spec.location.line for name, spec in stack.images.items()}
         for line in github_annotations(results, files, steps, _shown(stack.path, base), lines):

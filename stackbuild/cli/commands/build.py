@@ -203,6 +203,7 @@ def _run_build(
         changed = ", ".join(targets) if targets else "none: nothing to build"
         click.echo(f"changed since {since}: {changed}", err=True)
         if not targets:
+            write_reports(stack, {}, [], junit, started)  # CI still finds its (empty) report
             if as_json:
                 click.echo(json.dumps({"results": [], "interrupted": False}, indent=2))
             return EXIT_OK
@@ -303,7 +304,7 @@ def _run_build(
     else:
         click.echo(text)
     # CI's reports; under --json the annotations go to stderr, leaving stdout JSON
-    write_reports(analysis, results, junit, started, engines=pool is not None,
+    write_reports(stack, analysis.dockerfiles, results, junit, started, engines=pool is not None,
                   echo=lambda line: click.echo(line, err=as_json))  # fmt: skip
     if interrupted:
         return EXIT_INTERRUPTED
