@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, TextIO
 
+from stackbuild.ci_reports import status_counts, summary_rows
 from stackbuild.plan import short
 from stackbuild.render import table
 from stackbuild.run.results import ImageResult
@@ -165,29 +166,12 @@ def summary(results: list[ImageResult], tail_lines: int = 15, engines: bool = Fa
 
     ``engines``: an ENGINE column, where each image was built (a builder pool's run).
     """
-    rows = [
-        [
-            r.image,
-            r.status,
-            f"{r.duration_s:.1f}s" if r.status in ("built", "failed") else "-",
-            short(r.fingerprint),
-            ", ".join(r.tags) if r.status in ("built", "up-to-date") else "-",
-        ]
-        for r in results
-    ]
-    headers = ["IMAGE", "STATUS", "DURATION", "FINGERPRINT", "TAGS"]
-    if engines:
-        headers.insert(2, "ENGINE")
-        for row, r in zip(rows, results, strict=True):
-            row.insert(2, r.engine or "-")
+    headers, rows = summary_rows(results, engines)
     parts = [table(rows, headers)]
     for r in results:
         if r.status == "failed":
             parts.append(f"\n--- {r.image} failed: {r.error or 'see log'}")
             parts += [f"    {line}" for line in r.log_tail[-tail_lines:]]
             parts.append(f"    full log: {r.log}")
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    parts.append("\n" + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    parts.append("\n" + status_counts(results))
     return "\n".join(parts)

@@ -25,10 +25,11 @@ from stackbuild.backends.contract import (
     BuildRequest,
     LocalImage,
 )
-from stackbuild.logs import RunLogs
+from stackbuild.logs import BUILD_MARKER, RunLogs
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
 from stackbuild.refs import fingerprint12
+from stackbuild.run.history import duration_label
 from stackbuild.run.pool import EnginePool, EngineSlot
 from stackbuild.run.registry import RegistryHooks
 from stackbuild.run.results import ImageResult
@@ -85,6 +86,8 @@ class Reporter(Protocol):
 
     def image_finished(self, result: ImageResult) -> None: ...
 
+    def message(self, text: str) -> None: ...
+
 
 class BuildRun:
     """One ``stackbuild build``: a plan, a backend, a reporter, a stop switch."""
@@ -131,6 +134,7 @@ class BuildRun:
             "org.opencontainers.image.created": time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
             ),
+            **duration_label(self.analysis.durations, name),  # history that travels
         }
         if self.git_sha:
             labels["org.opencontainers.image.revision"] = self.git_sha
@@ -154,6 +158,7 @@ class BuildRun:
             pull=self.options.pull,
             pins=pins,
             secrets=dict(spec.secrets),
+            cache_from=spec.cache_from,
         )
 
     def build_one(self, name: str, slot: EngineSlot | None = None) -> bool:
@@ -165,7 +170,7 @@ class BuildRun:
         request = self.request_for(name)
         log = self.logs.open_image(name)
         self.logs.run.info("build %s %s on %s", name, request.fingerprint, backend.name)
-        log(f"=== stackbuild: build {name} {request.fingerprint} on {backend.name} ===")
+        log(f"{BUILD_MARKER}{name} {request.fingerprint} on {backend.name} ===")
 
         def sink(line: str) -> None:
             log(line)
@@ -186,6 +191,8 @@ class BuildRun:
             result_ok, message, image_id = False, str(error), None
         else:
             result_ok, message, image_id = result.ok, result.error, result.image_id
+            for warning in result.warnings:  # e.g. a cache_from registry out of reach
+                self.reporter.message(f"warning: {name}: {warning}")
         duration = time.monotonic() - started
         if slot and not result_ok and not self.stop.is_set() and slot.broken():
             log(f"=== stackbuild: {backend.name} stopped answering; retrying elsewhere ===")

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -29,6 +30,7 @@ from stackbuild.cli.common import (
     select_since,
 )
 from stackbuild.cli.engines import existing_on, open_engine, open_engine_pool
+from stackbuild.cli.reports import JUNIT, started_at, write_reports
 from stackbuild.cli.signals import raise_interrupt
 from stackbuild.errors import (
     EXIT_BUILD_FAILED,
@@ -39,6 +41,7 @@ from stackbuild.errors import (
 )
 from stackbuild.manifest import load_stack
 from stackbuild.run.build import BuildOptions, BuildRun
+from stackbuild.run.history import fill_from_registry
 from stackbuild.run.pool import PoolPushes, attach_registry, pool_builders
 from stackbuild.run.promote import SUBTREE, Promoter, held_back, promotion_summary
 from stackbuild.run.registry import Pusher, RegistryHooks, push_summary
@@ -79,6 +82,7 @@ def _install_stop_handlers(stop: threading.Event, notice: Callable[[str], None])
 @PROMOTE
 @BUILDER
 @SINCE
+@JUNIT
 @pass_context
 def build(
     ctx: Context,
@@ -97,6 +101,7 @@ def build(
     promote: str | None,
     builder_urls: tuple[str, ...],
     since: str | None,
+    junit: Path | None,
 ) -> int:
     """Build what changed, and everything built on it, in parallel.
 
@@ -114,7 +119,7 @@ def build(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
-        builder_urls=builder_urls, promote=promote, since=since,
+        builder_urls=builder_urls, promote=promote, since=since, junit=junit,
     )
 
 
@@ -130,6 +135,7 @@ def build(
 @PUSH_JOBS
 @PROMOTE
 @BUILDER
+@JUNIT
 @pass_context
 def refresh_command(
     ctx: Context,
@@ -144,6 +150,7 @@ def refresh_command(
     push_jobs: int,
     promote: str | None,
     builder_urls: tuple[str, ...],
+    junit: Path | None,
 ) -> int:
     """Re-resolve every upstream digest, update stack.lock, rebuild what moved.
 
@@ -162,7 +169,7 @@ def refresh_command(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
         force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
-        builder_urls=builder_urls, promote=promote,
+        builder_urls=builder_urls, promote=promote, junit=junit,
     )
 
 
@@ -185,10 +192,12 @@ def _run_build(
     builder_urls: tuple[str, ...] = (),
     promote: str | None = None,
     since: str | None = None,
+    junit: Path | None = None,
 ) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
 
 
+    started = started_at()
     stack = load_stack(ctx.stack_file)
     if since:  # the changed images become the targets
         targets, _changes = select_since(ctx.stack_file, since, targets, with_descendants)
@@ -196,6 +205,7 @@ def _run_build(
         changed = ", ".join(targets) if targets else "none: nothing to build"
         click.echo(f"changed since {since}: {changed}", err=True)
         if not targets:
+            write_reports(stack, {}, [], junit, started)  # CI still finds its (empty) report
             if as_json:
                 click.echo(json.dumps({"results": [], "interrupted": False}, indent=2))
             return EXIT_OK
@@ -242,6 +252,8 @@ def _run_build(
             plan_ = fresh.plan(existing, backend, force, reporter.message)
         else:
             plan_ = analysis.plan(existing.where(), force)
+        # a fresh runner has no .stackbuild/: the registry's images tell the durations
+        fill_from_registry(analysis, plan_.to_build, backend, reporter.message)
         options = BuildOptions(
             jobs=jobs,
             fail_fast=not keep_going,
@@ -293,6 +305,9 @@ def _run_build(
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(text)
+    # CI's reports; under --json the annotations go to stderr, leaving stdout JSON
+    write_reports(stack, analysis.dockerfiles, results, junit, started, engines=pool is not None,
+                  echo=lambda line: click.echo(line, err=as_json))  # fmt: skip
     if interrupted:
         return EXIT_INTERRUPTED
     if failed and pool and not pool.alive:

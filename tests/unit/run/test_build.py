@@ -20,7 +20,7 @@ from stackbuild.refs import fingerprint12
 from stackbuild.run.build import BuildOptions, BuildRun, image_tags
 from stackbuild.run.existing import find_existing
 from stackbuild.ui import LiveReporter, PlainReporter
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, QuietReporter
 from tests.terminal import FakeTerminal, screen
 
 FP = "sha256:" + "0123456789ab" + "c" * 52
@@ -91,7 +91,7 @@ def stack(tmp_path: Path) -> Path:
     return tmp_path / "stack.yaml"
 
 
-class Events:
+class Events(QuietReporter):
     """A reporter that remembers the order of what it was told."""
 
     def __init__(self) -> None:
@@ -108,8 +108,6 @@ class Events:
         assert not self.events, "told the schedule after a build started"
         self.scheduled_on = (schedule.statuses(), slots)
 
-    def message(self, text: str) -> None:
-        pass
 
     def image_started(self, image: str, engine: str | None = None) -> None:
         self.events.append(("started", image))
@@ -345,3 +343,25 @@ def test_a_build_whose_record_cannot_be_written_fails_and_keeps_its_log(
     assert left.log and left.log.endswith(".log")  # the summary points at the build log
     assert by_name["top"].status == "blocked"  # nothing is built on an unrecorded image
     assert by_name["right"].status == "built"
+
+
+# -- cache_from ----------------------------------------------------------------------------
+
+
+def test_cache_from_reaches_the_backend_and_leaves_the_fingerprint_alone(stack: Path) -> None:
+    before = analyze(stack).inputs["solo"].fingerprint
+    text = stack.read_text().replace("images:\n", "defaults: {cache_from: registry}\nimages:\n")
+    stack.write_text(text)
+    backend = FakeBackend()
+    backend.build_warnings["solo"] = ("cache_from reg/solo:latest cannot be used (refused)",)
+    reporter = Events()
+    messages: list[str] = []
+    reporter.message = messages.append  # type: ignore[method-assign]
+    analysis, _, results, _ = run(stack, backend, reporter)
+
+    assert analysis.inputs["solo"].fingerprint == before  # a cache is not an input
+    assert backend.requests["solo"].cache_from == ("reg/solo:latest",)
+    assert backend.requests["top"].cache_from == ("reg/top:latest",)
+    # the build went on without the cache, and the person heard why
+    assert {r.image: r.status for r in results}["solo"] == "built"
+    assert messages == ["warning: solo: cache_from reg/solo:latest cannot be used (refused)"]
