@@ -94,6 +94,12 @@ def parse_dockerfile(
     return _Analysis(build_args or {}, _platform_args(platform, None)).run(text, target)
 
 
+def dockerfile_instructions(text: str) -> list[tuple[str, str, int]]:
+    """Every instruction of Dockerfile ``text`` as ``(keyword lower-cased, arguments,
+    start line)``, split as BuildKit splits them (continuations, heredocs)."""
+    return _instructions(text)[1]
+
+
 @functools.cache
 def _host_platform() -> str:
     import platform as host
