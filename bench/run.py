@@ -94,6 +94,27 @@ class Timed:
     max_rss_kb: int
 
 
+STACKBUILD_NEEDS = "import click, concurrent_log_handler, docker, jsonschema, networkx, yaml"
+
+
+def stackbuild_python(env: dict[str, str]) -> str:
+    """The interpreter stackbuild runs with: this one if it has stackbuild's dependencies,
+    else the checkout's ``.venv`` (``scripts/setup.sh``), else that of the main checkout
+    of a git worktree."""
+    candidates = [sys.executable, str(REPO / ".venv" / "bin" / "python")]
+    common = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+                            cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    if common.returncode == 0 and common.stdout.strip():
+        candidates.append(str(Path(common.stdout.strip()).parent / ".venv" / "bin" / "python"))
+    for python in dict.fromkeys(candidates):
+        if Path(python).exists() and subprocess.run(
+            [python, "-c", STACKBUILD_NEEDS], env=env, capture_output=True
+        ).returncode == 0:
+            return python
+    raise SystemExit(f"no interpreter here has stackbuild's dependencies ({STACKBUILD_NEEDS});"
+                     " run scripts/setup.sh")
+
+
 class Context:
     """One benchmark run: its names, temp dir, engine, clean-up and results."""
 
@@ -115,6 +136,7 @@ class Context:
             [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
         )
         self.denv = docker_env()
+        self.python = stackbuild_python(self.env)
 
     # -- processes -------------------------------------------------------------------
 
@@ -147,7 +169,7 @@ class Context:
 
     def stackbuild(self, stack: Path, *args: str, check: bool = True) -> Timed:
         result = self.run(
-            [sys.executable, "-m", "stackbuild", "-f", str(stack), *args], cwd=stack.parent
+            [self.python, "-m", "stackbuild", "-f", str(stack), *args], cwd=stack.parent
         )
         if check and result.returncode != 0:
             raise RuntimeError(
@@ -173,7 +195,7 @@ class Context:
             f"import importlib\nfor m in {modules!r}:\n"
             "    try: importlib.import_module(m)\n    except Exception: pass\n"
         )
-        self.run([sys.executable, "-c", code])
+        self.run([self.python, "-c", code])
 
     # -- shared fixtures ---------------------------------------------------------------
 
@@ -251,7 +273,7 @@ def bench_startup(ctx: Context) -> None:
     ]
     for label, args, banned in checks:
         result = ctx.run(
-            [sys.executable, "-X", "importtime", "-m", "stackbuild", "-f", str(stack), *args],
+            [ctx.python, "-X", "importtime", "-m", "stackbuild", "-f", str(stack), *args],
             cwd=stack.parent,
         )
         bad = [m for m in imported_heavy(result.stderr) if m in banned]
