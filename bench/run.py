@@ -779,7 +779,7 @@ def backend_fixed_costs(ctx: Context) -> None:
     labels) and as a whole command, beside ``docker build`` of the same image with the same
     builder (the classic one, and BuildKit: ``DOCKER_BUILDKIT=1``), interleaved."""
     base = ctx.base_image()
-    repeat = 3 if ctx.quick else 5
+    repeat = 2 if ctx.quick else 5
     for backend, buildkit in (("docker", False), ("buildkit", True)):
         say(f"5. per-build fixed cost: --backend {backend} vs docker build")
         name = f"{ctx.prefix}-fixed-{backend}"
