@@ -86,7 +86,8 @@ def test_calls_that_should_return_give_up_on_a_frozen_engine_naming_it(
     engine: ExtraEngine, image: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(TIMEOUT_ENV, TIMEOUT)
-    sdk = open_backend("docker", engine.url)  # its SDK client exists before the freeze
+    sdk = open_backend("docker", engine.url)
+    assert sdk.api  # its SDK client exists before the freeze: every call goes through it
     assert sdk.image_id(image)
     fresh = open_backend("docker", engine.url)  # no SDK client yet: the raw-socket path
     fresh.ping()
