@@ -418,13 +418,14 @@ class DockerEngine:
         None, so the caller uses the SDK, once the SDK client exists, for a TCP
         or TLS engine, and for any answer but a plain 200.
         """
+        if self._client is not None:
+            return None
         answer = self._local_call("GET", target, timeout)
         return answer[1] if answer is not None and answer[0] == 200 else None
 
     def _local_socket(self) -> str | None:
-        """The socket path of a local unix-socket engine without TLS, else None; None as
-        well once the SDK client exists (imported and connected: it may as well serve)."""
-        if self.tls is not None or self._client is not None:
+        """The socket path of a local unix-socket engine without TLS, else None."""
+        if self.tls is not None:
             return None
         url = self.base_url
         if url is None:
