@@ -20,11 +20,7 @@ thread therefore shuts down the socket of the streaming response as soon as
 body itself refuses to be read further.
 
 ``docker`` costs ~160 ms to import and ``plan --offline`` must never pay it:
-it is imported inside methods only, never at module level. A local engine
-(a unix socket, no TLS) is asked directly, one connection per call, for
-what a build needs (ping, the fingerprinted images, inspect, tag, the build
-stream), so a classic build there imports no SDK either (``_local_call``,
-``_local_stream``); everything else, and every other engine, goes through it.
+it is imported inside methods only, never at module level.
 """
 
 from __future__ import annotations
@@ -224,7 +220,7 @@ def _shutdown(sock: socket.socket) -> None:
 
 
 def _chunked_lines(reader: IO[bytes]) -> Iterator[bytes]:
-    """The lines of a chunked HTTP body, up to its last (empty) chunk."""
+    """The lines of a chunked HTTP body (an engine that chunks even for HTTP/1.0)."""
     rest = b""
     while True:
         size_line = reader.readline()
@@ -582,17 +578,14 @@ class DockerEngine:
         cancel: threading.Event,
         doing: str,
     ) -> Iterator[dict[str, Any]]:
-        """``stream`` over a local engine's unix socket: one HTTP/1.1 POST on a connection
-        of its own, the engine's JSON records one per line, closed at the end."""
+        """``stream`` over a local engine's unix socket: one HTTP/1.0 POST, which the
+        engine answers unchunked, record per line, closing the connection at the end."""
         if data is not None and size is None:
             start = data.tell()
             size = data.seek(0, os.SEEK_END) - start
             data.seek(start)
         query = urlencode(dict(params or {}), doseq=True)  # lists: one t= per tag
-        # HTTP/1.1, keep-alive (a chunked answer, its end read here): the engine does not
-        # notice a client that said it closes (HTTP/1.0, "Connection: close") hanging up
-        # before the build ends, so it would not abort a cancelled build
-        head = [f"POST {path}{'?' + query if query else ''} HTTP/1.1", "Host: docker",
+        head = [f"POST {path}{'?' + query if query else ''} HTTP/1.0", "Host: docker",
                 f"Content-Length: {size if data is not None else 0}"]  # fmt: skip
         head += [f"{k}: {v.decode('latin-1') if isinstance(v, bytes) else v}"
                  for k, v in (headers or {}).items()]  # fmt: skip
@@ -611,21 +604,13 @@ class DockerEngine:
                         sock.sendall(chunk)
                 reader = sock.makefile("rb")
                 status_line = reader.readline().split()
-                fields: dict[bytes, bytes] = {}
+                chunked = False
                 while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
-                    key, _, value = line.partition(b":")
-                    fields[key.strip().lower()] = value.strip().lower()
+                    chunked = chunked or line.lower().startswith(b"transfer-encoding: chunked")
                 if len(status_line) < 2 or not status_line[1].isdigit():
                     raise OSError("no HTTP answer from the engine")
                 status = int(status_line[1])
-                # the connection stays open (keep-alive): the body ends where HTTP says
-                lines: Iterable[bytes]
-                if fields.get(b"transfer-encoding") == b"chunked":
-                    lines = _chunked_lines(reader)
-                elif fields.get(b"content-length", b"").isdigit():
-                    lines = reader.read(int(fields[b"content-length"])).split(b"\n")
-                else:
-                    lines = reader
+                lines: Iterable[bytes] = _chunked_lines(reader) if chunked else reader
                 if status != 200:
                     text = b"".join(lines).decode("utf-8", "replace")
                     try:
