@@ -95,7 +95,8 @@ class ClassicBuilder:
         if cache_from:
             params["cachefrom"] = json.dumps(cache_from)
         headers: dict[str, str | bytes] = {"Content-Type": "application/x-tar"}
-        engine.set_build_auth(headers)  # registry credentials for FROM pulls
+        with engine.engine_errors():
+            engine.api._set_auth_headers(headers)  # registry credentials for FROM pulls
 
         lines = _LineBuffer(log)
         image_id: str | None = None

@@ -32,7 +32,6 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, cast
-from urllib.parse import quote, urlencode
 
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
@@ -213,30 +212,6 @@ def _abort(response: requests.Response) -> None:
             response.close()
 
 
-def _shutdown(sock: socket.socket) -> None:
-    # as _abort: wakes the reading thread, and the engine sees the connection end
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-def _chunked_lines(reader: IO[bytes]) -> Iterator[bytes]:
-    """The lines of a chunked HTTP body (an engine that chunks even for HTTP/1.0)."""
-    rest = b""
-    while True:
-        size_line = reader.readline()
-        if not size_line:
-            break
-        size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-        if size == 0:
-            break
-        rest += reader.read(size)
-        reader.readline()  # the CRLF after each chunk
-        *complete, rest = rest.split(b"\n")
-        yield from complete
-    if rest:
-        yield rest
-
-
 class CancelWatch:
     """A thread that calls ``abort(done)`` once ``cancel`` is set, until stopped.
 
@@ -414,14 +389,7 @@ class DockerEngine:
         None, so the caller uses the SDK, once the SDK client exists, for a TCP
         or TLS engine, and for any answer but a plain 200.
         """
-        if self._client is not None:
-            return None
-        answer = self._local_call("GET", target, timeout)
-        return answer[1] if answer is not None and answer[0] == 200 else None
-
-    def _local_socket(self) -> str | None:
-        """The socket path of a local unix-socket engine without TLS, else None."""
-        if self.tls is not None:
+        if self._client is not None or self.tls is not None:
             return None
         url = self.base_url
         if url is None:
@@ -430,23 +398,13 @@ class DockerEngine:
             url = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         if not url.startswith("unix://") or len(url) == len("unix://"):
             return None
-        return url[len("unix://") :]
-
-    def _local_call(self, method: str, target: str, timeout: float) -> tuple[int, bytes] | None:
-        """``method target`` on a local unix-socket engine, as (status, body), without the
-        docker SDK; None for any other engine, or an answer this cannot read (chunked)."""
-        path = self._local_socket()
-        if path is None:
-            return None
+        timeout = _timeout(timeout)
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(_timeout(timeout))
-                sock.connect(path)
+                sock.settimeout(timeout)
+                sock.connect(url[len("unix://") :])
                 # HTTP/1.0: the engine answers without chunking and closes the connection
-                sock.sendall(
-                    f"{method} {target} HTTP/1.0\r\nHost: docker\r\n"
-                    f"Content-Length: 0\r\n\r\n".encode("ascii")
-                )
+                sock.sendall(f"GET {target} HTTP/1.0\r\nHost: docker\r\n\r\n".encode("ascii"))
                 chunks = []
                 while data := sock.recv(1 << 16):
                     chunks.append(data)
@@ -455,11 +413,11 @@ class DockerEngine:
         head, separator, body = b"".join(chunks).partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = lines[0].split()
-        if not separator or len(status) < 2 or not status[1].isdigit():
+        if not separator or len(status) < 2 or status[1] != b"200":
             return None
         if any(line.lower().startswith(b"transfer-encoding:") for line in lines[1:]):
             return None
-        return int(status[1]), body
+        return body
 
     def engine_version(self) -> str | None:
         """A local engine's version and commit ("20.10.24+dfsg1 297e128"), asked without
@@ -508,14 +466,10 @@ class DockerEngine:
         ``cancel`` is set (the connection is closed, which aborts the operation on
         the engine), EngineUnreachable when the engine goes away.
         """
-        cancel = cancel or threading.Event()
-        doing = doing or f"streaming {path}"
-        local = self._local_socket()
-        if local is not None:  # no docker SDK to import (~100 ms) for a local engine
-            yield from self._local_stream(local, path, params, data, size, headers, cancel, doing)
-            return
         import docker.errors
 
+        cancel = cancel or threading.Event()
+        doing = doing or f"streaming {path}"
         body: Iterable[bytes] | None = data
         if data is not None and size is not None:
             body = _CancellableBody(data, size, cancel)
@@ -567,96 +521,6 @@ class DockerEngine:
             watch.stop()
             response.close()
 
-    def _local_stream(
-        self,
-        socket_path: str,
-        path: str,
-        params: Mapping[str, Any] | None,
-        data: IO[bytes] | None,
-        size: int | None,
-        headers: Mapping[str, str | bytes] | None,
-        cancel: threading.Event,
-        doing: str,
-    ) -> Iterator[dict[str, Any]]:
-        """``stream`` over a local engine's unix socket: one HTTP/1.0 POST, which the
-        engine answers unchunked, record per line, closing the connection at the end."""
-        if data is not None and size is None:
-            start = data.tell()
-            size = data.seek(0, os.SEEK_END) - start
-            data.seek(start)
-        query = urlencode(dict(params or {}), doseq=True)  # lists: one t= per tag
-        head = [f"POST {path}{'?' + query if query else ''} HTTP/1.0", "Host: docker",
-                f"Content-Length: {size if data is not None else 0}"]  # fmt: skip
-        head += [f"{k}: {v.decode('latin-1') if isinstance(v, bytes) else v}"
-                 for k, v in (headers or {}).items()]  # fmt: skip
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        watch: CancelWatch | None = None
-        try:
-            try:
-                sock.settimeout(CONNECT_TIMEOUT)
-                sock.connect(socket_path)
-                sock.settimeout(None)  # no read timeout: a build step may be silent for an hour
-                sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-                watch = CancelWatch(cancel, lambda done: _shutdown(sock))
-                if data is not None:
-                    body = _CancellableBody(data, size or 0, cancel)
-                    for chunk in body:
-                        sock.sendall(chunk)
-                reader = sock.makefile("rb")
-                status_line = reader.readline().split()
-                chunked = False
-                while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
-                    chunked = chunked or line.lower().startswith(b"transfer-encoding: chunked")
-                if len(status_line) < 2 or not status_line[1].isdigit():
-                    raise OSError("no HTTP answer from the engine")
-                status = int(status_line[1])
-                lines: Iterable[bytes] = _chunked_lines(reader) if chunked else reader
-                if status != 200:
-                    text = b"".join(lines).decode("utf-8", "replace")
-                    try:
-                        message = json.loads(text).get("message") or text
-                    except (ValueError, AttributeError):
-                        message = text
-                    raise StreamError(str(message).strip())  # the SDK's explanation
-                for raw in lines:
-                    if not raw.strip():
-                        continue
-                    try:
-                        record = json.loads(raw)
-                    except ValueError as e:
-                        raise StreamError(f"unreadable response from the engine: {e}") from e
-                    if not isinstance(record, dict):
-                        continue
-                    if "errorDetail" in record or "error" in record:
-                        detail = record.get("errorDetail") or {}
-                        message = detail.get("message") or record.get("error") or "error"
-                        raise StreamError(str(message).strip())
-                    yield record
-            except (Cancelled, StreamError, GeneratorExit):
-                raise
-            except OSError as e:
-                if cancel.is_set() or (watch is not None and watch.fired):
-                    raise Cancelled() from None
-                raise EngineUnreachable(self._unreachable_message(e, doing)) from e
-            if watch is not None and watch.fired:  # the stream just ends when shut down
-                raise Cancelled()
-        finally:
-            if watch is not None:
-                watch.stop()
-            sock.close()
-
-    def set_build_auth(self, headers: MutableMapping[str, str | bytes]) -> None:
-        """The registry credentials a build's FROM pulls may need (``X-Registry-Config``),
-        as ``docker build`` sends them; the SDK reads them, so it is imported only when a
-        docker config file (``DOCKER_CONFIG``, ``~/.docker``, ``~/.dockercfg``) exists."""
-        home = os.path.expanduser("~")
-        configs = [os.path.join(home, ".docker", "config.json"), os.path.join(home, ".dockercfg")]
-        if os.environ.get("DOCKER_CONFIG"):
-            configs.insert(0, os.path.join(os.environ["DOCKER_CONFIG"], "config.json"))
-        if any(os.path.exists(path) for path in configs):
-            with self.engine_errors():
-                self.api._set_auth_headers(headers)
-
     # -- Backend protocol --------------------------------------------------------------
 
     def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
@@ -664,6 +528,8 @@ class DockerEngine:
 
         A no-op run asks this once instead of once per image.
         """
+        from urllib.parse import quote
+
         filters = quote(json.dumps({"label": [FINGERPRINT_LABEL]}), safe="")
         body = self._local_get(f"/images/json?filters={filters}", self.timeout)
         try:
@@ -693,28 +559,27 @@ class DockerEngine:
         parent. Image ids cannot be used directly: BuildKit reads ``FROM sha256:...`` as a
         Docker Hub name. A digest reference names one image already and stays.
         """
-        if not request.pins:
+        if not request.pins:  # a root image: no need to import the SDK (~100 ms) for nothing
             return request.dockerfile_bytes, None
+        import docker.errors
+
         exact: dict[str, str] = {}
         for ref, source in sorted(request.pins.items()):
             if split_reference(ref)[2]:
                 log(f"pin {ref}: a digest reference names one image already; nothing to tag")
                 continue
             image_id = source if source.startswith("sha256:") else self.image_id(source)
-            missing = f"cannot pin {ref} to {source}: no such image on the engine at {self.name}"
-            if not image_id:
-                return b"", missing
-            target = exact_reference(ref, image_id)
+            target = exact_reference(ref, image_id) if image_id else ""
             try:
+                if not image_id:
+                    raise docker.errors.NotFound(source)
                 self.tag(image_id, target)
-            except Exception as e:  # the SDK's errors, imported only when one happened
-                import docker.errors
-
-                if isinstance(e, docker.errors.NotFound):
-                    return b"", missing
-                if isinstance(e, docker.errors.APIError):
-                    return b"", f"cannot pin {ref} to {source}: {e.explanation or e}"
-                raise
+            except docker.errors.NotFound:
+                return b"", (
+                    f"cannot pin {ref} to {source}: no such image on the engine at {self.name}"
+                )
+            except docker.errors.APIError as e:
+                return b"", f"cannot pin {ref} to {source}: {e.explanation or e}"
             exact[ref] = target
             log(f"pinned {ref} -> {source} as {target}")
         text = request.dockerfile_bytes.decode("utf-8", "surrogateescape")
@@ -763,12 +628,7 @@ class DockerEngine:
         repo, tag, digest = split_reference(ref)
         if digest:
             raise ValueError(f"cannot tag an image as a digest reference: {ref}")
-        query = urlencode({"repo": repo, "tag": tag or "latest"})
-        answer = self._local_call("POST", f"/images/{quote(image, safe='/:')}/tag?{query}",
-                                  self.timeout)  # fmt: skip
-        if answer is not None and answer[0] == 201:
-            return
-        with self.engine_errors():  # any other answer: the SDK says it in its words
+        with self.engine_errors():
             self.api.tag(image, repo, tag or "latest")
 
     def remove_images(self, refs_or_ids: Iterable[str]) -> list[str]:
@@ -789,14 +649,6 @@ class DockerEngine:
         """The engine's inspect record of the local image ``ref`` (a reference,
         ``repo@digest`` or an id), None when there is no such image: the one lookup
         that ``image_id``, ``image_labels`` and ``local_digest`` read."""
-        answer = self._local_call("GET", f"/images/{quote(ref, safe='/:')}/json", self.timeout)
-        if answer is not None and answer[0] in (200, 404):
-            if answer[0] == 404:
-                return None
-            with contextlib.suppress(ValueError):
-                info = json.loads(answer[1])
-                if isinstance(info, dict):
-                    return info
         import docker.errors
 
         try:
