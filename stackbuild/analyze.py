@@ -23,6 +23,7 @@ from stackbuild.graph import StackGraph, build_graph, graph_key, in_stack_name
 from stackbuild.lockfile import lock_path, read_lock
 from stackbuild.manifest import Stack, load_stack
 from stackbuild.plan import ImageNotes, Inherited, Plan, Trigger, make_plan
+from stackbuild.platforms import expand, is_multi_platform, upstream_pin
 from stackbuild.state import StateDir
 
 NO_NOTES = ImageNotes()
@@ -292,6 +293,8 @@ def analyze(
         selected = graph.select(targets, with_descendants)
     finally:  # after select(), which remembers a new selection; also when a target is unknown
         save_graph(graph, raw, state)
+    if is_multi_platform(stack):  # one node per (image, platform) from here on
+        stack, graph, selected = expand(stack, graph, selected, (raw, notes))
     cache = HashCache.load(state.hash_cache)
     if pinned is None:
         pinned = read_lock(lock_path(stack.path))
@@ -301,7 +304,7 @@ def analyze(
         spec = stack.images[name]
         files[name] = context_files(spec.context, spec.dockerfile, exclude=state.path)
         parents = {parent: inputs[parent].fingerprint for parent in graph.parents(name)}
-        upstream = {ref: pinned.get(ref, "") for ref in graph.upstream(name)}
+        upstream = {ref: upstream_pin(pinned, ref, spec) for ref in graph.upstream(name)}
         inputs[name] = image_inputs(spec, raw[name], files[name], parents, upstream, cache)
     if len(selected) == len(stack.images):  # every context was hashed: the rest is stale
         cache.forget_unused()

@@ -1,0 +1,208 @@
+"""Multi-platform stacks without an engine: the manifest's platforms, one node per
+(image, platform) with its own fingerprint, plan rows and builds (tests.fakes.FakeBackend)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from stackbuild.analyze import analyze
+from stackbuild.errors import ManifestError
+from stackbuild.manifest import load_stack
+from stackbuild.platforms import node_name, platform_tag, split_node
+from stackbuild.run.build import BuildOptions, BuildRun
+from stackbuild.run.existing import find_existing
+from tests.fakes import FakeBackend
+
+AMD, ARM = "linux/amd64", "linux/arm64"
+
+DOCKERFILES = {
+    "base": "FROM scratch\nCOPY f /f\n",
+    "httpd": "FROM reg/base\nRUN true\n",
+    "site": "FROM httpd\nARG GREETING\n",
+}
+
+
+def write_stack(root: Path, images: str, defaults: str = "") -> Path:
+    for name, dockerfile in DOCKERFILES.items():
+        (root / name).mkdir(exist_ok=True)
+        (root / name / "Dockerfile").write_text(dockerfile)
+        (root / name / "f").write_text(name)
+    text = "version: 1\nregistry: reg\n" + textwrap.dedent(defaults) + "images:\n"
+    text += textwrap.indent(textwrap.dedent(images), "  ")
+    (root / "stack.yaml").write_text(text)
+    return root / "stack.yaml"
+
+
+TWO = """\
+base: {context: base}
+httpd: {context: httpd}
+site:
+  context: site
+  build_args: {GREETING: hi}
+  platform_build_args: {linux/arm64: {GREETING: hi-arm}}
+"""
+TWO_DEFAULTS = "defaults:\n  platforms: [linux/amd64, linux/arm64]\n"
+
+
+@pytest.fixture
+def two(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return write_stack(tmp_path, TWO, TWO_DEFAULTS)
+
+
+def error_of(stack_file: Path) -> ManifestError:
+    with pytest.raises(ManifestError) as caught:
+        analyze(stack_file)
+    return caught.value
+
+
+# -- the manifest ------------------------------------------------------------------------
+
+
+def test_platform_and_platforms_together_is_a_located_error(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, "base: {context: base, platform: linux/amd64,\n"
+                                  "       platforms: [linux/amd64, linux/arm64]}\n")  # fmt: skip
+    error = error_of(stack)
+    assert "either platform (one) or platforms (a list), not both" in error.message
+    assert (error.line, error.col) == (5, 10)  # the platforms key
+
+
+def test_one_platform_in_a_list_is_the_platform_form(tmp_path: Path) -> None:
+    listed = load_stack(write_stack(tmp_path, "base: {context: base, platforms: [linux/arm64]}\n"))
+    assert (listed.images["base"].platform, listed.images["base"].platforms) == (ARM, ())
+    one = analyze(write_stack(tmp_path, "base: {context: base, platform: linux/arm64}\n"))
+    assert analyze(listed).inputs["base"].fingerprint == one.inputs["base"].fingerprint
+
+
+def test_a_parent_must_offer_every_platform_of_its_child(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, """\
+        base: {context: base, platforms: [linux/amd64]}
+        httpd: {context: httpd, platforms: [linux/amd64, linux/arm64]}
+        site: {context: site, platforms: [linux/amd64]}
+        """)  # fmt: skip
+    error = error_of(stack)
+    assert error.message.startswith(
+        "image 'httpd' is built for linux/arm64, which its parent 'base' does not offer"
+    )
+    assert "add linux/arm64 to the platforms of 'base'" in error.message
+    assert error.line == 5  # the platforms of httpd
+
+
+def test_platform_build_args_must_name_a_platform_of_the_image(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, """\
+        base:
+          context: base
+          platforms: [linux/amd64, linux/arm64]
+          platform_build_args: {linux/s390x: {X: "1"}}
+        """)  # fmt: skip
+    error = error_of(stack)
+    assert "platform_build_args names linux/s390x, which image 'base' is not built for" in (
+        error.message
+    )
+    assert error.line == 7
+
+
+def test_node_names() -> None:
+    assert node_name("base", ARM) == "base[linux/arm64]"
+    assert split_node("base[linux/arm64]") == ("base", ARM)
+    assert split_node("base") == ("base", None)
+    assert platform_tag("latest", "linux/arm64/v8") == "latest-linux-arm64-v8"
+    assert len(platform_tag("x" * 128, ARM)) == 128
+
+
+# -- fingerprints and the graph ----------------------------------------------------------
+
+
+def test_each_image_and_platform_is_a_node_with_its_own_fingerprint(two: Path) -> None:
+    analysis = analyze(two)
+    assert analysis.selected == [
+        node_name(image, platform)
+        for image in ("base", "httpd", "site")
+        for platform in (AMD, ARM)
+    ]
+    fingerprints = {name: inputs.fingerprint for name, inputs in analysis.inputs.items()}
+    assert len(set(fingerprints.values())) == 6
+    # every edge stays on its platform: the two sides share no node
+    assert analysis.graph.parents("httpd[linux/arm64]") == ("base[linux/arm64]",)
+    assert analysis.graph.parents("site[linux/amd64]") == ("httpd[linux/amd64]",)
+    assert analysis.inputs["site[linux/arm64]"].build_args == {"GREETING": "hi-arm"}
+    assert analysis.inputs["site[linux/amd64]"].build_args == {"GREETING": "hi"}
+    assert analysis.stack.reference("site[linux/arm64]") == "reg/site"
+
+
+def test_a_target_selects_all_its_platforms(two: Path) -> None:
+    assert analyze(two, ["httpd"]).selected == [
+        "base[linux/amd64]", "base[linux/arm64]", "httpd[linux/amd64]", "httpd[linux/arm64]",
+    ]  # fmt: skip
+
+
+def test_an_arm64_only_build_arg_changes_only_the_arm64_fingerprints(two: Path) -> None:
+    before = analyze(two).inputs
+    two.write_text(two.read_text().replace("hi-arm", "hi-arm-2"))
+    after = analyze(two).inputs
+    changed = {name for name in before if before[name].fingerprint != after[name].fingerprint}
+    assert changed == {"site[linux/arm64]"}
+
+
+def test_a_per_platform_pin_in_the_lock_moves_only_that_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    DOCKERFILES["base"] = "FROM debian:12\n"
+    try:
+        stack = write_stack(tmp_path, TWO, TWO_DEFAULTS)
+    finally:
+        DOCKERFILES["base"] = "FROM scratch\nCOPY f /f\n"
+    index, amd, arm = "sha256:" + "1" * 64, "sha256:" + "2" * 64, "sha256:" + "3" * 64
+    pins = {"debian:12": index, "debian:12[linux/amd64]": amd, "debian:12[linux/arm64]": arm}
+    before = analyze(stack, pinned=pins).inputs
+    assert before["base[linux/arm64]"].upstream == {"debian:12": arm}
+    after = analyze(stack, pinned={**pins, "debian:12[linux/arm64]": "sha256:" + "4" * 64})
+    changed = {n for n in before if before[n].fingerprint != after.inputs[n].fingerprint}
+    assert changed == {"base[linux/arm64]", "httpd[linux/arm64]", "site[linux/arm64]"}
+
+
+# -- plan and build ----------------------------------------------------------------------
+
+
+def build(stack_file: Path, backend: FakeBackend) -> tuple[list[str], list[str]]:
+    """(what was built, the statuses by plan row) of one build run on ``backend``."""
+    analysis = analyze(stack_file)
+    local = find_existing(analysis, backend)
+    plan = analysis.plan({name: "local engine" for name in local})
+    results = BuildRun(analysis, plan, backend, _Quiet(), BuildOptions(jobs=4), local).run()
+    return [r.image for r in results if r.status == "built"], [s.image for s in plan.steps]
+
+
+class _Quiet:
+    def start(self, to_build: int, up_to_date: int) -> None: ...
+    def image_started(self, image: str, engine: str | None = None) -> None: ...
+    def image_output(self, image: str, line: str) -> None: ...
+    def image_requeued(self, image: str, why: str) -> None: ...
+    def image_finished(self, result: object) -> None: ...
+
+
+def test_every_node_builds_for_its_platform_on_its_own_parent(two: Path) -> None:
+    backend = FakeBackend()
+    built, rows = build(two, backend)
+    assert rows == built and len(rows) == 6  # one plan row per image and platform
+    arm = backend.requests["site[linux/arm64]"]
+    assert arm.platform == ARM and arm.repository == "reg/site"
+    assert arm.build_args == {"GREETING": "hi-arm"}
+    assert arm.pins == {"httpd": "sha256:id-httpd[linux/arm64]"}
+    # the engine holds one platform per tag: the node's own tags name the platform
+    assert arm.tags == (f"reg/site:{arm.fingerprint[7:19]}", "reg/site:latest-linux-arm64")
+    assert backend.requests["httpd[linux/amd64]"].pins == {
+        "reg/base": "sha256:id-base[linux/amd64]"
+    }
+
+
+def test_a_second_run_builds_nothing_and_an_arm64_arg_rebuilds_only_arm64(two: Path) -> None:
+    backend = FakeBackend()
+    build(two, backend)
+    assert build(two, backend)[0] == []
+    two.write_text(two.read_text().replace("hi-arm", "hi-arm-2"))
+    assert build(two, backend)[0] == ["site[linux/arm64]"]
