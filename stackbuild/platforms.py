@@ -85,6 +85,25 @@ def check_parent_platforms(stack: Stack, graph: StackGraph) -> None:
                 )
 
 
+def check_backend(stack: Stack, backend: str) -> None:
+    """ManifestError, located at the first multi-platform image, when the backend is the
+    classic builder, which builds one platform per image."""
+    if backend != "docker":
+        return
+    for name, spec in stack.images.items():
+        if len(spec.platforms) > 1:
+            where = spec.key_locations.get("platforms", spec.location)
+            raise ManifestError(
+                f"image '{name}' is built for {len(spec.platforms)} platforms "
+                f"({', '.join(spec.platforms)}), and the classic backend (docker) builds one "
+                "platform: build with --backend buildkit, or set `backend: buildkit` in "
+                "stack.yaml",
+                stack.display_path,
+                where.line,
+                where.col,
+            )
+
+
 def _node_spec(spec: ImageSpec, platform: str) -> ImageSpec:
     return replace(
         spec,

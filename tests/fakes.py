@@ -31,7 +31,7 @@ import tarfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
@@ -142,6 +142,7 @@ class FakeBackend:
         self.id_format = id_format  # the id of a build: {image}, {fingerprint12}
         self.dead = False
         self.requests: dict[str, BuildRequest] = {}  # image -> its last build request
+        self.indexes: dict[str, Any] = {}  # normal_ref -> the image index put there
         self.calls: list[tuple[str, str]] = []  # (method, what it was asked about), in order
         self.completed: list[tuple[str, str]] = []  # the calls that did their work
         self._next: dict[tuple[str, str | None], list[Exception]] = {}
@@ -363,6 +364,14 @@ class FakeBackend:
         self._enter("registry_manifest", ref)
         self._leave("registry_manifest", ref)
         return None  # a registry in a dict has no manifest bytes to check a digest against
+
+    def put_index(self, ref: str, body: bytes, media_type: str) -> str:
+        self._enter("put_index", ref)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self.registry.put(ref, Manifest(digest))
+        self.indexes[normal_ref(ref)] = json.loads(body)
+        self._leave("put_index", ref)
+        return digest
 
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         self._enter("push", ref)

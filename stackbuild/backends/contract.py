@@ -123,6 +123,10 @@ class Backend(Protocol):
         ManifestUnreachable when it cannot be had; None when this backend has no way
         of its own to fetch one (then there is nothing to check against)."""
 
+    def put_index(self, ref: str, body: bytes, media_type: str) -> str:
+        """Put an image index (``body``, of ``media_type``) under ``ref``'s tag in its
+        registry; the digest it is stored as. The manifests it lists must be there."""
+
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         """Push one tag; the manifest digest the registry stored. Cancelled when cancelled."""
 

@@ -43,7 +43,7 @@ from stackbuild.backends.contract import (
     LocalImage,
     LogSink,
 )
-from stackbuild.backends.manifests import fetch_manifest
+from stackbuild.backends.manifests import fetch_manifest, put_manifest
 from stackbuild.dockerfile import pin_references
 from stackbuild.errors import (
     EngineUnreachable,
@@ -661,6 +661,10 @@ class DockerEngine:
     def registry_manifest(self, ref: str) -> tuple[bytes, str, str | None]:
         """``ref``'s manifest, fetched from its registry directly (``manifests``)."""
         return fetch_manifest(ref)
+
+    def put_index(self, ref: str, body: bytes, media_type: str) -> str:
+        """An image index put by stackbuild itself (``manifests``): the engine cannot."""
+        return put_manifest(ref, body, media_type)
 
     def _registry_stream(
         self, path: str, ref: str, params: Mapping[str, Any], log: LogSink,

@@ -1,4 +1,5 @@
-"""A registry's manifests, fetched by stackbuild itself rather than through the engine.
+"""A registry's manifests, fetched (and image indexes put) by stackbuild itself rather
+than through the engine, which can neither read a manifest's bytes nor push an index.
 
 Used to check a digest the registry reports (through the engine) against the bytes
 it serves (``run.upstream.verify_digest``). Asks as the engine would: the same
@@ -58,6 +59,27 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
 def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
     """GET ``ref``'s manifest from its registry, as the engine would (same credentials,
     Basic or Bearer token auth). Raises ManifestUnreachable when it cannot be had."""
+    return _manifest_request("GET", ref, {"Accept": ", ".join(MANIFEST_TYPES)}, None, "pull")
+
+
+def put_manifest(ref: str, body: bytes, media_type: str) -> str:
+    """PUT ``body`` (an image index, or any manifest) under ``ref``'s tag or digest; the
+    digest the registry stored it as. Raises ManifestUnreachable when it is refused."""
+    _body, _type, digest = _manifest_request(
+        "PUT", ref, {"Content-Type": media_type}, body, "pull,push"
+    )
+    if digest:
+        return digest
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _manifest_request(
+    method: str, ref: str, headers: Mapping[str, str], data: bytes | None, scope: str
+) -> tuple[bytes, str, str | None]:
+    """One request to ``ref``'s manifest URL, answering a 401 with Basic or Bearer auth
+    for ``scope`` (``pull``, ``pull,push``): (body, Content-Type, Docker-Content-Digest)."""
     # urllib.request pulls in http.client, email and ssl (~15 ms): only lock and refresh
     # fetch manifests, so only they pay for it
     import urllib.error
@@ -72,15 +94,16 @@ def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
         path = f"library/{path}"
     base, config_name = _registry_base(host)
     url = f"{base}/v2/{path}/manifests/{digest or tag or 'latest'}"
-    headers = {"Accept": ", ".join(MANIFEST_TYPES)}
 
-    def get(target: str, extra: Mapping[str, str]) -> http.client.HTTPResponse:
-        request = urllib.request.Request(target, headers={**headers, **extra})
+    def send(target: str, extra: Mapping[str, str]) -> http.client.HTTPResponse:
+        request = urllib.request.Request(
+            target, data=data, headers={**headers, **extra}, method=method
+        )
         return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT)  # noqa: S310 - http(s)
 
     try:
         try:
-            response = get(url, {})
+            response = send(url, {})
         except urllib.error.HTTPError as error:
             if error.code != 401:
                 raise
@@ -91,7 +114,7 @@ def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
                 token = base64.b64encode(":".join(credentials).encode()).decode()
                 basic = {"Authorization": f"Basic {token}"}
             if scheme == "bearer" and params.get("realm"):
-                query = {"scope": f"repository:{path}:pull"}
+                query = {"scope": f"repository:{path}:{scope}"}
                 if params.get("service"):
                     query["service"] = params["service"]
                 realm = f"{params['realm']}?{urllib.parse.urlencode(query)}"
@@ -100,12 +123,12 @@ def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
                 ) as answer:
                     grant = json.loads(answer.read())
                 bearer = grant.get("token") or grant.get("access_token") or ""
-                response = get(url, {"Authorization": f"Bearer {bearer}"})
+                response = send(url, {"Authorization": f"Bearer {bearer}"})
             else:
-                response = get(url, basic)
+                response = send(url, basic)
         with response:
             body = response.read()
             return body, response.headers.get("Content-Type", ""), response.headers.get(
                 "Docker-Content-Digest")  # fmt: skip
     except (OSError, ValueError) as error:  # HTTPError and URLError are OSErrors
-        raise ManifestUnreachable(f"{url}: {error}") from None
+        raise ManifestUnreachable(f"{method} {url}: {error}") from None

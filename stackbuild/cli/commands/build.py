@@ -34,8 +34,10 @@ from stackbuild.errors import (
     UsageError,
 )
 from stackbuild.manifest import load_stack
-from stackbuild.run.build import BuildOptions, BuildRun
+from stackbuild.platforms import check_backend
+from stackbuild.run.build import BuildOptions, BuildRun, git_revision
 from stackbuild.run.pool import PoolPushes, attach_registry, pool_builders
+from stackbuild.run.publish import publish_indexes
 from stackbuild.run.registry import Pusher, RegistryHooks, push_summary
 from stackbuild.run.upstream import pinned_analysis
 from stackbuild.run.upstream import refresh as refresh_upstreams
@@ -177,6 +179,7 @@ def _run_build(
             f"--push needs a registry to push to: set `registry:` in {stack.display_path} "
             "(e.g. registry: 127.0.0.1:5000/acme)"
         )
+    check_backend(stack, backend_kind or stack.backend)  # the classic builder: one platform
     stop = threading.Event()
     jobs = jobs or os.cpu_count() or 1
     pool = None  # several engines (builders: or --builder), else the one of docker.from_env()
@@ -228,6 +231,10 @@ def _run_build(
                 analysis, plan_, backend, reporter, options, existing.local, stop,
                 registry_hooks=hooks, pool=pool,
             ).run()
+            if push:  # multi-platform images: one index per tag, over their platforms
+                publish_indexes(backend, analysis.stack, analysis.selected,
+                                {r.image: r for r in results}, git_revision(stack.root),
+                                reporter.message)  # fmt: skip
         finally:
             reporter.close()
     failed = any(r.status == Status.FAILED for r in results)
