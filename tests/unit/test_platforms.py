@@ -206,3 +206,49 @@ def test_a_second_run_builds_nothing_and_an_arm64_arg_rebuilds_only_arm64(two: P
     assert build(two, backend)[0] == []
     two.write_text(two.read_text().replace("hi-arm", "hi-arm-2"))
     assert build(two, backend)[0] == ["site[linux/arm64]"]
+
+
+# -- publishing and emulation ------------------------------------------------------------
+
+
+def test_a_pushed_multi_platform_image_gets_one_index_per_tag(two: Path) -> None:
+    from stackbuild.run.publish import INDEX_TYPE, publish_indexes
+    from stackbuild.run.results import ImageResult
+    from stackbuild.scheduler import Status
+
+    backend = FakeBackend()
+    analysis = analyze(two)
+    results = {}
+    for name in analysis.selected:
+        fingerprint = analysis.inputs[name].fingerprint
+        ref = f"reg/{name.split('[')[0]}:{fingerprint[7:19]}"
+        backend.add_image(f"sha256:id-{name}", (ref,))
+        backend.push(ref, lambda line: None)
+        results[name] = ImageResult(name, Status.BUILT, fingerprint, tags=[ref], pushed=[ref])
+    put = publish_indexes(backend, analysis.stack, analysis.selected, results, None, print)
+    assert "reg/site:latest" in put and len(put) == 6  # fingerprint12 and latest, per image
+    index = backend.indexes["reg/site:latest"]
+    assert index["mediaType"] == INDEX_TYPE
+    assert [m["platform"] for m in index["manifests"]] == [
+        {"architecture": "amd64", "os": "linux"}, {"architecture": "arm64", "os": "linux"},
+    ]  # fmt: skip
+    assert "reg/site:latest" in results["site[linux/arm64]"].pushed
+
+
+def test_a_missing_emulator_says_what_to_install() -> None:
+    from stackbuild.backends.buildkit import no_emulation
+
+    tail = ["#5 0.698 exec /bin/busybox: exec format error", "#5 ERROR: executor failed"]
+    message = no_emulation(tail, ARM)
+    assert message is not None and "apt-get install qemu-user-static" in message
+    assert no_emulation(tail, None) is None
+    assert no_emulation(["#5 ERROR: exit code: 1"], ARM) is None
+
+
+def test_the_classic_backend_refuses_two_platforms(two: Path) -> None:
+    from stackbuild.platforms import check_backend
+
+    stack = load_stack(two)
+    check_backend(stack, "buildkit")
+    with pytest.raises(ManifestError, match="the classic backend .docker. builds one platform"):
+        check_backend(stack, "docker")
