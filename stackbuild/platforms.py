@@ -165,6 +165,14 @@ def image_of(stack: Stack, name: str) -> str:
     return spec.image if spec is not None and spec.image else name
 
 
+def multi_platforms(spec: ImageSpec) -> tuple[str, ...]:
+    """The platforms of a multi-platform image (as stack.yaml has it) or of one of its
+    nodes (its one platform); () for a single-platform image."""
+    if spec.image and spec.platform:
+        return (spec.platform,)
+    return spec.platforms
+
+
 def node_platform(spec: ImageSpec) -> str | None:
     """The platform of a per-platform node; None for a single-platform image."""
     return spec.platform if spec.image else None

@@ -103,3 +103,60 @@ def test_the_classic_backend_refuses_two_platforms(example: Path) -> None:
     run = stackbuild(example, "build", "--backend", "docker")
     assert run.returncode == 2
     assert "the classic backend (docker) builds one platform" in run.stderr
+
+
+def _upstream(tmp_path: Path, repository: str, note: str) -> dict[str, str]:
+    """Build ``repository`` for both platforms (arm64's content carries ``note``), push
+    each under its own tag and put an index under ``:1``; each platform's digest."""
+    from stackbuild.backends.buildkit import find_cli
+    from stackbuild.backends.manifests import put_manifest
+    from stackbuild.run.publish import INDEX_TYPE, index_body, platform_of
+
+    context = tmp_path / "upstream"
+    context.mkdir(exist_ok=True)
+    shutil.copy(REPO / "images" / "base" / "Dockerfile", context / "Dockerfile")
+    for part in ("rootfs", "arch"):
+        shutil.copytree(REPO / "images" / "base" / part, context / part, dirs_exist_ok=True)
+    cli = find_cli(os.environ)  # a client that builds with BuildKit (--platform)
+    descriptors, digests = [], {}
+    for platform in PLATFORMS:
+        (context / "rootfs" / "note").write_text(note if platform.endswith("arm64") else "same")
+        tag = f"{repository}:1-{platform.replace('/', '-')}"
+        subprocess.run([*cli.build_command(), "-q", "--platform", platform, "-t", tag,
+                        str(context)], check=True, capture_output=True, timeout=300,
+                       env=cli.environment(os.environ))  # fmt: skip
+        subprocess.run(["docker", "push", "-q", tag], check=True, capture_output=True,
+                       timeout=300)  # fmt: skip
+        body, media_type, digest = fetch_manifest(tag)
+        assert digest
+        digests[platform] = digest
+        descriptors.append({"mediaType": media_type, "digest": digest, "size": len(body),
+                            "platform": platform_of(platform)})  # fmt: skip
+    put_manifest(f"{repository}:1", index_body(descriptors), INDEX_TYPE)
+    return digests
+
+
+def test_an_upstream_whose_arm64_side_moved_rebuilds_only_the_arm64_side(
+    example: Path, registry: Any, unique: str, tmp_path: Path
+) -> None:
+    upstream = f"{registry.address}/{unique}-up/os"  # removed with the test's images
+    first = _upstream(tmp_path, upstream, "one")
+    base = example.parent / "images" / "base"
+    (base / "Dockerfile").write_text(f"FROM {upstream}:1\nRUN echo built > /built\n")
+    images = ["base", "httpd", "tools", "site-hello", "site-ops", "runner"]
+    assert len(built(stackbuild(example, "build", "--json"))) == 2 * len(images)
+    lock = (example.parent / "stack.lock").read_text()
+    assert f"{upstream}:1[linux/arm64]: {first['linux/arm64']}" in lock
+    assert f"{upstream}:1[linux/amd64]: {first['linux/amd64']}" in lock
+
+    moved = _upstream(tmp_path, upstream, "two")
+    assert moved["linux/amd64"] == first["linux/amd64"]
+    assert moved["linux/arm64"] != first["linux/arm64"]
+    plan = stackbuild(example, "plan", "--refresh")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    arm = ", ".join(f"{image}[linux/arm64]" for image in images)
+    assert f"{upstream}:1[linux/arm64]" in plan.stdout and f"({arm})" in plan.stdout
+    assert f"{upstream}:1[linux/amd64]" not in plan.stdout
+    assert sorted(built(stackbuild(example, "refresh", "--json"))) == sorted(
+        f"{image}[linux/arm64]" for image in images
+    )

@@ -252,3 +252,49 @@ def test_the_classic_backend_refuses_two_platforms(two: Path) -> None:
     check_backend(stack, "buildkit")
     with pytest.raises(ManifestError, match="the classic backend .docker. builds one platform"):
         check_backend(stack, "docker")
+
+
+def test_a_platform_pin_is_that_platform_s_manifest_in_the_index() -> None:
+    import json
+
+    from stackbuild.errors import RegistryError
+    from stackbuild.run.upstream import platform_digest
+
+    amd, arm = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    index = json.dumps({"manifests": [
+        {"digest": amd, "platform": {"os": "linux", "architecture": "amd64"}},
+        {"digest": arm, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+    ]}).encode()  # fmt: skip
+
+    def fetch(ref: str) -> tuple[bytes, str, str | None]:
+        return index, "application/vnd.oci.image.index.v1+json", None
+
+    assert platform_digest("debian:12", "sha256:" + "1" * 64, ARM, fetch) == arm
+    assert platform_digest("debian:12", "sha256:" + "1" * 64, AMD, fetch) == amd
+    with pytest.raises(RegistryError, match="offers no linux/s390x image"):
+        platform_digest("debian:12", "sha256:" + "1" * 64, "linux/s390x", fetch)
+    single = (b'{"config": {}}', "application/vnd.docker.distribution.manifest.v2+json", None)
+    assert platform_digest("x:1", amd, ARM, lambda ref: single) == amd
+
+
+def test_a_moved_arm64_pin_names_only_the_arm64_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stackbuild.run.upstream import moved_upstreams, upstream_refs
+
+    monkeypatch.chdir(tmp_path)
+    DOCKERFILES["base"] = "FROM debian:12\n"
+    try:
+        stack = write_stack(tmp_path, TWO, TWO_DEFAULTS)
+    finally:
+        DOCKERFILES["base"] = "FROM scratch\nCOPY f /f\n"
+    analysis = analyze(stack, pinned={})
+    refs = upstream_refs(analysis.graph, analysis.selected)
+    assert refs == ["debian:12", "debian:12[linux/amd64]", "debian:12[linux/arm64]"]
+    old = {ref: "sha256:" + "1" * 64 for ref in refs}
+    new = {**old, "debian:12": "sha256:" + "2" * 64, "debian:12[linux/arm64]": "sha256:" + "3" * 64}
+    moved = {m.ref: m.images for m in moved_upstreams(analysis.graph, analysis.selected, old, new)}
+    assert moved == {
+        "debian:12": (),  # every node takes its own platform's pin
+        "debian:12[linux/arm64]": ("base[linux/arm64]", "httpd[linux/arm64]", "site[linux/arm64]"),
+    }
