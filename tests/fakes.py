@@ -131,8 +131,10 @@ class FakeBackend:
         die_building: Iterable[str] = (),
         check_pins: bool = True,
         id_format: str = "sha256:id-{image}",
+        platform: str | None = None,
     ) -> None:
         self.name = name
+        self.platform = platform  # what engine_platform answers (docker info's)
         self.registry = FakeRegistry() if registry is None else registry
         self.images: dict[str, FakeImage] = {}  # id -> image
         self.refs: dict[str, str] = {}  # normal_ref -> image id
@@ -243,6 +245,9 @@ class FakeBackend:
     def ping(self) -> None:
         self._enter("ping")
         self._leave("ping")
+
+    def engine_platform(self) -> str | None:
+        return self.platform
 
     def close(self) -> None:
         with self.lock:

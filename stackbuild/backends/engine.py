@@ -42,6 +42,7 @@ from stackbuild.backends.contract import (
     Cancelled,
     LocalImage,
     LogSink,
+    engine_platform_of,
 )
 from stackbuild.backends.manifests import fetch_manifest, put_manifest
 from stackbuild.dockerfile import pin_references
@@ -276,6 +277,7 @@ class DockerEngine:
         self.timeout = timeout
         self.name = name or base_url or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         self._client: _APIClient | None = None
+        self._platform: str | None = None  # docker info's, once asked ("": it did not say)
         self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -431,6 +433,14 @@ class DockerEngine:
                     f"the Docker engine at {self.name} ({_docker_host_note()}) answers ping "
                     f"with an error: {e.explanation or e}"
                 ) from e
+
+    def engine_platform(self) -> str | None:
+        """The engine's own platform (``docker info``), asked once."""
+        if self._platform is None:
+            with self.engine_errors():
+                info = self.api.info()
+            self._platform = engine_platform_of(info.get("OSType"), info.get("Architecture")) or ""
+        return self._platform or None
 
     # -- the one streaming primitive: build now, push and pull later -------------------
 

@@ -5,8 +5,10 @@ registry under its own fingerprint12 tag (pushed like any image, so by digest fr
 there on). For each image whose platforms all built (or were up to date) and pushed,
 this puts one index listing each platform's manifest by digest, with its platform,
 under every tag of the image: its image fingerprint12 (of the platforms'
-fingerprints), ``latest`` and stack.yaml's ``tags``. The engine cannot push an index,
-so the backend puts it through the registry API (``Backend.put_index``).
+fingerprints), ``latest`` and stack.yaml's ``tags``; a tag that already holds this
+very index (its registry digest) is left alone, so an up-to-date rerun puts
+nothing. The engine cannot push an index, so the backend puts it through the
+registry API (``Backend.put_index``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 
 from stackbuild.backends.contract import Backend
+from stackbuild.errors import RegistryNotFound
 from stackbuild.manifest import Stack
 from stackbuild.platforms import group_by_image
 from stackbuild.refs import fingerprint12
@@ -48,6 +51,14 @@ def index_body(descriptors: Sequence[Mapping[str, object]]) -> bytes:
     return json.dumps(index, indent=2).encode()
 
 
+def _holds(backend: Backend, ref: str, digest: str) -> bool:
+    """Whether the registry's ``ref`` is already this index (then it is left alone)."""
+    try:
+        return backend.registry_digest(ref) == digest
+    except RegistryNotFound:
+        return False
+
+
 def publish_indexes(
     backend: Backend,
     stack: Stack,
@@ -64,7 +75,9 @@ def publish_indexes(
         if not specs[0].image:
             continue  # a single-platform image: its push is its publication
         done = [results.get(node) for node in nodes]
-        if not all(r is not None and r.status in _DONE and r.pushed for r in done):
+        # every platform in the registry: pushed now, or found there up to date
+        if not all(r is not None and (r.status is Status.UP_TO_DATE or
+                                      (r.status is Status.BUILT and r.pushed)) for r in done):
             continue
         repository = stack.reference(nodes[0])
         try:
@@ -84,6 +97,8 @@ def publish_indexes(
             fingerprint = image_fingerprint([r.fingerprint for r in done if r is not None])
             body = index_body(descriptors)
             refs = image_tags(repository, fingerprint, specs[0].tags, git_sha)
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            refs = [ref for ref in refs if not _holds(backend, ref, digest)]
             for ref in refs:
                 backend.put_index(ref, body, INDEX_TYPE)
         except Exception as error:  # the registry refused it: this image's failure
@@ -95,6 +110,7 @@ def publish_indexes(
         for result in done:
             if result is not None:
                 result.pushed += refs
-        notify(f"index   {image}: {', '.join(refs)} ({len(descriptors)} platforms)")
+        if refs:
+            notify(f"index   {image}: {', '.join(refs)} ({len(descriptors)} platforms)")
         put += refs
     return put

@@ -298,3 +298,59 @@ def test_a_moved_arm64_pin_names_only_the_arm64_nodes(
         "debian:12": (),  # every node takes its own platform's pin
         "debian:12[linux/arm64]": ("base[linux/arm64]", "httpd[linux/arm64]", "site[linux/arm64]"),
     }
+
+
+# -- a builder pool ----------------------------------------------------------------------
+
+
+def test_a_node_goes_to_a_native_engine_first_and_to_emulation_when_none_is_free(
+    two: Path,
+) -> None:
+    from stackbuild.backends.contract import engine_platform_of
+    from stackbuild.run.pool import Engine, EnginePool, open_pool
+
+    assert engine_platform_of("linux", "aarch64") == ARM
+    assert engine_platform_of("linux", "x86_64") == AMD
+    stack = load_stack(two)
+    backends = {"amd": FakeBackend("amd", platform=AMD), "arm": FakeBackend("arm", platform=ARM)}
+    specs = [type("Spec", (), {"name": n, "url": n, "slots": 1})() for n in backends]
+    pool = open_pool(stack, specs, lambda spec: backends[spec.name], print)  # type: ignore[arg-type]
+    assert [(e.name, e.platform) for e in pool.engines] == [("amd", AMD), ("arm", ARM)]
+    pool.discover(analyze(two))
+    arm = pool.acquire("base[linux/arm64]")
+    assert arm is not None and arm.engine.name == "arm"  # native, though listed second
+    # the arm engine is busy: the next arm64 node builds emulated on the amd engine
+    emulated = pool.acquire("httpd[linux/arm64]")
+    assert emulated is not None and emulated.engine.name == "amd"
+    assert isinstance(emulated.engine, Engine) and isinstance(pool, EnginePool)
+
+
+def test_an_index_already_in_the_registry_is_not_put_again(two: Path) -> None:
+    from stackbuild.run.publish import publish_indexes
+    from stackbuild.run.results import ImageResult
+    from stackbuild.scheduler import Status
+
+    backend = FakeBackend()
+    analysis = analyze(two)
+    results = {}
+    for name in analysis.selected:
+        fingerprint = analysis.inputs[name].fingerprint
+        ref = f"reg/{name.split('[')[0]}:{fingerprint[7:19]}"
+        backend.add_image(f"sha256:id-{name}", (ref,))
+        backend.push(ref, lambda line: None)
+        results[name] = ImageResult(name, Status.UP_TO_DATE, fingerprint, tags=[ref])
+    def publish() -> list[str]:
+        return publish_indexes(backend, analysis.stack, analysis.selected, results, None, print)
+
+    assert len(publish()) == 6
+    assert publish() == []
+
+
+def test_save_carries_every_platform(two: Path) -> None:
+    from stackbuild.run.archive import images_to_save
+
+    backend = FakeBackend()
+    build(two, backend)
+    saved = images_to_save(analyze(two), backend)
+    assert [s.image for s in saved] == analyze(two).selected
+    assert "reg/site:latest-linux-arm64" in {t for s in saved for t in s.tags}
