@@ -160,3 +160,21 @@ def test_an_upstream_whose_arm64_side_moved_rebuilds_only_the_arm64_side(
     assert sorted(built(stackbuild(example, "refresh", "--json"))) == sorted(
         f"{image}[linux/arm64]" for image in images
     )
+
+
+def test_auto_builds_with_buildkit_here_and_copy_only_images_need_no_emulation(
+    tmp_path: Path, unique: str, docker_client: Any
+) -> None:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "Dockerfile").write_text("FROM scratch\nCOPY f /f\n")
+    (tmp_path / "img" / "f").write_text("x")
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(f"version: 1\nimages:\n  {unique}/img:\n    context: img\n"
+                     "    platforms: [linux/amd64, linux/arm64, linux/s390x]\n")  # fmt: skip
+    try:
+        run = stackbuild(stack, "build", "--backend", "auto", "--json")
+        assert sorted(built(run)) == sorted(
+            f"{unique}/img[{p}]" for p in ("linux/amd64", "linux/arm64", "linux/s390x")
+        )
+    finally:
+        remove_test_images(docker_client, unique)

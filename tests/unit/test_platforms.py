@@ -354,3 +354,21 @@ def test_save_carries_every_platform(two: Path) -> None:
     saved = images_to_save(analyze(two), backend)
     assert [s.image for s in saved] == analyze(two).selected
     assert "reg/site:latest-linux-arm64" in {t for s in saved for t in s.tags}
+
+
+def test_plan_and_why_show_one_row_per_image_and_platform(two: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from stackbuild.cli import cli
+
+    plan = CliRunner().invoke(cli, ["-f", str(two), "plan", "--offline", "--json"])
+    assert plan.exit_code == 0, plan.output
+    rows = [step["image"] for step in json.loads(plan.output)["steps"]]
+    assert rows == [f"{i}[{p}]" for i in ("base", "httpd", "site") for p in (AMD, ARM)]
+    why = CliRunner().invoke(cli, ["-f", str(two), "why", "--offline", "site"])
+    assert why.exit_code == 0, why.output
+    assert "site[linux/amd64] will be built" in why.output
+    assert "site[linux/arm64] will be built" in why.output
+    assert "parents: httpd[linux/arm64]" in why.output
