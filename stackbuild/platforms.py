@@ -195,6 +195,20 @@ def upstream_pin(pinned: Mapping[str, str], ref: str, spec: ImageSpec) -> str:
     return pinned.get(ref, "")
 
 
+def nodes_of_target(expanded: Stack, target: str) -> list[str]:
+    """The nodes a target names in an expanded stack: ``base[linux/arm64]`` itself, or
+    every node of ``base``."""
+    if target in expanded.images:
+        return [target]
+    return [n for n, spec in expanded.images.items() if spec.image == target] or [target]
+
+
+def with_nodes(stack: Stack, names: Iterable[str]) -> set[str]:
+    """``names`` (``--force``) plus every node of each multi-platform image among them."""
+    wanted = set(names)
+    return wanted | {n for n, spec in stack.images.items() if spec.image in wanted}
+
+
 def group_by_image(stack: Stack, names: Iterable[str]) -> Mapping[str, list[str]]:
     """Nodes by the image they build, in the order given."""
     groups: dict[str, list[str]] = {}

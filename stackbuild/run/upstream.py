@@ -34,7 +34,7 @@ from stackbuild.graph import StackGraph
 from stackbuild.lockfile import lock_path, read_lock, write_lock
 from stackbuild.manifest import Stack
 from stackbuild.plan import Plan, make_plan, short
-from stackbuild.platforms import multi_platforms, node_name, split_node
+from stackbuild.platforms import multi_platforms, node_name, split_node, with_nodes
 from stackbuild.refs import registry_host, split_reference
 from stackbuild.run.existing import CHECK_THREADS, Existing, find_existing, registry_existing
 
@@ -293,7 +293,7 @@ class Refresh:
             last,
             {name: spec.context_rel for name, spec in analysis.stack.images.items()},
             existing.where(),
-            set(force),
+            with_nodes(analysis.stack, force),
         )
 
     def header(self) -> str:

@@ -372,3 +372,15 @@ def test_plan_and_why_show_one_row_per_image_and_platform(two: Path) -> None:
     assert "site[linux/amd64] will be built" in why.output
     assert "site[linux/arm64] will be built" in why.output
     assert "parents: httpd[linux/arm64]" in why.output
+
+
+def test_a_target_can_name_one_platform_and_force_takes_every_platform(two: Path) -> None:
+    assert analyze(two, ["httpd[linux/arm64]"]).selected == [
+        "base[linux/arm64]", "httpd[linux/arm64]",
+    ]  # fmt: skip
+    backend = FakeBackend()
+    build(two, backend)
+    analysis = analyze(two)
+    local = find_existing(analysis, backend)
+    plan = analysis.plan({name: "local engine" for name in local}, force=["site"])
+    assert plan.to_build == ["site[linux/amd64]", "site[linux/arm64]"]
