@@ -71,7 +71,8 @@ def image_tags(repository: str, fingerprint: str, templates: tuple[str, ...],
     }
     tags = [values["fingerprint12"], "latest"] + [render_tag(t, values) for t in templates]
     if platform:
-        tags = [tags[0]] + [platform_tag(t, platform) for t in tags[1:]]
+        # {fingerprint12} is the platform's own tag already, the first one
+        tags = [tags[0]] + [platform_tag(t, platform) for t in tags[1:] if t != tags[0]]
     return [f"{repository}:{tag}" for tag in dict.fromkeys(tags)]
 
 

@@ -384,3 +384,15 @@ def test_a_target_can_name_one_platform_and_force_takes_every_platform(two: Path
     local = find_existing(analysis, backend)
     plan = analysis.plan({name: "local engine" for name in local}, force=["site"])
     assert plan.to_build == ["site[linux/amd64]", "site[linux/arm64]"]
+
+
+def test_a_platform_s_tags_name_it_once() -> None:
+    from stackbuild.run.build import image_tags
+
+    fp = "sha256:" + "0123456789ab" + "c" * 52
+    assert image_tags("reg/app", fp, ("{fingerprint12}", "v1"), None, ARM) == [
+        "reg/app:0123456789ab", "reg/app:latest-linux-arm64", "reg/app:v1-linux-arm64",
+    ]  # fmt: skip
+    assert image_tags("reg/app", fp, ("{fingerprint12}",), None) == [
+        "reg/app:0123456789ab", "reg/app:latest",
+    ]  # fmt: skip
