@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a development environment: .venv with stackbuild and its test tools,
-# and a Docker engine (installed from Debian's packages and started when none
-# answers and we are root). Safe to run twice: each step checks first.
+# a Docker engine (installed from Debian's packages and started when none
+# answers and we are root) and QEMU user emulation for foreign platforms.
+# Safe to run twice: each step checks first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 scripts/ensure-docker.sh
+scripts/emulation.sh
 scripts/prepare-example.sh
 
 # Graphviz draws `graph --format svg|png` and the report's graph; headless Chromium

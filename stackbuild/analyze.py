@@ -24,6 +24,14 @@ from stackbuild.graph import StackGraph, build_graph, graph_key, in_stack_name
 from stackbuild.lockfile import lock_path, read_lock
 from stackbuild.manifest import Stack, load_stack
 from stackbuild.plan import ImageNotes, Inherited, Plan, Trigger, make_plan
+from stackbuild.platforms import (
+    expand,
+    is_multi_platform,
+    nodes_of_target,
+    split_node,
+    upstream_pin,
+    with_nodes,
+)
 from stackbuild.state import StateDir
 
 NO_NOTES = ImageNotes()
@@ -54,7 +62,7 @@ class Analysis:
                 self.last,
                 {name: spec.context_rel for name, spec in self.stack.images.items()},
                 existing,
-                set(force),
+                with_nodes(self.stack, force),  # an image's name forces all its platforms
             )
         )
 
@@ -316,9 +324,19 @@ def analyze(
     state = StateDir(stack.root)
     graph, notes = load_graph_and_notes(stack, raw, state)
     try:
-        selected = graph.select(targets, with_descendants)
+        # a multi-platform image is selected by its name; ``base[linux/arm64]`` names one
+        # node, selected again among the nodes below
+        multi = is_multi_platform(stack)
+        targets = list(targets)
+        selected = graph.select([split_node(t)[0] for t in targets] if multi else targets,
+                                with_descendants)
     finally:  # after select(), which remembers a new selection; also when a target is unknown
         save_graph(graph, raw, state)
+    if multi:  # one node per (image, platform) from here on
+        stack, graph, selected = expand(stack, graph, selected, (raw, notes))
+        if any(split_node(t)[1] for t in targets):
+            selected = graph.select([n for t in targets for n in nodes_of_target(stack, t)],
+                                    with_descendants)
     cache = HashCache.load(state.hash_cache)
     if pinned is None:
         pinned = read_lock(lock_path(stack.path))
@@ -328,7 +346,7 @@ def analyze(
         spec = stack.images[name]
         files[name] = context_files(spec.context, spec.dockerfile, exclude=state.path)
         parents = {parent: inputs[parent].fingerprint for parent in graph.parents(name)}
-        upstream = {ref: pinned.get(ref, "") for ref in graph.upstream(name)}
+        upstream = {ref: upstream_pin(pinned, ref, spec) for ref in graph.upstream(name)}
         inputs[name] = image_inputs(spec, raw[name], files[name], parents, upstream, cache)
     if len(selected) == len(stack.images):  # every context was hashed: the rest is stale
         cache.forget_unused()

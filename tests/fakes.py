@@ -136,8 +136,10 @@ class FakeBackend:
         die_building: Iterable[str] = (),
         check_pins: bool = True,
         id_format: str = "sha256:id-{image}",
+        platform: str | None = None,
     ) -> None:
         self.name = name
+        self.platform = platform  # what engine_platform answers (docker info's)
         self.registry = FakeRegistry() if registry is None else registry
         self.images: dict[str, FakeImage] = {}  # id -> image
         self.refs: dict[str, str] = {}  # normal_ref -> image id
@@ -149,6 +151,7 @@ class FakeBackend:
         self.requests: dict[str, BuildRequest] = {}  # image -> its last build request
         # image -> the warnings its build reports (a real one: a cache_from out of reach)
         self.build_warnings: dict[str, tuple[str, ...]] = {}
+        self.indexes: dict[str, Any] = {}  # normal_ref -> the image index put there
         self.calls: list[tuple[str, str]] = []  # (method, what it was asked about), in order
         self.completed: list[tuple[str, str]] = []  # the calls that did their work
         self._next: dict[tuple[str, str | None], list[Exception]] = {}
@@ -251,6 +254,9 @@ class FakeBackend:
     def ping(self) -> None:
         self._enter("ping")
         self._leave("ping")
+
+    def engine_platform(self) -> str | None:
+        return self.platform
 
     def close(self) -> None:
         with self.lock:
@@ -406,6 +412,13 @@ class FakeBackend:
         if manifest.created:
             config["created"] = manifest.created
         return config
+    def put_index(self, ref: str, body: bytes, media_type: str) -> str:
+        self._enter("put_index", ref)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self.registry.put(ref, Manifest(digest))
+        self.indexes[normal_ref(ref)] = json.loads(body)
+        self._leave("put_index", ref)
+        return digest
 
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         self._enter("push", ref)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from stackbuild.backends.auto import AutoBuilder
 from stackbuild.backends.buildkit import BuildKitBuilder
 from stackbuild.backends.docker_api import ClassicBuilder
 from stackbuild.backends.engine import API_TIMEOUT, Builder, DockerEngine
@@ -20,9 +21,10 @@ if TYPE_CHECKING:
     from docker.tls import TLSConfig
 
 # --backend / backend: -> the builder that builds with it
-BUILDERS: dict[str, type[ClassicBuilder] | type[BuildKitBuilder]] = {
+BUILDERS: dict[str, type[ClassicBuilder] | type[BuildKitBuilder] | type[AutoBuilder]] = {
     ClassicBuilder.kind: ClassicBuilder,
     BuildKitBuilder.kind: BuildKitBuilder,
+    AutoBuilder.kind: AutoBuilder,  # BuildKit where it answers, else classic
 }
 
 

@@ -386,6 +386,20 @@ def error_line(tail: Sequence[str], returncode: int) -> str:
     return f"docker build failed with exit code {returncode}"
 
 
+def no_emulation(tail: Sequence[str], platform: str | None) -> str | None:
+    """What to install, when a foreign platform's RUN step could not execute: the
+    engine's kernel has no binfmt_misc interpreter (QEMU) for it, so every binary of
+    that architecture fails with ``exec format error``. None for any other failure."""
+    if platform and any("exec format error" in line for line in tail):
+        return (
+            f"RUN steps for {platform} cannot execute on this engine (exec format error): it "
+            "has no emulation for that architecture. On the engine's host, as root: "
+            "apt-get install qemu-user-static binfmt-support (or scripts/emulation.sh), and "
+            "make sure binfmt_misc is mounted; images with only COPY steps build without it"
+        )
+    return None
+
+
 class _ProcessGroup:
     """The docker CLI's process group: signalled as a whole (the CLI and any plugin)."""
 
@@ -557,9 +571,8 @@ class BuildKitBuilder:
                 return BuildResult(ok=False, cancelled=True, error="cancelled")
             if returncode != 0:
                 engine.ping()  # the engine went away mid-build: say that, not a build error
-                return BuildResult(
-                    ok=False, error=error_line(tail, returncode), warnings=tuple(warnings)
-                )
+                error = no_emulation(tail, request.platform) or error_line(tail, returncode)
+                return BuildResult(ok=False, error=error, warnings=tuple(warnings))
             try:
                 image_id = iidfile.read_text().strip()
             except OSError:

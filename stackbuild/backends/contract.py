@@ -100,6 +100,10 @@ class Backend(Protocol):
     def close(self) -> None:
         """Close the connections; the backend reconnects when used again."""
 
+    def engine_platform(self) -> str | None:
+        """The engine's own platform from ``docker info`` (``linux/arm64``); None when it
+        does not say. A foreign platform builds there under emulation."""
+
     def build(self, request: BuildRequest, log: LogSink, cancel: threading.Event) -> BuildResult:
         """Build, tag and label one image, streaming its output lines to ``log``; a set
         ``cancel`` aborts it (``BuildResult.cancelled``)."""
@@ -151,6 +155,9 @@ class Backend(Protocol):
         """The image config ``ref`` has in its registry (``created``, ``config.Labels``),
         fetched by stackbuild itself within ``timeout`` s a request; ManifestUnreachable
         when it cannot be had."""
+    def put_index(self, ref: str, body: bytes, media_type: str) -> str:
+        """Put an image index (``body``, of ``media_type``) under ``ref``'s tag in its
+        registry; the digest it is stored as. The manifests it lists must be there."""
 
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         """Push one tag; the manifest digest the registry stored. Cancelled when cancelled."""
@@ -165,6 +172,19 @@ class Backend(Protocol):
 
     def load(self, fileobj: IO[bytes], size: int, log: LogSink) -> list[str]:
         """``docker load`` a tar; what the engine says it loaded."""
+
+
+# docker info's Architecture (the kernel's name) -> the platform's, as BuildKit names it
+ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm/v7", "armv6l": "arm/v6",
+                 "i686": "386", "i386": "386", "ppc64le": "ppc64le", "s390x": "s390x",
+                 "riscv64": "riscv64"}  # fmt: skip
+
+
+def engine_platform_of(os_type: str | None, architecture: str | None) -> str | None:
+    """``linux/amd64`` from docker info's OSType and Architecture; None without them."""
+    if not os_type or not architecture:
+        return None
+    return f"{os_type}/{ARCHITECTURES.get(architecture, architecture)}"
 
 
 @dataclass(frozen=True)

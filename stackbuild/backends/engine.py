@@ -42,8 +42,14 @@ from stackbuild.backends.contract import (
     Cancelled,
     LocalImage,
     LogSink,
+    engine_platform_of,
 )
-from stackbuild.backends.manifests import fetch_config, fetch_manifest, retag_manifest
+from stackbuild.backends.manifests import (
+    fetch_config,
+    fetch_manifest,
+    put_manifest,
+    retag_manifest,
+)
 from stackbuild.dockerfile import pin_references
 from stackbuild.errors import (
     EngineUnreachable,
@@ -277,6 +283,7 @@ class DockerEngine:
         self.timeout = timeout
         self.name = name or base_url or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         self._client: _APIClient | None = None
+        self._platform: str | None = None  # docker info's, once asked ("": it did not say)
         self._client_lock = threading.Lock()
         # cache_from registries that failed this run: host -> why (asked once, not per image)
         self._cache_unreachable: dict[str, str] = {}
@@ -446,6 +453,14 @@ class DockerEngine:
                     f"the Docker engine at {self.name} ({_docker_host_note()}) answers ping "
                     f"with an error: {e.explanation or e}"
                 ) from e
+
+    def engine_platform(self) -> str | None:
+        """The engine's own platform (``docker info``), asked once."""
+        if self._platform is None:
+            with self.engine_errors():
+                info = self.api.info()
+            self._platform = engine_platform_of(info.get("OSType"), info.get("Architecture")) or ""
+        return self._platform or None
 
     # -- the one streaming primitive: build now, push and pull later -------------------
 
@@ -739,6 +754,9 @@ class DockerEngine:
     def registry_config(self, ref: str, timeout: float) -> Mapping[str, Any]:
         """``ref``'s image config, fetched from its registry directly (``manifests``)."""
         return fetch_config(ref, timeout)
+    def put_index(self, ref: str, body: bytes, media_type: str) -> str:
+        """An image index put by stackbuild itself (``manifests``): the engine cannot."""
+        return put_manifest(ref, body, media_type)
 
     def _registry_stream(
         self, path: str, ref: str, params: Mapping[str, Any], log: LogSink,

@@ -1,4 +1,5 @@
-"""A registry's manifests, fetched by stackbuild itself rather than through the engine.
+"""A registry's manifests, fetched (and image indexes put) by stackbuild itself rather
+than through the engine, which can neither read a manifest's bytes nor push an index.
 
 Used to check a digest the registry reports (through the engine) against the bytes
 it serves (``run.upstream.verify_digest``), to move a release tag to a manifest
@@ -178,6 +179,19 @@ def fetch_config(ref: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ManifestUnreachable(f"{url}: not an image config", 200)
     return config
+
+
+def put_manifest(ref: str, body: bytes, media_type: str) -> str:
+    """PUT ``body`` (an image index, or any manifest) under ``ref``'s tag or digest; the
+    digest the registry stored it as. Raises ManifestUnreachable when it is refused."""
+    url, path, config_name = _manifest_url(ref)
+    try:
+        with _send(url, path, config_name, "pull,push", method="PUT", data=body,
+                   headers={"Content-Type": media_type}) as response:  # fmt: skip
+            digest = response.headers.get("Docker-Content-Digest")
+    except (OSError, ValueError) as error:
+        raise ManifestUnreachable(f"PUT {url}: {error}") from None
+    return digest or f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
 def _registry_failure(error: Exception, ref: str, doing: str) -> RegistryError:

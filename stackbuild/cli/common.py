@@ -39,8 +39,10 @@ KEEP_GOING = click.option(
     help="After a failure, go on with independent images, or start nothing new.",
 )
 BACKEND = click.option(
-    "--backend", "backend_kind", type=click.Choice(["docker", "buildkit"]), default=None,
-    help="Build with the docker SDK (classic builder) or BuildKit. [default: stack.yaml's]",
+    "--backend", "backend_kind", type=click.Choice(["docker", "buildkit", "auto"]),
+    default=None,
+    help="Build with the docker SDK (classic builder), BuildKit, or auto: BuildKit where "
+         "it answers, else classic. [default: stack.yaml's]",
 )
 NO_WAIT = click.option(
     "--no-wait", is_flag=True,

@@ -168,7 +168,7 @@ class StackChecker:
         defaults = data.get("defaults", {})
         default_args = self.strings(("defaults", "build_args"), defaults.get("build_args", {}))
         default_labels = self.strings(("defaults", "labels"), defaults.get("labels", {}))
-        default_platform = defaults.get("platform")
+        default_platform = self.one_or_many(("defaults",), defaults)
         self.default_cache = defaults.get("cache_from")
         builders = self.builders(data.get("builders", []))
         images: dict[str, ImageSpec] = {}
@@ -243,7 +243,7 @@ class StackChecker:
         spec: dict[str, Any],
         default_args: dict[str, str],
         default_labels: dict[str, str],
-        default_platform: str | None,
+        default_platform: str | tuple[str, ...] | None,
     ) -> ImageSpec | None:
         doc = self.doc
         base: YamlPath = ("images", name)
@@ -270,6 +270,10 @@ class StackChecker:
         context, dockerfile, context_rel, dockerfile_rel = paths
         own_args = self.strings(base + ("build_args",), spec.get("build_args", {}))
         own_labels = self.strings(base + ("labels",), spec.get("labels", {}))
+        platform, platforms, per_platform = self.image_platforms(name, spec, default_platform)
+        if len(platforms) == 1:  # one platform: the platform: form, fingerprinted as today
+            own_args = {**own_args, **per_platform.pop(platforms[0], {})}
+            platform, platforms = platforms[0], ()
         return ImageSpec(
             name=name,
             context=context,
@@ -280,7 +284,9 @@ class StackChecker:
             build_args={**default_args, **own_args},
             labels={**default_labels, **own_labels},
             target=spec.get("target"),
-            platform=spec.get("platform", default_platform),
+            platform=platform,
+            platforms=platforms,
+            platform_build_args=per_platform,
             tags=tuple(tags),
             secrets=secrets,
             cache_from=cache_from,
@@ -326,6 +332,45 @@ class StackChecker:
             else:
                 out.append(item)
         return tuple(dict.fromkeys(out))
+    def one_or_many(self, path: YamlPath, spec: Mapping[str, Any]) -> str | tuple[str, ...] | None:
+        """``platform`` or ``platforms`` of a section; both given is a problem."""
+        if "platform" in spec and "platforms" in spec:
+            self.problem(
+                "give either platform (one) or platforms (a list), not both; e.g. "
+                f"platforms: [{spec['platform']}, ...]",
+                path + ("platforms",),
+                at_key=True,
+            )
+        if "platforms" in spec:
+            return tuple(spec["platforms"])
+        platform: str | None = spec.get("platform")
+        return platform
+
+    def image_platforms(
+        self, name: str, spec: dict[str, Any], default: str | tuple[str, ...] | None
+    ) -> tuple[str | None, tuple[str, ...], dict[str, dict[str, str]]]:
+        """(platform, platforms, per-platform build args) of one image; the image's own
+        platform or platforms win over the defaults'."""
+        base: YamlPath = ("images", name)
+        own = self.one_or_many(base, spec)
+        chosen = own if ("platform" in spec or "platforms" in spec) else default
+        platforms = chosen if isinstance(chosen, tuple) else ()
+        platform = chosen if isinstance(chosen, str) else None
+        per_platform: dict[str, dict[str, str]] = {}
+        offered = set(platforms) if platforms else {platform}
+        for key, args in spec.get("platform_build_args", {}).items():
+            if key not in offered:
+                built_for = ", ".join(p for p in sorted(offered, key=str) if p) or "none"
+                self.problem(
+                    f"platform_build_args names {key}, which image '{name}' is not built for "
+                    f"(its platforms: {built_for}); "
+                    "add it to platforms or remove this entry",
+                    base + ("platform_build_args", key),
+                    at_key=True,
+                )
+                continue
+            per_platform[key] = self.strings(base + ("platform_build_args", key), args)
+        return platform, platforms, per_platform
 
     def image_paths(self, name: str, spec: dict[str, Any]) -> tuple[Path, Path, str, str] | None:
         """Resolve and check context and Dockerfile; None (and a problem) when wrong."""

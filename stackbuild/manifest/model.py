@@ -38,6 +38,10 @@ class ImageSpec:
     labels: Mapping[str, str] = field(default_factory=dict)  # defaults overlaid
     target: str | None = None
     platform: str | None = None
+    # two or more: a multi-platform image (``platform`` is then None); one given is
+    # ``platform``. Each builds as a node of its own (stackbuild.platforms)
+    platforms: tuple[str, ...] = ()
+    platform_build_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     tags: tuple[str, ...] = ()  # templates: {fingerprint12} {git_sha} {date}
     secrets: Mapping[str, str] = field(default_factory=dict)  # id -> "env:NAME" | "file:PATH"
     # images whose layers a build may reuse, full references (``registry`` resolved to the
@@ -46,6 +50,8 @@ class ImageSpec:
     location: Location = Location(1, 1)  # the image's key under images:
     # where individual keys sit, for errors found later (unknown depends_on, cycles)
     key_locations: Mapping[str, Location] = field(default_factory=dict)
+    # the stack.yaml image a per-platform node builds (stackbuild.platforms); None: itself
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,12 +74,15 @@ class Stack:
     registry: str | None
     images: Mapping[str, ImageSpec]  # in file order
     builders: tuple[EngineSpec, ...] = ()
-    backend: str = "docker"  # "docker" (SDK, classic builder) | "buildkit"
+    backend: str = "docker"  # "docker" (SDK, classic builder) | "buildkit" | "auto"
     locations: Mapping[str, Location] = field(default_factory=dict)  # top-level keys
     given_path: str = ""  # stack.yaml as the user named it (for messages); "" if unknown
 
     def reference(self, name: str) -> str:
         """The repository name image ``name`` is built as: ``<registry>/name`` or ``name``."""
+        spec = self.images.get(name)
+        if spec is not None and spec.image:  # a per-platform node: its image's repository
+            name = spec.image
         return f"{self.registry}/{name}" if self.registry else name
 
     @property

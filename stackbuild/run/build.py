@@ -28,6 +28,7 @@ from stackbuild.backends.contract import (
 from stackbuild.logs import BUILD_MARKER, RunLogs
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
+from stackbuild.platforms import node_platform, platform_tag
 from stackbuild.refs import fingerprint12
 from stackbuild.run.history import duration_label
 from stackbuild.run.pool import EnginePool, EngineSlot
@@ -57,14 +58,22 @@ def git_revision(root: Path) -> str | None:
 
 
 def image_tags(repository: str, fingerprint: str, templates: tuple[str, ...],
-               git_sha: str | None) -> list[str]:
-    """Every full reference an image is tagged with: fingerprint12, latest, the manifest's."""
+               git_sha: str | None, platform: str | None = None) -> list[str]:
+    """Every full reference an image is tagged with: fingerprint12, latest, the manifest's.
+
+    ``platform``: a node of a multi-platform image, whose own tags (all but its
+    fingerprint12, which is its platform's) end in ``-os-arch``: the engine holds one
+    platform per tag, and the tags proper go to the image index (stackbuild.run.publish).
+    """
     values = {
         "fingerprint12": fingerprint12(fingerprint),
         "git_sha": git_sha or "nogit",
         "date": time.strftime("%Y%m%d", time.gmtime()),
     }
     tags = [values["fingerprint12"], "latest"] + [render_tag(t, values) for t in templates]
+    if platform:
+        # {fingerprint12} is the platform's own tag already, the first one
+        tags = [tags[0]] + [platform_tag(t, platform) for t in tags[1:] if t != tags[0]]
     return [f"{repository}:{tag}" for tag in dict.fromkeys(tags)]
 
 
@@ -145,7 +154,8 @@ class BuildRun:
             image=name,
             repository=repository,
             fingerprint=fingerprint,
-            tags=tuple(image_tags(repository, fingerprint, spec.tags, self.git_sha)),
+            tags=tuple(image_tags(repository, fingerprint, spec.tags, self.git_sha,
+                                  node_platform(spec))),
             context_files=tuple(self.analysis.files[name]),
             context_entries=inputs.files,
             dockerfile_bytes=self.analysis.dockerfiles[name],
@@ -271,7 +281,8 @@ class BuildRun:
         for step in up_to_date:
             spec = self.stack.images[step.image]
             repository = self.stack.reference(step.image)
-            tags = image_tags(repository, step.fingerprint, spec.tags, self.git_sha)
+            tags = image_tags(repository, step.fingerprint, spec.tags, self.git_sha,
+                              node_platform(spec))
             local = self.local_images.get(step.image)
             copies = [(self.backend, local)] if local else []
             if self.pool:  # every engine's copy: a child may build on any of them

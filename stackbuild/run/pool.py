@@ -71,6 +71,7 @@ class Engine:
     slots: int
     registry_hooks: RegistryHooks | None = None  # upstream pins, registry-only parents, here
     alive: bool = True
+    platform: str | None = None  # its own (docker info): other platforms build emulated
 
     def __repr__(self) -> str:
         return f"Engine({self.name!r}, slots={self.slots}, alive={self.alive})"
@@ -164,8 +165,10 @@ class EnginePool:
         return [e for e in self.engines if e.alive]
 
     def acquire(self, name: str) -> EngineSlot | None:
-        """A free slot for ``name``: on the engine holding most of its parents, else the
-        engine with the most free slots (ties: the first listed). None when all are busy."""
+        """A free slot for ``name``: on an engine of its platform first (emulation only
+        when no native slot is free), then on the engine holding most of its parents,
+        else the engine with the most free slots (ties: the first listed). None when all
+        are busy."""
         if not self.alive:
             raise NoSlotsLeft(f"no engine is left in the pool ({self._gone_text()})")
         free = [e for e in self.engines if e.alive and self._free[e]]
@@ -175,9 +178,11 @@ class EnginePool:
         with self._lock:
             held = [sum((p, e) in self._ids for p in needs) for e in free]
         order = {e: i for i, e in enumerate(self.engines)}
+        want = self._platform_of(name)
+        native = [want is None or free[i].platform in (None, want) for i in range(len(free))]
         best = max(
             range(len(free)),
-            key=lambda i: (held[i], len(self._free[free[i]]), -order[free[i]]),
+            key=lambda i: (native[i], held[i], len(self._free[free[i]]), -order[free[i]]),
         )
         engine = free[best]
         slot = EngineSlot(self, engine, self._free[engine].pop(), name)
@@ -185,6 +190,11 @@ class EnginePool:
         if gone is not None and engine.name not in self._moved[gone]:
             self._moved[gone].append(engine.name)
         return slot
+
+    def _platform_of(self, name: str) -> str | None:
+        """The platform node ``name`` is built for, when the stack names one."""
+        spec = self.analysis.stack.images.get(name) if self.analysis else None
+        return spec.platform if spec is not None else None
 
     def release(self, slot: EngineSlot) -> None:
         if slot.engine.alive:  # a gone engine's slots are not handed out again
@@ -509,6 +519,11 @@ def open_pool(
         raise EngineUnreachable(
             "no engine of the pool answers: " + "; ".join(str(p) for p in problems)
         )
+    for engine in answering:  # placement: native builds before emulated ones
+        try:
+            engine.platform = engine.backend.engine_platform()
+        except EngineUnreachable:
+            engine.platform = None
     pool = EnginePool(answering)
     for engine, problem in zip(engines, problems, strict=True):
         if problem is not None:

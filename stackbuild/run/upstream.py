@@ -21,6 +21,7 @@ fails falls back, with a warning, to the image the engine already holds.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from stackbuild.graph import StackGraph
 from stackbuild.lockfile import lock_path, read_lock, write_lock
 from stackbuild.manifest import Stack
 from stackbuild.plan import Plan, make_plan, short
+from stackbuild.platforms import multi_platforms, node_name, split_node, with_nodes
 from stackbuild.refs import registry_host, split_reference
 from stackbuild.run.existing import CHECK_THREADS, Existing, find_existing, registry_existing
 
@@ -42,8 +44,57 @@ Warn = Callable[[str], None]
 FetchManifest = Callable[[str], "tuple[bytes, str, str | None] | None"]
 
 def upstream_refs(graph: StackGraph, names: Iterable[str]) -> list[str]:
-    """The upstream references the images ``names`` build on, sorted, each once."""
-    return sorted({ref for name in names for ref in graph.upstream(name)})
+    """The upstream references the images ``names`` build on, sorted, each once; for a
+    multi-platform image (or one of its nodes) also ``ref[platform]`` for each of its
+    platforms: that platform's manifest in the upstream's index (stackbuild.platforms)."""
+    refs: set[str] = set()
+    for name in names:
+        for ref in graph.upstream(name):
+            refs.add(ref)
+            refs.update(node_name(ref, p) for p in multi_platforms(graph.stack.images[name]))
+    return sorted(refs)
+
+
+def _uses(graph: StackGraph, name: str, key: str) -> bool:
+    """Whether image (or node) ``name``'s fingerprint takes the pin ``key`` (a reference,
+    or ``ref[platform]``): a per-platform node takes its platform's, others the index's."""
+    ref, platform = split_node(key)
+    return ref in graph.upstream(name) and split_node(name)[1] == platform
+
+
+def platform_digest(
+    ref: str, digest: str, platform: str, fetch: FetchManifest
+) -> str:
+    """The digest of ``platform``'s manifest in the index ``ref`` resolves to (``digest``);
+    ``digest`` itself when it is one platform's manifest (or cannot be fetched). Read
+    from the registry: nothing is pulled. RegistryError when the index lacks it."""
+    repository = split_reference(ref)[0]
+    fetched = fetch(f"{repository}@{digest}")
+    if fetched is None:
+        return digest
+    try:
+        document = json.loads(fetched[0])
+    except ValueError:
+        return digest
+    if not isinstance(document, dict) or not isinstance(document.get("manifests"), list):
+        return digest  # one platform's image: the same for every platform
+    offered = []
+    for entry in document["manifests"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("platform"), dict):
+            continue
+        wanted = entry["platform"]
+        parts = [wanted.get("os", ""), wanted.get("architecture", "")]
+        if wanted.get("variant"):
+            parts.append(wanted["variant"])
+        name = "/".join(parts)
+        offered.append(name)
+        # linux/arm64 matches linux/arm64/v8, as the engine picks it
+        if name == platform or "/".join(parts[:2]) == platform:
+            return str(entry["digest"])
+    raise RegistryError(
+        f"upstream {ref} offers no {platform} image (its index has {', '.join(offered)}); "
+        f"build this image for those platforms only, or choose an upstream that has {platform}"
+    )
 
 
 def verify_digest(ref: str, digest: str, fetch: FetchManifest) -> str:
@@ -79,7 +130,20 @@ def resolve(
     backend: Backend, ref: str, *, strict: bool, warn: Warn, fetch: FetchManifest | None = None
 ) -> str:
     """The digest ``ref`` should be pinned to (see the module docstring). ``fetch``
-    gets the manifest a registry's digest is checked against (default: the backend's)."""
+    gets the manifest a registry's digest is checked against (default: the backend's).
+    ``ref[platform]`` resolves to that platform's manifest in ``ref``'s index."""
+    base, platform = split_node(ref)
+    if platform:
+        index = resolve(backend, base, strict=strict, warn=warn, fetch=fetch)
+        local = backend.local_digest(base)
+        if local is not None and index == local and local == backend.image_id(base):
+            return index  # exists only on this engine: one platform, no index
+        try:
+            return platform_digest(base, index, platform, fetch or backend.registry_manifest)
+        except ManifestUnreachable as error:
+            warn(f"warning: cannot fetch the index of {base} ({error}); pinning its "
+                 f"{platform} side to the index {short(index)}")  # fmt: skip
+            return index
     digest = split_reference(ref)[2]
     if digest:
         return digest
@@ -178,7 +242,7 @@ def moved_upstreams(
     for ref in sorted(r for r in new if old.get(r) != new[r]):
         above: set[str] = set()
         for name in selected:
-            if ref in graph.upstream(name) or any(p in above for p in graph.parents(name)):
+            if _uses(graph, name, ref) or any(p in above for p in graph.parents(name)):
                 above.add(name)
         moved.append(Moved(ref, old.get(ref, ""), new[ref],
                            tuple(n for n in selected if n in above)))
@@ -282,7 +346,7 @@ class Refresh:
             last,
             {name: spec.context_rel for name, spec in analysis.stack.images.items()},
             existing.where(),
-            set(force),
+            with_nodes(analysis.stack, force),
         )
 
     def header(self) -> str:

@@ -40,10 +40,12 @@ from stackbuild.errors import (
     UsageError,
 )
 from stackbuild.manifest import load_stack
-from stackbuild.run.build import BuildOptions, BuildRun
+from stackbuild.platforms import check_backend
+from stackbuild.run.build import BuildOptions, BuildRun, git_revision
 from stackbuild.run.history import fill_from_registry
 from stackbuild.run.pool import PoolPushes, attach_registry, pool_builders
 from stackbuild.run.promote import SUBTREE, Promoter, held_back, promotion_summary
+from stackbuild.run.publish import publish_indexes
 from stackbuild.run.registry import Pusher, RegistryHooks, push_summary
 from stackbuild.run.upstream import HELD_BACK_UPSTREAM, UpstreamGate, pinned_analysis
 from stackbuild.run.upstream import refresh as refresh_upstreams
@@ -219,6 +221,7 @@ def _run_build(
         )
     if promote and not push:
         raise UsageError("--promote says when --push moves release tags; add --push")
+    check_backend(stack, backend_kind or stack.backend)  # the classic builder: one platform
     stop = threading.Event()
     jobs = jobs or os.cpu_count() or 1
     pool = None  # several engines (builders: or --builder), else the one of docker.from_env()
@@ -279,6 +282,11 @@ def _run_build(
                                     policy=pusher.policy, deadlines=pusher.deadlines,
                                     jobs=push_jobs)  # fmt: skip
                 promoter.run({r.image: r for r in results}, promote or SUBTREE, stop.is_set())
+                # multi-platform images: one index per tag over their platforms; its
+                # release tags only where every platform was promoted
+                publish_indexes(backend, analysis.stack, analysis.selected,
+                                {r.image: r for r in results}, git_revision(stack.root),
+                                reporter.message)  # fmt: skip
                 if fresh:
                     gates = fresh.save_gated(held_back(results))
         finally:

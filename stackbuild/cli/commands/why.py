@@ -8,6 +8,7 @@ from stackbuild import render
 from stackbuild.analyze import analyze
 from stackbuild.cli.common import Context, pass_context
 from stackbuild.cli.engines import plan_now
+from stackbuild.platforms import group_by_image
 
 
 @click.command()
@@ -23,4 +24,6 @@ def why(ctx: Context, image: str, offline: bool) -> None:
         result = analysis.plan(None)
     else:  # the very plan `plan` shows: same pins, same engines
         analysis, result = plan_now(ctx.stack_file, [image], False)
-    click.echo(render.why_text(result, image, analysis.notes_of(image)))
+    # a multi-platform image: one explanation per platform (stackbuild.platforms)
+    names = group_by_image(analysis.stack, analysis.selected).get(image, [image])
+    click.echo("\n".join(render.why_text(result, n, analysis.notes_of(n)) for n in names))

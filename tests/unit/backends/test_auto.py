@@ -1,0 +1,40 @@
+"""backends.auto: BuildKit where it answers, else the classic builder (no engine here)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from stackbuild.backends import auto
+from stackbuild.backends.contract import BuildRequest, BuildResult
+from stackbuild.errors import BuildKitUnavailable
+
+
+def request(image: str) -> BuildRequest:
+    return BuildRequest(image, image, "sha256:" + "0" * 64, (), (), b"", "Dockerfile")
+
+
+def test_without_buildkit_it_builds_classic_but_not_a_platform_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_buildkit(self: object, engine: object) -> None:
+        raise BuildKitUnavailable("no docker client here builds with BuildKit")
+
+    built: list[str] = []
+
+    def classic(self: object, engine: object, req: BuildRequest, log: object,
+                cancel: object) -> BuildResult:  # fmt: skip
+        built.append(req.image)
+        return BuildResult(ok=True, image_id="sha256:x")
+
+    monkeypatch.setattr(auto.BuildKitBuilder, "cli", no_buildkit)
+    monkeypatch.setattr(auto.ClassicBuilder, "build", classic)
+    builder = auto.AutoBuilder()
+    lines: list[str] = []
+    engine: object = object()
+    assert builder.build(engine, request("base"), lines.append, threading.Event()).ok  # type: ignore[arg-type]
+    refused = builder.build(engine, request("base[linux/arm64]"), lines.append,  # type: ignore[arg-type]
+                            threading.Event())  # fmt: skip
+    assert not refused.ok and "needs BuildKit: no docker client here" in (refused.error or "")
+    assert built == ["base"]
