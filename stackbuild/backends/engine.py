@@ -33,8 +33,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
+from stackbuild.backends import artifacts
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
+    Attachment,
     Backend,
     BuildRequest,
     BuildResult,
@@ -277,6 +279,7 @@ class DockerEngine:
         self.name = name or base_url or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         self._client: _APIClient | None = None
         self._client_lock = threading.Lock()
+        self._version: str | None = None  # the engine's, once asked
 
     def __repr__(self) -> str:
         return f"DockerEngine({self.name!r}, {self.builder.kind})"
@@ -717,6 +720,59 @@ class DockerEngine:
             raise RegistryError(f"the engine reported pulling {ref} but has no such image")
         return image_id
 
+    # -- attestations (provenance, SBOM) ----------------------------------------------
+
+    def engine_version(self) -> str:
+        """The engine's version, asked once per connection."""
+        if self._version is None:
+            with self.engine_errors():
+                self._version = str(self.api.version().get("Version", "unknown"))
+        return self._version
+
+    def read_image_files(self, ref: str, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+        """Files of ``ref``'s filesystem, from a container created (never started) and
+        exported: the filesystem is streamed once and only ``wanted`` files are kept."""
+        import tarfile
+
+        import docker.errors
+
+        found: dict[str, bytes] = {}
+        with self.engine_errors("reading an image's files"):
+            # a command it never runs: an image with neither CMD nor ENTRYPOINT needs one
+            container = self.api.create_container(ref, command=["stackbuild-read-only"],
+                                                  labels={"stackbuild.reading": ref})
+            try:
+                stream = self.api.export(container["Id"])
+                with tarfile.open(fileobj=_ChunkReader(stream), mode="r|") as tar:
+                    for member in tar:
+                        path = member.name.lstrip("./")
+                        if member.isreg() and wanted(path):
+                            extracted = tar.extractfile(member)
+                            if extracted is not None:
+                                found[path] = extracted.read()
+            except (tarfile.TarError, docker.errors.APIError) as e:
+                raise StackbuildError(f"cannot read the files of {ref}: {e}") from e
+            finally:
+                with contextlib.suppress(docker.errors.APIError):
+                    self.api.remove_container(container["Id"], force=True)
+        return found
+
+    def attach(self, subject_ref: str, attachment: Attachment) -> str:
+        """Push ``attachment`` as an OCI artifact with ``subject_ref`` as its subject."""
+        import time
+
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return artifacts.attach(subject_ref, attachment, created)
+
+    def fetch_attachment(self, subject_ref: str, artifact_type: str,
+                         tag_suffix: str) -> bytes | None:
+        """The document of ``artifact_type`` attached to ``subject_ref`` in its registry."""
+        return artifacts.fetch_attachment(subject_ref, artifact_type, tag_suffix)
+
+    def registry_labels(self, ref: str) -> dict[str, str] | None:
+        """The labels of ``ref``'s image config, read from its registry."""
+        return artifacts.registry_labels(ref)
+
     def save(self, refs: Iterable[str], fileobj: ByteWriter) -> None:
         """Write ``docker save`` of ``refs`` (every tag kept) as one tar into ``fileobj``."""
         import docker.errors
@@ -754,6 +810,25 @@ class DockerEngine:
         except StreamError as e:
             raise StackbuildError(f"docker load failed: {e}") from e
         return loaded
+
+
+class _ChunkReader:
+    """A file object over an iterator of byte chunks (``docker export``), for tarfile."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = bytearray()
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buffer) < n:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            self._buffer += chunk
+        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
 
 
 # DockerEngine is the Backend: a method of the contract missing or mistyped here is a type

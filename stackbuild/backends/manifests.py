@@ -9,7 +9,6 @@ credentials (the Docker config and credential helpers, through the docker SDK's
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import re
 from collections.abc import Mapping
@@ -55,57 +54,78 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
-    """GET ``ref``'s manifest from its registry, as the engine would (same credentials,
-    Basic or Bearer token auth). Raises ManifestUnreachable when it cannot be had."""
-    # urllib.request pulls in http.client, email and ssl (~15 ms): only lock and refresh
-    # fetch manifests, so only they pay for it
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
+def registry_path(ref: str) -> tuple[str, str, str]:
+    """``(scheme://host, what the engine calls the registry, repository path)`` of ``ref``."""
     host = registry_host(ref)
-    repository, tag, digest = split_reference(ref)
+    repository = split_reference(ref)[0]
     path = repository.split("/", 1)[1] if "/" in repository and repository.split("/")[0] == host \
         else repository
     if host == "docker.io" and "/" not in path:
         path = f"library/{path}"
     base, config_name = _registry_base(host)
-    url = f"{base}/v2/{path}/manifests/{digest or tag or 'latest'}"
-    headers = {"Accept": ", ".join(MANIFEST_TYPES)}
+    return base, config_name, path
 
-    def get(target: str, extra: Mapping[str, str]) -> http.client.HTTPResponse:
-        request = urllib.request.Request(target, headers={**headers, **extra})
-        return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT)  # noqa: S310 - http(s)
+
+def registry_request(
+    ref: str, method: str, endpoint: str, *, data: bytes | None = None,
+    headers: Mapping[str, str] | None = None, push: bool = False,
+) -> tuple[int, Mapping[str, str], bytes]:
+    """One request to ``/v2/<ref's repository>/<endpoint>`` (or an absolute URL the
+    registry gave, e.g. an upload's Location), as the engine would ask (same credentials,
+    Basic or Bearer token auth; ``push`` asks for a push token). ``(status, headers,
+    body)``, error statuses included; ManifestUnreachable when there is no answer."""
+    # urllib.request pulls in http.client, email and ssl (~15 ms): only lock, refresh and
+    # attestations talk to registries themselves, so only they pay for it
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    base, config_name, path = registry_path(ref)
+    url = endpoint if "://" in endpoint else f"{base}/v2/{path}/{endpoint}"
+
+    def send(extra: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
+        request = urllib.request.Request(
+            url, data=data, method=method, headers={**(headers or {}), **extra})
+        try:
+            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as answer:  # noqa: S310
+                return answer.status, answer.headers, answer.read()
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, error.headers, error.read()
 
     try:
-        try:
-            response = get(url, {})
-        except urllib.error.HTTPError as error:
-            if error.code != 401:
-                raise
-            scheme, params = _challenge(error.headers.get("WWW-Authenticate", ""))
-            credentials = _credentials(config_name)
-            basic = {}
-            if credentials:
-                token = base64.b64encode(":".join(credentials).encode()).decode()
-                basic = {"Authorization": f"Basic {token}"}
-            if scheme == "bearer" and params.get("realm"):
-                query = {"scope": f"repository:{path}:pull"}
-                if params.get("service"):
-                    query["service"] = params["service"]
-                realm = f"{params['realm']}?{urllib.parse.urlencode(query)}"
-                with urllib.request.urlopen(  # noqa: S310 - the registry's token service
-                    urllib.request.Request(realm, headers=basic), timeout=FETCH_TIMEOUT
-                ) as answer:
-                    grant = json.loads(answer.read())
-                bearer = grant.get("token") or grant.get("access_token") or ""
-                response = get(url, {"Authorization": f"Bearer {bearer}"})
-            else:
-                response = get(url, basic)
-        with response:
-            body = response.read()
-            return body, response.headers.get("Content-Type", ""), response.headers.get(
-                "Docker-Content-Digest")  # fmt: skip
-    except (OSError, ValueError) as error:  # HTTPError and URLError are OSErrors
+        status, answer_headers, body = send({})
+        if status != 401:
+            return status, answer_headers, body
+        scheme, params = _challenge(answer_headers.get("WWW-Authenticate", ""))
+        credentials = _credentials(config_name)
+        basic = {}
+        if credentials:
+            token = base64.b64encode(":".join(credentials).encode()).decode()
+            basic = {"Authorization": f"Basic {token}"}
+        if scheme == "bearer" and params.get("realm"):
+            query = {"scope": f"repository:{path}:{'pull,push' if push else 'pull'}"}
+            if params.get("service"):
+                query["service"] = params["service"]
+            realm = f"{params['realm']}?{urllib.parse.urlencode(query)}"
+            with urllib.request.urlopen(  # noqa: S310 - the registry's token service
+                urllib.request.Request(realm, headers=basic), timeout=FETCH_TIMEOUT
+            ) as answer:
+                grant = json.loads(answer.read())
+            bearer = grant.get("token") or grant.get("access_token") or ""
+            return send({"Authorization": f"Bearer {bearer}"})
+        return send(basic)
+    except (OSError, ValueError) as error:  # URLError is an OSError
         raise ManifestUnreachable(f"{url}: {error}") from None
+
+
+def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
+    """GET ``ref``'s manifest from its registry, as the engine would (same credentials,
+    Basic or Bearer token auth). Raises ManifestUnreachable when it cannot be had."""
+    _, tag, digest = split_reference(ref)
+    endpoint = f"manifests/{digest or tag or 'latest'}"
+    status, headers, body = registry_request(
+        ref, "GET", endpoint, headers={"Accept": ", ".join(MANIFEST_TYPES)})
+    if status != 200:
+        raise ManifestUnreachable(f"{ref}: HTTP {status} {body[:200]!r}")
+    return body, headers.get("Content-Type", ""), headers.get("Docker-Content-Digest")
