@@ -42,7 +42,8 @@ class Package:
 
 def _stanzas(text: str) -> list[dict[str, str]]:
     """RFC 822-style paragraphs (dpkg status): continuation lines are dropped."""
-    stanzas, current = [], {}
+    stanzas: list[dict[str, str]] = []
+    current: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
             if current:

@@ -12,6 +12,8 @@
 - a log of every call (``calls``: every attempt; ``completed``: the ones that did
   their work, i.e. did not raise and, for a build, built), read with
   ``attempts(name)``, ``done(name)`` and ``history(*names)``;
+- attestations: ``FakeImage.files`` is an image's filesystem (``read_image_files``), and
+  ``FakeRegistry.attachments`` what was attached to each manifest digest;
 - failures on request: ``fail=`` (builds that fail), ``die_building=`` (builds that
   kill the engine), ``dead`` (the engine stops answering: every call raises
   ``EngineUnreachable``), ``check_pins`` (a build whose pin names no local image fails,
@@ -29,12 +31,13 @@ import io
 import json
 import tarfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO
 
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
+    Attachment,
     Backend,
     BuildRequest,
     BuildResult,
@@ -90,6 +93,8 @@ class FakeRegistry(dict[str, Manifest]):
 
     def __init__(self, entries: Mapping[str, str | Manifest] | None = None) -> None:
         super().__init__()
+        # (repository, subject digest) -> what was attached to it, in order
+        self.attachments: dict[tuple[str, str], list[Attachment]] = {}
         for ref, entry in (entries or {}).items():
             self.put(ref, entry if isinstance(entry, Manifest) else Manifest(entry))
 
@@ -116,6 +121,7 @@ class FakeImage:
     labels: dict[str, str] = field(default_factory=dict)
     repo_digests: set[str] = field(default_factory=set)  # "repository@sha256:..."
     size: int = 0  # bytes of its layer in a saved tar
+    files: dict[str, bytes] = field(default_factory=dict)  # its filesystem: path -> content
 
 
 class FakeBackend:
@@ -142,6 +148,7 @@ class FakeBackend:
         self.id_format = id_format  # the id of a build: {image}, {fingerprint12}
         self.dead = False
         self.requests: dict[str, BuildRequest] = {}  # image -> its last build request
+        self.filesystems: dict[str, dict[str, bytes]] = {}  # image name -> what a build holds
         self.calls: list[tuple[str, str]] = []  # (method, what it was asked about), in order
         self.completed: list[tuple[str, str]] = []  # the calls that did their work
         self._next: dict[tuple[str, str | None], list[Exception]] = {}
@@ -271,7 +278,8 @@ class FakeBackend:
         image_id = self.id_format.format(
             image=request.image, fingerprint12=fingerprint12(request.fingerprint)
         )
-        self.add_image(image_id, request.tags, labels=request.labels)
+        built = self.add_image(image_id, request.tags, labels=request.labels)
+        built.files.update(self.filesystems.get(request.image, {}))
         self._leave("build", request.image)
         return BuildResult(ok=True, image_id=image_id)
 
@@ -426,6 +434,45 @@ class FakeBackend:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         return buffer.getvalue()
+
+    def engine_version(self) -> str:
+        self._enter("engine_version")
+        self._leave("engine_version")
+        return "fake-1.0"
+
+    def read_image_files(self, ref: str, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+        self._enter("read_image_files", ref)
+        image = self._find(ref)
+        if image is None:
+            raise StackbuildError(f"cannot read the files of {ref}: no such image")
+        self._leave("read_image_files", ref)
+        return {path: data for path, data in image.files.items() if wanted(path)}
+
+    def attach(self, subject_ref: str, attachment: Attachment) -> str:
+        self._enter("attach", subject_ref)
+        repository, _, digest = split_reference(subject_ref)
+        if not digest or self.registry.find(subject_ref) is None:
+            raise registry_error(f"manifest unknown: {subject_ref}", subject_ref, "attach")
+        with self.lock:
+            self.registry.attachments.setdefault(
+                (repository_of(repository), digest), []).append(attachment)
+        self._leave("attach", subject_ref)
+        return "sha256:" + hashlib.sha256(attachment.payload).hexdigest()
+
+    def fetch_attachment(self, subject_ref: str, artifact_type: str,
+                         tag_suffix: str) -> bytes | None:
+        self._enter("fetch_attachment", subject_ref)
+        repository, _, digest = split_reference(subject_ref)
+        found = [a for a in self.registry.attachments.get(
+            (repository_of(repository), digest or ""), []) if a.artifact_type == artifact_type]
+        self._leave("fetch_attachment", subject_ref)
+        return found[-1].payload if found else None
+
+    def registry_labels(self, ref: str) -> dict[str, str] | None:
+        self._enter("registry_labels", ref)
+        manifest = self.registry.find(ref)
+        self._leave("registry_labels", ref)
+        return None if manifest is None else dict(manifest.labels)
 
     def save(self, refs: Iterable[str], fileobj: ByteWriter) -> None:
         refs = list(refs)

@@ -59,7 +59,7 @@ def _upload(ref: str, data: bytes) -> dict[str, Any]:
     status, _, _ = _call(ref, "HEAD", f"blobs/{digest}", (200, 404))
     if status != 200:
         _, answer, _ = _call(ref, "POST", "blobs/uploads/", (202,), data=b"", push=True)
-        location = answer.get("Location", "")
+        location = answer.get("location", "")
         base = _absolute(ref, location)
         glue = "&" if "?" in base else "?"
         _call(ref, "PUT", f"{base}{glue}digest={urllib.parse.quote(digest)}", (201,),
@@ -81,7 +81,7 @@ def attach(subject_ref: str, attachment: Attachment, created: str) -> str:
         raise ValueError(f"attach needs a digest reference, not {subject_ref}")
     _, answer, body = _call(subject_ref, "GET", f"manifests/{subject}", (200,),
                             headers={"Accept": ", ".join(MANIFEST_TYPES)})
-    subject_type = answer.get("Content-Type", OCI_MANIFEST).split(";")[0]
+    subject_type = answer.get("content-type", OCI_MANIFEST).split(";")[0]
     config = _upload(subject_ref, EMPTY)
     layer = _upload(subject_ref, attachment.payload)
     manifest = {
@@ -98,7 +98,7 @@ def attach(subject_ref: str, attachment: Attachment, created: str) -> str:
     headers = {"Content-Type": OCI_MANIFEST}
     _, answer, _ = _call(subject_ref, "PUT", f"manifests/{digest}", (201,), data=data,
                          headers=headers, push=True)
-    if not answer.get("OCI-Subject"):  # no referrers API: the tag scheme
+    if not answer.get("oci-subject"):  # no referrers API: the tag scheme
         _call(subject_ref, "PUT", f"manifests/{fallback_tag(subject, attachment.tag_suffix)}",
               (201,), data=data, headers=headers, push=True)
     return digest
@@ -126,7 +126,7 @@ def fetch_attachment(subject_ref: str, artifact_type: str, tag_suffix: str) -> b
     query = urllib.parse.urlencode({"artifactType": artifact_type})
     status, answer, body = _call(subject_ref, "GET", f"referrers/{subject}?{query}",
                                  (200, 404, 400, 405))
-    if status == 200 and answer.get("Content-Type", "").startswith(OCI_INDEX):
+    if status == 200 and answer.get("content-type", "").startswith(OCI_INDEX):
         listed = [m for m in json.loads(body).get("manifests", ())
                   if m.get("artifactType") == artifact_type]
         listed.sort(key=lambda m: (m.get("annotations") or {}).get(

@@ -743,7 +743,8 @@ class DockerEngine:
                                                   labels={"stackbuild.reading": ref})
             try:
                 stream = self.api.export(container["Id"])
-                with tarfile.open(fileobj=_ChunkReader(stream), mode="r|") as tar:
+                reader = cast("IO[bytes]", _ChunkReader(stream))  # tarfile reads only read()
+                with tarfile.open(fileobj=reader, mode="r|") as tar:
                     for member in tar:
                         path = member.name.lstrip("./")
                         if member.isreg() and wanted(path):

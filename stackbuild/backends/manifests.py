@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from stackbuild.backends.contract import ManifestUnreachable
 from stackbuild.refs import registry_host, split_reference
@@ -66,14 +66,20 @@ def registry_path(ref: str) -> tuple[str, str, str]:
     return base, config_name, path
 
 
+def _lower(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    # header names are case-insensitive, and Go servers send OCI-Subject as Oci-Subject
+    return {name.lower(): value for name, value in headers}
+
+
 def registry_request(
     ref: str, method: str, endpoint: str, *, data: bytes | None = None,
     headers: Mapping[str, str] | None = None, push: bool = False,
 ) -> tuple[int, Mapping[str, str], bytes]:
     """One request to ``/v2/<ref's repository>/<endpoint>`` (or an absolute URL the
     registry gave, e.g. an upload's Location), as the engine would ask (same credentials,
-    Basic or Bearer token auth; ``push`` asks for a push token). ``(status, headers,
-    body)``, error statuses included; ManifestUnreachable when there is no answer."""
+    Basic or Bearer token auth; ``push`` asks for a push token). ``(status, headers
+    with lower-case names, body)``, error statuses included; ManifestUnreachable when
+    there is no answer."""
     # urllib.request pulls in http.client, email and ssl (~15 ms): only lock, refresh and
     # attestations talk to registries themselves, so only they pay for it
     import urllib.error
@@ -88,16 +94,16 @@ def registry_request(
             url, data=data, method=method, headers={**(headers or {}), **extra})
         try:
             with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as answer:  # noqa: S310
-                return answer.status, answer.headers, answer.read()
+                return answer.status, _lower(answer.headers.items()), answer.read()
         except urllib.error.HTTPError as error:
             with error:
-                return error.code, error.headers, error.read()
+                return error.code, _lower(error.headers.items()), error.read()
 
     try:
         status, answer_headers, body = send({})
         if status != 401:
             return status, answer_headers, body
-        scheme, params = _challenge(answer_headers.get("WWW-Authenticate", ""))
+        scheme, params = _challenge(answer_headers.get("www-authenticate", ""))
         credentials = _credentials(config_name)
         basic = {}
         if credentials:
@@ -128,4 +134,4 @@ def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
         ref, "GET", endpoint, headers={"Accept": ", ".join(MANIFEST_TYPES)})
     if status != 200:
         raise ManifestUnreachable(f"{ref}: HTTP {status} {body[:200]!r}")
-    return body, headers.get("Content-Type", ""), headers.get("Docker-Content-Digest")
+    return body, headers.get("content-type", ""), headers.get("docker-content-digest")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from stackbuild.cli.common import (
     JOBS,
     JSON,
     KEEP_GOING,
+    NO_PROVENANCE,
     NO_WAIT,
     PUSH,
     PUSH_JOBS,
@@ -34,6 +36,7 @@ from stackbuild.errors import (
     UsageError,
 )
 from stackbuild.manifest import load_stack
+from stackbuild.run.attest import Attestor
 from stackbuild.run.build import BuildOptions, BuildRun
 from stackbuild.run.pool import PoolPushes, attach_registry, pool_builders
 from stackbuild.run.registry import Pusher, RegistryHooks, push_summary
@@ -71,6 +74,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 @PUSH
 @PUSH_JOBS
 @BUILDER
+@NO_PROVENANCE
 @pass_context
 def build(
     ctx: Context,
@@ -87,6 +91,7 @@ def build(
     push: bool,
     push_jobs: int,
     builder_urls: tuple[str, ...],
+    no_provenance: bool,
 ) -> int:
     """Build what changed, and everything built on it, in parallel.
 
@@ -101,7 +106,7 @@ def build(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
-        builder_urls=builder_urls,
+        builder_urls=builder_urls, provenance=not no_provenance,
     )
 
 
@@ -116,6 +121,7 @@ def build(
 @PUSH
 @PUSH_JOBS
 @BUILDER
+@NO_PROVENANCE
 @pass_context
 def refresh_command(
     ctx: Context,
@@ -129,6 +135,7 @@ def refresh_command(
     push: bool,
     push_jobs: int,
     builder_urls: tuple[str, ...],
+    no_provenance: bool,
 ) -> int:
     """Re-resolve every upstream digest, update stack.lock, rebuild what moved.
 
@@ -143,7 +150,7 @@ def refresh_command(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
         force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
-        builder_urls=builder_urls,
+        builder_urls=builder_urls, provenance=not no_provenance,
     )
 
 
@@ -164,6 +171,7 @@ def _run_build(
     push_jobs: int,
     refresh: bool,
     builder_urls: tuple[str, ...] = (),
+    provenance: bool = True,
 ) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
 
@@ -215,10 +223,15 @@ def _run_build(
             pull=pull,
         )
         pusher = None
+        # provenance and SBOM of each built image, attached to it when pushed
+        attestor = Attestor(analysis, backend_kind or stack.backend, reporter.message) \
+            if provenance else None
         if push:
             # a pool pushes each image from an engine that holds it
             pusher = Pusher(PoolPushes(pool) if pool else backend, push_jobs,
-                            analysis.state.logs, stop, reporter.message)  # fmt: skip
+                            analysis.state.logs, stop, reporter.message,
+                            after_push=functools.partial(attestor.attach, backend=backend)
+                            if attestor else None)  # fmt: skip
         hooks = RegistryHooks(backend, analysis, existing.remote, pusher, stop)
         if pool:
             attach_registry(pool, lambda engine_backend: RegistryHooks(
@@ -226,7 +239,7 @@ def _run_build(
         try:
             results = BuildRun(
                 analysis, plan_, backend, reporter, options, existing.local, stop,
-                registry_hooks=hooks, pool=pool,
+                registry_hooks=hooks, pool=pool, attestor=attestor,
             ).run()
         finally:
             reporter.close()
