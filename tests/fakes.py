@@ -440,13 +440,16 @@ class FakeBackend:
         self._leave("engine_version")
         return "fake-1.0"
 
-    def read_image_files(self, ref: str, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+    def read_image_files(self, ref: str, paths: Iterable[str],
+                         wanted: Callable[[str], bool]) -> dict[str, bytes]:
         self._enter("read_image_files", ref)
         image = self._find(ref)
         if image is None:
             raise StackbuildError(f"cannot read the files of {ref}: no such image")
         self._leave("read_image_files", ref)
-        return {path: data for path, data in image.files.items() if wanted(path)}
+        roots = [p.strip("/") for p in paths]
+        return {path: data for path, data in image.files.items() if wanted(path) and any(
+            path == root or path.startswith(root + "/") for root in roots)}
 
     def attach(self, subject_ref: str, attachment: Attachment) -> str:
         self._enter("attach", subject_ref)

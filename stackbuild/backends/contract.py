@@ -145,9 +145,11 @@ class Backend(Protocol):
     def engine_version(self) -> str:
         """The engine's version ("20.10.24"), for the provenance's builder."""
 
-    def read_image_files(self, ref: str, wanted: Callable[[str], bool]) -> dict[str, bytes]:
-        """The regular files of local image ``ref``'s filesystem whose path (relative to
-        /, no leading slash) ``wanted`` accepts, read without running the image."""
+    def read_image_files(self, ref: str, paths: Iterable[str],
+                         wanted: Callable[[str], bool]) -> dict[str, bytes]:
+        """The regular files at or under ``paths`` (files or directories, relative to /) of
+        local image ``ref``'s filesystem whose path (relative to /, no leading slash)
+        ``wanted`` accepts, read without running the image; missing paths are skipped."""
 
     def attach(self, subject_ref: str, attachment: Attachment) -> str:
         """Attach ``attachment`` to the manifest ``subject_ref`` ("repo@sha256:...") names

@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 from stackbuild.backends import artifacts
@@ -72,6 +73,7 @@ PING_TIMEOUT = 15  # s, ping and the API version probe: "is anybody there?"
 TIMEOUT_ENV = "STACKBUILD_ENGINE_TIMEOUT"  # s, overrides both (a slow engine, or tests)
 CONNECT_TIMEOUT = 30  # s, connecting for a streaming call; reading it has no timeout
 CANCEL_POLL = 0.1  # s, how often a watcher looks at the cancel event
+READ_WORKERS = 8  # paths of an image read at once (read_image_files)
 POOL_SIZE = 32  # connections kept per engine: one per concurrent build, -j can exceed 10
 
 
@@ -729,33 +731,54 @@ class DockerEngine:
                 self._version = str(self.api.version().get("Version", "unknown"))
         return self._version
 
-    def read_image_files(self, ref: str, wanted: Callable[[str], bool]) -> dict[str, bytes]:
-        """Files of ``ref``'s filesystem, from a container created (never started) and
-        exported: the filesystem is streamed once and only ``wanted`` files are kept."""
+    def read_image_files(self, ref: str, paths: Iterable[str],
+                         wanted: Callable[[str], bool]) -> dict[str, bytes]:
+        """Files of ``ref``'s filesystem, from a container created (never started): each
+        of ``paths`` is asked for on its own, in parallel (a missing one costs one quick
+        404), a directory streamed and only its ``wanted`` files kept."""
+        import docker.errors
+
+        with self.engine_errors("reading an image's files"):
+            # a command it never runs: an image with neither CMD nor ENTRYPOINT needs one
+            container = self.api.create_container(ref, command=["stackbuild-read-only"],
+                                                  labels={"stackbuild.reading": ref})
+        found: dict[str, bytes] = {}
+        try:
+            with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
+                for files in pool.map(
+                    lambda path: self._archive_files(container["Id"], path, wanted), paths
+                ):
+                    found.update(files)
+        finally:
+            with contextlib.suppress(docker.errors.APIError), self.engine_errors():
+                self.api.remove_container(container["Id"], force=True)
+        return found
+
+    def _archive_files(self, container: str, path: str,
+                       wanted: Callable[[str], bool]) -> dict[str, bytes]:
+        """The ``wanted`` regular files at or under ``path`` of a container ({} if none)."""
         import tarfile
 
         import docker.errors
 
         found: dict[str, bytes] = {}
-        with self.engine_errors("reading an image's files"):
-            # a command it never runs: an image with neither CMD nor ENTRYPOINT needs one
-            container = self.api.create_container(ref, command=["stackbuild-read-only"],
-                                                  labels={"stackbuild.reading": ref})
-            try:
-                stream = self.api.export(container["Id"])
+        parent = path.strip("/").rpartition("/")[0]
+        try:
+            with self.engine_errors("reading an image's files"):
+                stream, _stat = self.api.get_archive(container, "/" + path.strip("/"))
                 reader = cast("IO[bytes]", _ChunkReader(stream))  # tarfile reads only read()
                 with tarfile.open(fileobj=reader, mode="r|") as tar:
                     for member in tar:
-                        path = member.name.lstrip("./")
-                        if member.isreg() and wanted(path):
+                        # members are named from the path's last part: put its parent back
+                        name = f"{parent}/{member.name}" if parent else member.name
+                        if member.isreg() and wanted(name):
                             extracted = tar.extractfile(member)
                             if extracted is not None:
-                                found[path] = extracted.read()
-            except (tarfile.TarError, docker.errors.APIError) as e:
-                raise StackbuildError(f"cannot read the files of {ref}: {e}") from e
-            finally:
-                with contextlib.suppress(docker.errors.APIError):
-                    self.api.remove_container(container["Id"], force=True)
+                                found[name] = extracted.read()
+        except docker.errors.NotFound:
+            return {}
+        except (tarfile.TarError, docker.errors.APIError) as e:
+            raise StackbuildError(f"cannot read {path} of an image: {e}") from e
         return found
 
     def attach(self, subject_ref: str, attachment: Attachment) -> str:
@@ -814,7 +837,7 @@ class DockerEngine:
 
 
 class _ChunkReader:
-    """A file object over an iterator of byte chunks (``docker export``), for tarfile."""
+    """A file object over an iterator of byte chunks (an archive of the engine), for tarfile."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)

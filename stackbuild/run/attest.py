@@ -69,6 +69,7 @@ class Attestor:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stackbuild-attest")
         self._jobs: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
+        self._pool.submit(sbom.warm)  # the first job: while the first build runs
 
     def provenance_path(self, image: str) -> Path:
         return self.provenance_dir / f"{safe_filename(image)}.json"
@@ -103,7 +104,7 @@ class Attestor:
             statement = provenance.statement(spec, repository, image_id, inputs, parents, run,
                                              secrets)  # fmt: skip
             atomic_write(self.provenance_path(name), _json(statement))
-            files = backend.read_image_files(image_id, sbom.wanted)
+            files = backend.read_image_files(image_id, sbom.SEARCH_PATHS, sbom.wanted)
             document = sbom.document(
                 name, repository, image_id, sbom.packages(files), sbom.os_id(files),
                 {p: (d, inputs.parents[p]) for p, d in parents.items() if p in inputs.parents},
