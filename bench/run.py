@@ -795,6 +795,15 @@ def bench_provenance(ctx: Context) -> None:
             f"6. example stack build ({label}): provenance + SBOM on / --no-provenance",
             f"{r:.3f} ({1000 * (median(on) - median(off)):+.0f} ms)", "≤ 1.05", r <= 1.05,
         ))
+    # every forced rebuild left the previous images dangling, each with its children:
+    # remove them all now, children before parents, a pass at a time
+    for _ in range(6):
+        left = [i["Id"] for i in ctx.engine.images()
+                if (i.get("Labels") or {}).get(RUN_LABEL) == ctx.run_id]
+        if not left:
+            break
+        for image_id in left:
+            ctx.engine.remove(image_id, force=True)
 
 
 # --------------------------------------------------------------------------- main
