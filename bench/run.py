@@ -798,8 +798,9 @@ def bench_provenance(ctx: Context) -> None:
     # every forced rebuild left the previous images dangling, each with its children:
     # remove them all now, children before parents, a pass at a time
     for _ in range(6):
-        left = [i["Id"] for i in ctx.engine.images()
-                if (i.get("Labels") or {}).get(RUN_LABEL) == ctx.run_id]
+        left = [i["Id"] for i in ctx.engine.images()  # the example's (not the run's base)
+                if (i.get("Labels") or {}).get(RUN_LABEL) == ctx.run_id
+                and "stackbuild.image" in (i.get("Labels") or {})]
         if not left:
             break
         for image_id in left:
