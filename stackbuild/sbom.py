@@ -1,9 +1,9 @@
 """SBOM: a CycloneDX JSON document per image, from the image's own package databases.
 
-``SEARCH_PATHS`` and ``wanted`` say which files of an image's filesystem to read (dpkg's
-status, apk's installed, the Python ``*.dist-info/METADATA`` of the usual site
-directories, os-release for the distribution's name); the backend reads them without
-running the image; ``packages`` parses them and
+``SEARCH_PATHS``, ``python_dirs`` and ``wanted`` say which files of an image's filesystem
+to read (dpkg's status, apk's installed, the Python ``*.dist-info/METADATA`` of the site
+directories of the image's python3, os-release for the distribution's name); the
+backend reads them without running the image; ``packages`` parses them and
 ``document`` writes the BOM: the image as the described component, its packages, and
 its in-stack parents and upstream images as components it is built on.
 
@@ -24,21 +24,35 @@ DPKG_STATUS = "var/lib/dpkg/status"
 APK_INSTALLED = "lib/apk/db/installed"
 OS_RELEASE = ("etc/os-release", "usr/lib/os-release")
 _DIST_INFO = re.compile(r"(^|/)[^/]+\.dist-info/METADATA$")
-_PYTHONS = [f"3.{minor}" for minor in range(8, 15)]
-# where to look: the databases, and where Debian, the python images and pip put packages
-# (each missing one costs the engine a quick 404: no directory walk of the whole image)
-SEARCH_PATHS = (
-    DPKG_STATUS, APK_INSTALLED, *OS_RELEASE, "usr/lib/python3/dist-packages",
-    *(f"usr/local/lib/python{v}/{kind}" for v in _PYTHONS
-      for kind in ("site-packages", "dist-packages")),
-    *(f"usr/lib/python{v}/site-packages" for v in _PYTHONS),
-)
+PYTHON_LINKS = ("usr/bin/python3", "usr/local/bin/python3")
+# first where the databases are, and which python3 the image has (each missing path costs
+# the engine one quick 404: no walk of the whole filesystem); then that python's site
+# directories (``python_dirs``)
+SEARCH_PATHS = (DPKG_STATUS, APK_INSTALLED, *OS_RELEASE, *PYTHON_LINKS)
+SYMLINK = b"symlink:"  # how a backend returns a symlink's target
+_PYTHON_VERSION = re.compile(r"python(3\.\d+)$")
+
+
+def python_dirs(files: Mapping[str, bytes]) -> list[str]:
+    """The site directories of the python3 versions that ``files`` (the ``SEARCH_PATHS``
+    read) show the image has: Debian's, the python images' and pip's."""
+    versions = set()
+    for link in PYTHON_LINKS:
+        target = files.get(link, b"")
+        found = _PYTHON_VERSION.search(target.removeprefix(SYMLINK).decode("utf-8", "replace"))
+        if target.startswith(SYMLINK) and found:
+            versions.add(found.group(1))
+    dirs = ["usr/lib/python3/dist-packages"] if versions else []
+    for v in sorted(versions):
+        dirs += [f"usr/lib/python{v}/site-packages", f"usr/local/lib/python{v}/site-packages",
+                 f"usr/local/lib/python{v}/dist-packages"]
+    return dirs
 
 
 def wanted(path: str) -> bool:
     """Whether the image file ``path`` (relative to /, no leading slash) is one to read."""
     path = path.lstrip("./")
-    return path in (DPKG_STATUS, APK_INSTALLED) or path in OS_RELEASE or bool(
+    return path in SEARCH_PATHS or bool(
         _DIST_INFO.search(path))  # fmt: skip
 
 

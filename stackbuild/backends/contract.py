@@ -149,7 +149,8 @@ class Backend(Protocol):
                          wanted: Callable[[str], bool]) -> dict[str, bytes]:
         """The regular files at or under ``paths`` (files or directories, relative to /) of
         local image ``ref``'s filesystem whose path (relative to /, no leading slash)
-        ``wanted`` accepts, read without running the image; missing paths are skipped."""
+        ``wanted`` accepts, read without running the image; missing paths are skipped.
+        A wanted symlink maps to ``b"symlink:" + its target``."""
 
     def attach(self, subject_ref: str, attachment: Attachment) -> str:
         """Attach ``attachment`` to the manifest ``subject_ref`` ("repo@sha256:...") names

@@ -775,6 +775,8 @@ class DockerEngine:
                             extracted = tar.extractfile(member)
                             if extracted is not None:
                                 found[name] = extracted.read()
+                        elif member.issym() and wanted(name):
+                            found[name] = b"symlink:" + member.linkname.encode()
         except docker.errors.NotFound:
             return {}
         except (tarfile.TarError, docker.errors.APIError) as e:

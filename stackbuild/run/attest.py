@@ -105,6 +105,9 @@ class Attestor:
                                              secrets)  # fmt: skip
             atomic_write(self.provenance_path(name), _json(statement))
             files = backend.read_image_files(image_id, sbom.SEARCH_PATHS, sbom.wanted)
+            site_dirs = sbom.python_dirs(files)
+            if site_dirs:  # a second look, only at an image that has a python3
+                files.update(backend.read_image_files(image_id, site_dirs, sbom.wanted))
             document = sbom.document(
                 name, repository, image_id, sbom.packages(files), sbom.os_id(files),
                 {p: (d, inputs.parents[p]) for p, d in parents.items() if p in inputs.parents},

@@ -59,6 +59,8 @@ def make_stack(directory: Path, unique: str, registry: str, base_yaml: str = "",
     dist_info = rootfs / "usr/lib/python3/dist-packages/demo_dist-1.2.0.dist-info"
     dist_info.mkdir(parents=True)
     (dist_info / "METADATA").write_text(METADATA)
+    (rootfs / "usr/bin").mkdir(parents=True)
+    (rootfs / "usr/bin/python3").symlink_to("python3.11")  # what Debian's python3 looks like
     (rootfs / "etc/os-release").write_text('ID=debian\nPRETTY_NAME="fake"\n')
     if base_yaml:  # more keys of base (and top-level ones after it)
         text = (stack / "stack.yaml").read_text()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from stackbuild.sbom import Package, document, packages, parse_apk_installed, wanted
+from stackbuild.sbom import (
+    Package,
+    document,
+    packages,
+    parse_apk_installed,
+    python_dirs,
+    wanted,
+)
 
 DPKG = b"""Package: libc6
 Status: install ok installed
@@ -26,6 +33,19 @@ def test_the_databases_are_wanted_and_nothing_else() -> None:
     assert wanted("usr/lib/python3/dist-packages/requests-2.31.0.dist-info/METADATA")
     assert wanted("etc/os-release")
     assert not wanted("var/lib/dpkg/status-old") and not wanted("etc/passwd")
+
+
+def test_site_directories_follow_the_images_python3() -> None:
+    assert python_dirs({}) == []
+    assert python_dirs({"usr/bin/python3": b"symlink:python3.11",
+                        "usr/local/bin/python3": b"symlink:/usr/local/bin/python3.12"}) == [
+        "usr/lib/python3/dist-packages",
+        "usr/lib/python3.11/site-packages", "usr/local/lib/python3.11/site-packages",
+        "usr/local/lib/python3.11/dist-packages",
+        "usr/lib/python3.12/site-packages", "usr/local/lib/python3.12/site-packages",
+        "usr/local/lib/python3.12/dist-packages",
+    ]
+    assert wanted("usr/bin/python3")
 
 
 def test_packages_of_every_database() -> None:
