@@ -59,7 +59,8 @@ def secret_values(secrets: Mapping[str, str]) -> list[str]:
 class Attestor:
     """Writes and attaches the attestations of one run; see the module docstring."""
 
-    def __init__(self, analysis: Analysis, builder: str, notify: Callable[[str], None]) -> None:
+    def __init__(self, analysis: Analysis, builder: str, notify: Callable[[str], None],
+                 warm: bool = True) -> None:
         self.analysis = analysis
         self.builder = builder  # "docker" | "buildkit", as --backend names it
         self.notify = notify
@@ -69,7 +70,8 @@ class Attestor:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stackbuild-attest")
         self._jobs: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
-        self._pool.submit(sbom.warm)  # the first job: while the first build runs
+        if warm:  # something will be built: import the SBOM library while the first builds
+            self._pool.submit(sbom.warm)
 
     def provenance_path(self, image: str) -> Path:
         return self.provenance_dir / f"{safe_filename(image)}.json"
