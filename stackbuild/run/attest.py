@@ -7,8 +7,9 @@ the engine reads out of the image without running it), on a thread of its own so
 next builds do not wait for it. After a push, ``Attestor.attach`` names the pushed
 manifest as the subject and attaches both documents to it in the registry.
 
-A failure to write them is reported, never a failed build; a failure to attach them is
-that image's push failure (its documents must be found from its digest).
+A failure to write them is reported, never a failed build (what was written is still
+attached); a failure to attach them is that image's push failure (its documents must
+be found from its digest).
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ class Attestor:
 
     def _write(self, name: str, backend: Backend, image_id: str, parent_ids: dict[str, str],
                started: float, finished: float) -> None:
+        # the last build's documents describe another image: never attach those
+        for stale in (self.provenance_path(name), self.sbom_path(name)):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         try:
             spec = self.analysis.stack.images[name]
             inputs = self.analysis.inputs[name]
@@ -117,9 +122,9 @@ class Attestor:
                 run.finished_on,
             )
             atomic_write(self.sbom_path(name), document.encode())
-        except Exception as error:  # reported; the image is built all the same
+        except Exception as error:  # reported; the image is built all the same, and what
+            # was written (the provenance, when only the SBOM failed) is attached
             self.notify(f"attest  {name}: provenance/SBOM not written: {error}")
-            raise
 
     def attach(self, name: str, subject_ref: str, log: LogSink, *, backend: Backend) -> None:
         """Attach ``name``'s documents to ``subject_ref`` ("repo@sha256:...", the pushed
@@ -127,7 +132,7 @@ class Attestor:
         with self._lock:
             job = self._jobs.get(name)
         if job is not None:
-            job.result()  # its failure is this push's: nothing to attach
+            job.result()  # written (or reported as not written)
         path = self.provenance_path(name)
         try:
             statement = json.loads(path.read_bytes())

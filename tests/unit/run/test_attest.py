@@ -73,16 +73,31 @@ def test_every_built_image_gets_provenance_and_sbom_and_a_push_attaches_them(
             assert b"top-secret-value" not in path.read_bytes(), path
 
 
-def test_a_failure_to_read_the_image_is_reported_not_a_failed_build(tmp_path: Path) -> None:
+def test_a_failure_to_read_the_image_is_reported_and_the_provenance_still_attached(
+    tmp_path: Path
+) -> None:
+    from stackbuild.run.registry import RegistryHooks
+
     analysis = analyze(make_stack(tmp_path))
     backend = FakeBackend()
     backend.fail_always("read_image_files", RuntimeError("engine hiccup"))
+    stale = tmp_path / ".stackbuild/sbom/base.cdx.json"  # an earlier build's
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
     messages: list[str] = []
+    stop = threading.Event()
+    attestor = Attestor(analysis, "docker", messages.append)
+    pusher = Pusher(backend, 1, tmp_path, stop, messages.append, RetryPolicy(0, 1, 0, 0),
+                    after_push=lambda i, s, log: attestor.attach(i, s, log, backend=backend))
     results = BuildRun(analysis, analysis.plan(None), backend, Quiet(), BuildOptions(jobs=1),
-                       {}, attestor=Attestor(analysis, "docker", messages.append)).run()
+                       {}, stop, registry_hooks=RegistryHooks(backend, analysis, {}, pusher, stop),
+                       attestor=attestor).run()
     assert all(r.error is None for r in results)
     assert any("base" in m and "engine hiccup" in m for m in messages)
     assert (tmp_path / ".stackbuild/provenance/base.json").exists()
+    assert not stale.exists()
+    digest = backend.registry.find("reg/base:latest").digest
+    assert [a.tag_suffix for a in backend.registry.attachments[("reg/base", digest)]] == ["att"]
 
 
 def test_secret_values_come_from_env_and_files(tmp_path: Path, monkeypatch) -> None:
