@@ -9,12 +9,13 @@ arg, which parent, which upstream digest.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from stackbuild.fingerprint import ImageInputs
 
 BUILD = "build"
 SKIP = "skip"
+PROMOTE = "promote"  # up to date, but its release tags in the registry lag (plan --push)
 
 # how many file-level reasons to list before summarising the rest
 MAX_FILE_REASONS = 10
@@ -34,7 +35,7 @@ class Reason:
 @dataclass(frozen=True)
 class Step:
     image: str
-    action: str  # BUILD | SKIP
+    action: str  # BUILD | SKIP | PROMOTE
     reasons: tuple[Reason, ...]
     fingerprint: str
     parents: tuple[str, ...]
@@ -81,8 +82,21 @@ class Plan:
             "summary": {
                 "build": sum(s.action == BUILD for s in self.steps),
                 "skip": sum(s.action == SKIP for s in self.steps),
+                "promote": sum(s.action == PROMOTE for s in self.steps),
             },
         }
+
+
+def with_promotions(plan: Plan, lagging: Mapping[str, str]) -> Plan:
+    """``plan`` with the skipped images of ``lagging`` (image -> what lags) as PROMOTE:
+    nothing to build, but ``--push`` moves their release tags."""
+    steps = tuple(
+        replace(step, action=PROMOTE,
+                reasons=(Reason("release-tags-behind", lagging[step.image]), *step.reasons))
+        if step.action == SKIP and step.image in lagging else step
+        for step in plan.steps
+    )  # fmt: skip
+    return Plan(steps)
 
 
 def short(digest: str, length: int = 12) -> str:

@@ -7,10 +7,11 @@ tested without a terminal.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from stackbuild.graph import StackGraph
-from stackbuild.plan import BUILD, ImageNotes, Plan, short
+from stackbuild.layers import StackAccount
+from stackbuild.plan import BUILD, PROMOTE, ImageNotes, Plan, short
 
 # how many warnings of one image ``plan`` lists before pointing at ``why``
 MAX_PLAN_WARNINGS = 5
@@ -33,6 +34,9 @@ def plan_text(plan: Plan, stack_name: str) -> str:
     to_build = len(plan.to_build)
     total = len(plan.steps)
     lines = [f"plan for {stack_name}: {to_build} to build, {total - to_build} up to date"]
+    promote = sum(step.action == PROMOTE for step in plan)
+    if promote:  # up to date too: only their release tags move
+        lines[0] += f" ({promote} to promote)"
     rows = []
     for step in plan:
         reasons = [r.detail for r in step.reasons] or [""]
@@ -93,11 +97,13 @@ def _graph_lines(
     return lines
 
 
-def graph_dot(graph: StackGraph) -> str:
+def graph_dot(graph: StackGraph, node_attrs: Mapping[str, str] | None = None) -> str:
+    """Graphviz DOT; ``node_attrs`` adds attributes to image nodes (``style=filled``)."""
+    attrs = node_attrs or {}
     body = _graph_lines(
         graph,
         upstream_node=lambda ref: f'  "{ref}" [style=dashed];',
-        image_node=lambda name: f'  "{name}";',
+        image_node=lambda name: f'  "{name}" [{attrs[name]}];' if name in attrs else f'  "{name}";',
         upstream_edge=lambda ref, name: f'  "{ref}" -> "{name}" [style=dashed];',
         edge=lambda parent, child: f'  "{parent}" -> "{child}";',
     )
@@ -122,23 +128,26 @@ def graph_mermaid(graph: StackGraph) -> str:
 
 
 def graph_text(graph: StackGraph) -> str:
-    """An indented tree from the roots. An image with two parents is drawn in full under
-    the first, marked with its other parents so the tree stays honest about the DAG, and
-    named with ``(see above)`` under the others: each image's subtree is printed once, so
-    the output grows with images plus edges, not with the paths of the DAG."""
+    """An indented tree from the roots, drawn as ``tree`` draws one: ``├──`` before a
+    child with siblings below it, ``└──`` before the last, ``│`` continuing a parent's
+    line past its subtree. An image with two parents is drawn in full under the first,
+    marked with its other parents so the tree stays honest about the DAG, and named with
+    ``(see above)`` under the others: each image's subtree is printed once, so the output
+    grows with images plus edges, not with the paths of the DAG."""
     lines: list[str] = []
     position = {name: index for index, name in enumerate(graph.order)}
     shown: set[str] = set()
-    # (image, depth, the parent it is drawn under): a stack, not recursion, since a
-    # chain of images may be deeper than Python's recursion limit
-    todo: list[tuple[str, int, str | None]] = [
-        (root, 0, None) for root in reversed(graph.order) if not graph.parents(root)
+    # (image, the prefix its children's lines continue, whether it is its parent's last
+    # child, the parent it is drawn under): a stack, not recursion, since a chain of
+    # images may be deeper than Python's recursion limit
+    todo: list[tuple[str, str, bool, str | None]] = [
+        (root, "", True, None) for root in reversed(graph.order) if not graph.parents(root)
     ]
     while todo:
-        name, depth, via = todo.pop()
-        indent = f"{'    ' * depth}{'└── ' if depth else ''}"
+        name, prefix, last, via = todo.pop()
+        lead = f"{prefix}{'└── ' if last else '├── '}" if via else ""
         if name in shown:
-            lines.append(f"{indent}{name}  (see above)")
+            lines.append(f"{lead}{name}  (see above)")
             continue
         shown.add(name)
         others = [p for p in graph.parents(name) if p != via]
@@ -146,9 +155,12 @@ def graph_text(graph: StackGraph) -> str:
         upstream = graph.upstream(name)
         if not via and upstream:
             suffix += f"  <- {', '.join(upstream)}"
-        lines.append(f"{indent}{name}{suffix}")
-        children = sorted(graph.children(name), key=position.__getitem__, reverse=True)
-        todo.extend((child, depth + 1, name) for child in children)
+        lines.append(f"{lead}{name}{suffix}")
+        below = f"{prefix}{'    ' if last else '│   '}" if via else ""
+        children = sorted(graph.children(name), key=position.__getitem__)
+        todo.extend(
+            (child, below, index == 0, name) for index, child in enumerate(reversed(children))
+        )
     return "\n".join(lines)
 
 
@@ -206,3 +218,64 @@ def _onbuild_lines(image: str, notes: ImageNotes) -> list[str]:
         )
         lines += [f"    ONBUILD {t.trigger} ({t.location})" for t in inherited.triggers]
     return lines
+
+
+def human_bytes(count: int) -> str:
+    """``1.9 MB``: decimal units, as ``docker images`` prints them."""
+    if abs(count) < 1000:
+        return f"{count} B"
+    size = count / 1000
+    for unit in ("kB", "MB"):
+        if abs(size) < 1000:
+            return f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def human_duration(seconds: float) -> str:
+    """``45s``, ``3m07s``, ``2h05m``: whole units, the largest two."""
+    whole = max(int(seconds), 0)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def layers_text(account: StackAccount) -> str:
+    """Per image own and inherited bytes, per level and in total stored once against
+    the sum of the full sizes, then the warnings."""
+    rows = []
+    for image in account.images:
+        inherited = ", ".join(
+            f"{p.parent} {p.layers} layer(s)" for p in image.parents
+        ) or "-"
+        rows.append([
+            image.name, str(image.level), str(len(image.layers)), human_bytes(image.size),
+            human_bytes(image.own_bytes), human_bytes(image.inherited_bytes), inherited,
+        ])  # fmt: skip
+    lines = [table(rows, ["IMAGE", "LEVEL", "LAYERS", "SIZE", "OWN", "INHERITED", "SHARED WITH"])]
+    lines.append("")
+    level_rows = [
+        [str(level.level), ", ".join(level.images), human_bytes(level.full_bytes),
+         human_bytes(level.stored_bytes)]
+        for level in account.levels
+    ]
+    level_rows.append([
+        "total", f"{len(account.images)} image(s)", human_bytes(account.full_bytes),
+        human_bytes(account.stored_bytes),
+    ])  # fmt: skip
+    lines.append(table(level_rows, ["LEVEL", "IMAGES", "FULL SIZES", "STORED ONCE"]))
+    lines.append(
+        f"saved by sharing: {human_bytes(account.saved_bytes)} "
+        f"({account.saved_bytes} bytes = {account.full_bytes} - {account.stored_bytes})"
+    )
+    if account.missing:
+        lines.append(
+            f"not built at their current fingerprint here: {', '.join(account.missing)} "
+            "(stackbuild build)"
+        )
+    lines += [f"warning: {w}" for image in account.images for w in image.warnings]
+    return "\n".join(lines)

@@ -73,6 +73,11 @@ class Reporter(Protocol):
 
     def start(self, to_build: int, up_to_date: int) -> None: ...
 
+    def scheduled(self, schedule: Schedule, slots: int, durations: Mapping[str, float]) -> None:
+        """The run's schedule, before it starts (read it now: only the run's thread may,
+        later): on ``slots`` at once, weighted by the past builds' ``durations``."""
+        ...
+
     def image_started(self, image: str, engine: str | None = None) -> None: ...
 
     def image_output(self, image: str, line: str) -> None: ...
@@ -297,6 +302,8 @@ class BuildRun:
                     fail_fast=self.options.fail_fast,
                 )
                 slots = self.pool if self.pool is not None else self.options.jobs
+                capacity = slots if isinstance(slots, int) else slots.capacity
+                self.reporter.scheduled(schedule, capacity, self.analysis.durations)
                 run_threaded(schedule, slots, self.build_one, self.stop, self.on_event)
             finally:
                 self.logs.close()

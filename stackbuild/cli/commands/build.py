@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 import click
@@ -19,12 +20,15 @@ from stackbuild.cli.common import (
     KEEP_GOING,
     NO_PROVENANCE,
     NO_WAIT,
+    PROMOTE,
     PUSH,
     PUSH_JOBS,
+    SINCE,
     TARGETS,
     WITH_DESCENDANTS,
     Context,
     pass_context,
+    select_since,
 )
 from stackbuild.cli.engines import existing_on, open_engine, open_engine_pool
 from stackbuild.cli.signals import raise_interrupt
@@ -39,22 +43,24 @@ from stackbuild.manifest import load_stack
 from stackbuild.run.attest import Attestor
 from stackbuild.run.build import BuildOptions, BuildRun
 from stackbuild.run.pool import PoolPushes, attach_registry, pool_builders
+from stackbuild.run.promote import SUBTREE, Promoter, held_back, promotion_summary
 from stackbuild.run.registry import Pusher, RegistryHooks, push_summary
-from stackbuild.run.upstream import pinned_analysis
+from stackbuild.run.upstream import HELD_BACK_UPSTREAM, UpstreamGate, pinned_analysis
 from stackbuild.run.upstream import refresh as refresh_upstreams
 from stackbuild.scheduler import Status
 from stackbuild.state import StateDir
 from stackbuild.ui import make_reporter, summary
 
 
-def _install_stop_handlers(stop: threading.Event) -> None:
-    """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished."""
+def _install_stop_handlers(stop: threading.Event, notice: Callable[[str], None]) -> None:
+    """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished.
+    ``notice``: the reporter's, which a live view writes above its block."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():  # a second Ctrl-C: the user really means it
             raise_interrupt(signum, frame)  # (and a third ends at once)
         stop.set()
-        click.echo("\nstopping: cancelling running builds (Ctrl-C again to abort)", err=True)
+        notice("stopping: cancelling running builds (Ctrl-C again to abort)")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -73,7 +79,9 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 @NO_WAIT
 @PUSH
 @PUSH_JOBS
+@PROMOTE
 @BUILDER
+@SINCE
 @NO_PROVENANCE
 @pass_context
 def build(
@@ -90,23 +98,29 @@ def build(
     no_wait: bool,
     push: bool,
     push_jobs: int,
+    promote: str | None,
     builder_urls: tuple[str, ...],
+    since: str | None,
     no_provenance: bool,
 ) -> int:
     """Build what changed, and everything built on it, in parallel.
 
     Upstream images are built on their stack.lock digests; an upstream the
-    lock lacks is resolved and added to it.
+    lock lacks is resolved and added to it. With --push, each image's
+    fingerprint tag is pushed once built, and its release tags (latest, the
+    manifest's tags) are moved onto it after the run (see --promote); an
+    image whose release tags lag is promoted without being rebuilt.
 
     \b
-    Exit codes: 0 nothing failed, 1 a build or push failed, 2 bad manifest or usage,
+    Exit codes: 0 nothing failed, 1 a build, push or promotion failed, 2 bad manifest or usage,
     3 engine unreachable, 130 interrupted.
     """
     return _run_build(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
-        builder_urls=builder_urls, provenance=not no_provenance,
+        builder_urls=builder_urls, promote=promote, since=since,
+        provenance=not no_provenance,
     )
 
 
@@ -120,6 +134,7 @@ def build(
 @NO_WAIT
 @PUSH
 @PUSH_JOBS
+@PROMOTE
 @BUILDER
 @NO_PROVENANCE
 @pass_context
@@ -134,6 +149,7 @@ def refresh_command(
     no_wait: bool,
     push: bool,
     push_jobs: int,
+    promote: str | None,
     builder_urls: tuple[str, ...],
     no_provenance: bool,
 ) -> int:
@@ -142,6 +158,10 @@ def refresh_command(
     Exactly the images above a moved upstream (and their descendants) are
     rebuilt; --push pushes them. The output begins with the moved upstreams;
     --json adds "moved": [{"ref", "old", "new", "images"}] to build's JSON.
+    With --push, an upstream's new digest is written to stack.lock only once
+    every image built on it was rebuilt and promoted; --json adds "upstreams":
+    [{"ref", "old", "new", "status", "held_back"}], status moved-and-promoted,
+    held-back or unchanged; a held-back upstream is exit 1.
 
     \b
     Exit codes: as build; 3 also when a registry does not answer.
@@ -150,7 +170,7 @@ def refresh_command(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
         force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
-        builder_urls=builder_urls, provenance=not no_provenance,
+        builder_urls=builder_urls, promote=promote, provenance=not no_provenance,
     )
 
 
@@ -171,12 +191,23 @@ def _run_build(
     push_jobs: int,
     refresh: bool,
     builder_urls: tuple[str, ...] = (),
+    promote: str | None = None,
+    since: str | None = None,
     provenance: bool = True,
 ) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
 
 
     stack = load_stack(ctx.stack_file)
+    if since:  # the changed images become the targets
+        targets, _changes = select_since(ctx.stack_file, since, targets, with_descendants)
+        with_descendants = False
+        changed = ", ".join(targets) if targets else "none: nothing to build"
+        click.echo(f"changed since {since}: {changed}", err=True)
+        if not targets:
+            if as_json:
+                click.echo(json.dumps({"results": [], "interrupted": False}, indent=2))
+            return EXIT_OK
     unknown = [name for name in force if name not in stack.images]
     if unknown:
         raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
@@ -185,6 +216,8 @@ def _run_build(
             f"--push needs a registry to push to: set `registry:` in {stack.display_path} "
             "(e.g. registry: 127.0.0.1:5000/acme)"
         )
+    if promote and not push:
+        raise UsageError("--promote says when --push moves release tags; add --push")
     stop = threading.Event()
     jobs = jobs or os.cpu_count() or 1
     pool = None  # several engines (builders: or --builder), else the one of docker.from_env()
@@ -195,16 +228,18 @@ def _run_build(
         backend = pool.alive[0].backend  # for registry look-ups, which any engine can do
     else:
         backend = open_engine(backend_kind or stack.backend)
-    reporter = make_reporter()
+    reporter = make_reporter(live=not as_json)
     fresh = None
+    gates: list[UpstreamGate] = []  # refresh --push: what became of each upstream's pin
     # Ctrl-C while waiting for the lock simply ends the wait (KeyboardInterrupt, exit
     # 130): the stop handlers, which let a run finish cleanly, only apply once it builds
     with StateDir(stack.root).run_lock(wait=not no_wait, notify=reporter.message):
-        _install_stop_handlers(stop)
+        _install_stop_handlers(stop, reporter.notice)
         # analysed under the lock: a run we waited for may have built some of it
         if refresh:
             fresh = refresh_upstreams(stack, targets, with_descendants, backend, reporter.message)
-            fresh.save()
+            if not push:  # with --push, an upstream's pin moves once its images are promoted
+                fresh.save()
             click.echo(fresh.header(), err=as_json)  # the output begins with what moved
             analysis = fresh.analysis
         else:
@@ -241,6 +276,13 @@ def _run_build(
                 analysis, plan_, backend, reporter, options, existing.local, stop,
                 registry_hooks=hooks, pool=pool, attestor=attestor,
             ).run()
+            if pusher:  # the fingerprint tags are in; the release tags move on what passed
+                promoter = Promoter(analysis, backend, stop, reporter.message,
+                                    policy=pusher.policy, deadlines=pusher.deadlines,
+                                    jobs=push_jobs)  # fmt: skip
+                promoter.run({r.image: r for r in results}, promote or SUBTREE, stop.is_set())
+                if fresh:
+                    gates = fresh.save_gated(held_back(results))
         finally:
             reporter.close()
     failed = any(r.status == Status.FAILED for r in results)
@@ -248,6 +290,9 @@ def _run_build(
     text = summary(results, engines=pool is not None)
     if push:
         text += "\n" + push_summary(results, stack.registry)
+        text += "\n" + promotion_summary(results)
+    stuck = [gate for gate in gates if gate.status == HELD_BACK_UPSTREAM]
+    text += "".join(f"\nrefresh: {gate}" for gate in stuck)
     if pool:
         text += "".join(f"\n{note}" for note in pool.notes())
     if as_json:
@@ -255,6 +300,8 @@ def _run_build(
         document = {"results": [r.to_json() for r in results], "interrupted": interrupted}
         if fresh:
             document["moved"] = fresh.moved_json()
+        if gates:
+            document["upstreams"] = [gate.to_json() for gate in gates]
         if pool:
             document["pool"] = pool.to_json()
         click.echo(json.dumps(document, indent=2))
@@ -264,4 +311,4 @@ def _run_build(
         return EXIT_INTERRUPTED
     if failed and pool and not pool.alive:
         return EXIT_UNREACHABLE  # every engine of the pool stopped answering
-    return EXIT_BUILD_FAILED if failed else EXIT_OK
+    return EXIT_BUILD_FAILED if failed or stuck else EXIT_OK

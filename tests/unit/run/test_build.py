@@ -7,6 +7,7 @@ backend is ``tests.fakes.FakeBackend``, which records what it was asked and fail
 from __future__ import annotations
 
 import io
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -18,8 +19,9 @@ from stackbuild.backends.contract import FINGERPRINT_LABEL, IMAGE_LABEL, LocalIm
 from stackbuild.refs import fingerprint12
 from stackbuild.run.build import BuildOptions, BuildRun, image_tags
 from stackbuild.run.existing import find_existing
-from stackbuild.ui import PlainReporter
+from stackbuild.ui import LiveReporter, PlainReporter
 from tests.fakes import FakeBackend
+from tests.terminal import FakeTerminal, screen
 
 FP = "sha256:" + "0123456789ab" + "c" * 52
 
@@ -97,9 +99,14 @@ class Events:
         self.outputs: list[tuple[str, str]] = []
         self.counts: tuple[int, int] | None = None
         self.closed = False
+        self.scheduled_on: tuple[dict, int] | None = None
 
     def start(self, to_build: int, up_to_date: int) -> None:
         self.counts = (to_build, up_to_date)
+
+    def scheduled(self, schedule, slots: int, durations) -> None:
+        assert not self.events, "told the schedule after a build started"
+        self.scheduled_on = (schedule.statuses(), slots)
 
     def message(self, text: str) -> None:
         pass
@@ -169,6 +176,9 @@ def test_a_failure_blocks_exactly_its_descendants(stack: Path) -> None:
     assert events.index(("built", "left")) < events.index(("started", "top"))
     assert events.index(("built", "right")) < events.index(("started", "top"))
     assert reporter.counts == (8, 0)
+    # the schedule, for the live view's time left, before anything started
+    statuses, slots = reporter.scheduled_on
+    assert set(statuses) == set(DOCKERFILES) and slots == 3
     assert ("base", "Step 1/1 : FROM whatever for base") in reporter.outputs
 
 
@@ -292,6 +302,24 @@ def test_plain_reporter_and_logs_end_to_end(stack: Path) -> None:
     # every image's handler is closed again: the lock files are all in one place
     assert not list(analysis.state.logs.glob("*.lock"))
     assert list((analysis.state.logs / ".locks").iterdir())
+
+
+def test_the_live_view_leaves_the_plain_reporters_lines_and_no_block(
+    stack: Path, tmp_path: Path
+) -> None:
+    plain, terminal = io.StringIO(), FakeTerminal()
+    run(stack, FakeBackend(fail={"bad"}), reporter=PlainReporter(plain), jobs=1)
+    shutil.rmtree(tmp_path / ".stackbuild")  # the same run again, from scratch
+    live = LiveReporter(terminal)
+    try:
+        run(stack, FakeBackend(fail={"bad"}), reporter=live, jobs=1)
+    finally:
+        live.close()
+    assert "[0/8]" in terminal.getvalue()  # it was drawn...
+    shown = [row[9:] for row in screen(terminal.getvalue())]  # ...and is gone: just the lines
+    assert shown == [line[9:] for line in plain.getvalue().splitlines()]
+    assert shown[1] == "start     base" and shown[2].startswith("built     base in ")
+    assert any(line.startswith("failed    bad after ") for line in shown)
 
 
 def test_a_build_whose_record_cannot_be_written_fails_and_keeps_its_log(

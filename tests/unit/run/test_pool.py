@@ -242,6 +242,9 @@ class Reporter:
     def start(self, to_build: int, up_to_date: int) -> None:
         pass
 
+    def scheduled(self, schedule, slots: int, durations) -> None:
+        pass
+
     def message(self, text: str) -> None:
         self.messages.append(text)
 
