@@ -17,6 +17,7 @@ STATUS = b"Package: libfake\nStatus: install ok installed\nVersion: 1.0\n"
 
 class Quiet:
     def start(self, to_build: int, up_to_date: int) -> None: ...
+    def scheduled(self, schedule: object, slots: int, durations: object) -> None: ...
     def image_started(self, image: str, engine: str | None = None) -> None: ...
     def image_output(self, image: str, line: str) -> None: ...
     def image_requeued(self, image: str, why: str) -> None: ...
@@ -57,9 +58,10 @@ def test_every_built_image_gets_provenance_and_sbom_and_a_push_attaches_them(
                        {}, stop, registry_hooks=hooks, attestor=attestor).run()
     assert [r.error for r in results] == [None, None], messages
     state = tmp_path / ".stackbuild"
-    for name in ("base", "app"):
+    for result in results:  # pushed as its fingerprint tag (release tags move later)
+        name = result.image
         statement = json.loads((state / "provenance" / f"{name}.json").read_text())
-        manifest: Manifest = backend.registry.find(f"reg/{name}:latest")
+        manifest: Manifest = backend.registry.find(result.tags[0])
         assert statement["subject"][0]["digest"] == {"sha256": manifest.digest[7:]}
         kinds = [a.tag_suffix for a in backend.registry.attachments[(f"reg/{name}",
                                                                      manifest.digest)]]
@@ -96,7 +98,7 @@ def test_a_failure_to_read_the_image_is_reported_and_the_provenance_still_attach
     assert any("base" in m and "engine hiccup" in m for m in messages)
     assert (tmp_path / ".stackbuild/provenance/base.json").exists()
     assert not stale.exists()
-    digest = backend.registry.find("reg/base:latest").digest
+    digest = backend.registry.find(next(r for r in results if r.image == "base").tags[0]).digest
     assert [a.tag_suffix for a in backend.registry.attachments[("reg/base", digest)]] == ["att"]
 
 
