@@ -819,6 +819,64 @@ def backend_fixed_costs(ctx: Context) -> None:
         ))
 
 
+# --------------------------------------------------------------------------- 6. provenance
+
+
+def bench_provenance(ctx: Context) -> None:
+    """The example stack rebuilt with provenance and SBOM on, and with --no-provenance,
+    interleaved (the order alternates, so drift on a shared machine hits both)."""
+    say("6. example stack: build with provenance vs --no-provenance, interleaved")
+    directory = ctx.stack_dir("example")
+    directory.mkdir(parents=True)
+    shutil.copytree(REPO / "images", directory / "images", symlinks=True)
+    busybox = directory / "images/base/rootfs/bin/busybox"
+    if not busybox.exists():
+        busybox.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.environ.get("BUSYBOX", "/usr/bin/busybox"), busybox)
+    text = (REPO / "stack.yaml").read_text()
+    # the run's names and label, so clean-up finds every image
+    text = text.replace("version: 1\n", f"version: 1\nregistry: {ctx.prefix}\n", 1)
+    text = text.replace("  labels:\n", f"  labels:\n    {RUN_LABEL}: {ctx.run_id}\n", 1)
+    stack = directory / "stack.yaml"
+    stack.write_text(text)
+    names = [line.strip().rstrip(":") for line in text.split("images:\n", 1)[1].splitlines()
+             if line.startswith("  ") and not line.startswith("   ")]
+    force = [arg for name in names for arg in ("--force", name)]
+    repeat = 3 if ctx.quick else 8
+    for no_cache in (False, True):
+        extra = ["--no-cache"] if no_cache else []
+        ctx.stackbuild(stack, "build", *extra)  # lock file, layer cache, page cache
+        on: list[float] = []
+        off: list[float] = []
+        for i in range(repeat):
+            for provenance in ((True, False) if i % 2 == 0 else (False, True)):
+                args = ["build", "--json", *force, *extra]
+                result = ctx.stackbuild(stack, *args, *([] if provenance else ["--no-provenance"]))
+                (on if provenance else off).append(result.seconds)
+        written = sorted(p.name for p in (directory / ".stackbuild/sbom").iterdir())
+        r = ratio(median(on), median(off))
+        label = "--no-cache" if no_cache else "layer cache on"
+        ctx.details.append(
+            f"- example stack ({len(names)} images, {label}), build --force of every image: "
+            f"provenance on {median(on):.3f} s, --no-provenance {median(off):.3f} s (medians of "
+            f"{repeat}, interleaved; {len(written)} SBOMs written)"
+        )
+        ctx.rows.append(Row(
+            f"6. example stack build ({label}): provenance + SBOM on / --no-provenance",
+            f"{r:.3f} ({1000 * (median(on) - median(off)):+.0f} ms)", "≤ 1.05", r <= 1.05,
+        ))
+    # every forced rebuild left the previous images dangling, each with its children:
+    # remove them all now, children before parents, a pass at a time
+    for _ in range(6):
+        left = [i["Id"] for i in ctx.engine.images()  # the example's (not the run's base)
+                if (i.get("Labels") or {}).get(RUN_LABEL) == ctx.run_id
+                and "stackbuild.image" in (i.get("Labels") or {})]
+        if not left:
+            break
+        for image_id in left:
+            ctx.engine.remove(image_id, force=True)
+
+
 # --------------------------------------------------------------------------- main
 
 BENCHMARKS: dict[str, Callable[[Context], None]] = {
@@ -828,6 +886,7 @@ BENCHMARKS: dict[str, Callable[[Context], None]] = {
     "3": bench_noop,
     "4": bench_plan,
     "5": bench_one_image,
+    "6": bench_provenance,
 }
 
 
@@ -851,7 +910,7 @@ def machine(ctx: Context) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller stacks, < 3 minutes")
-    parser.add_argument("--only", default="", help="comma-separated benchmark numbers (0-5)")
+    parser.add_argument("--only", default="", help="comma-separated benchmark numbers (0-6)")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
     args = parser.parse_args(argv)
     chosen = [c.strip() for c in args.only.split(",") if c.strip()] or list(BENCHMARKS)

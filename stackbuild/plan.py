@@ -118,9 +118,11 @@ def _mapping_changes(code: str, noun: str, old: Mapping, new: Mapping) -> list[R
 
 
 def explain_changes(
-    context_rel: str, old: ImageInputs, new: ImageInputs, rebuilt_parents: Collection[str] = ()
+    context_rel: str, old: ImageInputs, new: ImageInputs, rebuilt_parents: Collection[str] = (),
+    max_files: int | None = MAX_FILE_REASONS,
 ) -> list[Reason]:
-    """What differs between the last build's inputs and now, most telling first."""
+    """What differs between the last build's inputs and now, most telling first; at most
+    ``max_files`` context files are named (None: every one)."""
     reasons: list[Reason] = []
     if old.dockerfile != new.dockerfile:
         reasons.append(Reason("dockerfile-changed", "Dockerfile changed"))
@@ -139,9 +141,9 @@ def explain_changes(
             file_reasons.append(
                 Reason("context-file-changed", f"context file {what}: {prefix}{path}")
             )
-    if len(file_reasons) > MAX_FILE_REASONS:
-        hidden = len(file_reasons) - MAX_FILE_REASONS
-        file_reasons = file_reasons[:MAX_FILE_REASONS] + [
+    if max_files is not None and len(file_reasons) > max_files:
+        hidden = len(file_reasons) - max_files
+        file_reasons = file_reasons[:max_files] + [
             Reason("context-files-changed", f"... and {hidden} more context file changes")
         ]
     reasons += file_reasons

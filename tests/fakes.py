@@ -12,6 +12,8 @@
 - a log of every call (``calls``: every attempt; ``completed``: the ones that did
   their work, i.e. did not raise and, for a build, built), read with
   ``attempts(name)``, ``done(name)`` and ``history(*names)``;
+- attestations: ``FakeImage.files`` is an image's filesystem (``read_image_files``), and
+  ``FakeRegistry.attachments`` what was attached to each manifest digest;
 - failures on request: ``fail=`` (builds that fail), ``die_building=`` (builds that
   kill the engine), ``dead`` (the engine stops answering: every call raises
   ``EngineUnreachable``), ``check_pins`` (a build whose pin names no local image fails,
@@ -29,12 +31,13 @@ import io
 import json
 import tarfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
+    Attachment,
     Backend,
     BuildRequest,
     BuildResult,
@@ -94,6 +97,8 @@ class FakeRegistry(dict[str, Manifest]):
 
     def __init__(self, entries: Mapping[str, str | Manifest] | None = None) -> None:
         super().__init__()
+        # (repository, subject digest) -> what was attached to it, in order
+        self.attachments: dict[tuple[str, str], list[Attachment]] = {}
         for ref, entry in (entries or {}).items():
             self.put(ref, entry if isinstance(entry, Manifest) else Manifest(entry))
 
@@ -120,6 +125,7 @@ class FakeImage:
     labels: dict[str, str] = field(default_factory=dict)
     repo_digests: set[str] = field(default_factory=set)  # "repository@sha256:..."
     size: int = 0  # bytes of its layer in a saved tar
+    files: dict[str, bytes] = field(default_factory=dict)  # its filesystem: path -> content
     layers: tuple[Layer, ...] = ()  # bottom first; a build: its first pin's, plus its own
 
 
@@ -152,6 +158,7 @@ class FakeBackend:
         # image -> the warnings its build reports (a real one: a cache_from out of reach)
         self.build_warnings: dict[str, tuple[str, ...]] = {}
         self.indexes: dict[str, Any] = {}  # normal_ref -> the image index put there
+        self.filesystems: dict[str, dict[str, bytes]] = {}  # image name -> what a build holds
         self.calls: list[tuple[str, str]] = []  # (method, what it was asked about), in order
         self.completed: list[tuple[str, str]] = []  # the calls that did their work
         self._next: dict[tuple[str, str | None], list[Exception]] = {}
@@ -289,7 +296,8 @@ class FakeBackend:
         below = next((self._find(s) for _r, s in sorted(request.pins.items())), None)
         own = Layer(f"sha256:layer-of-{image_id}", 100, f"COPY . / for {request.image}")
         layers = (below.layers if below else ()) + (own,)
-        self.add_image(image_id, request.tags, labels=request.labels, layers=layers)
+        built = self.add_image(image_id, request.tags, labels=request.labels, layers=layers)
+        built.files.update(self.filesystems.get(request.image, {}))
         self._leave("build", request.image)
         warnings = self.build_warnings.get(request.image, ())
         return BuildResult(ok=True, image_id=image_id, warnings=warnings)
@@ -482,6 +490,48 @@ class FakeBackend:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         return buffer.getvalue()
+
+    def engine_version(self) -> str:
+        self._enter("engine_version")
+        self._leave("engine_version")
+        return "fake-1.0"
+
+    def read_image_files(self, ref: str, paths: Iterable[str],
+                         wanted: Callable[[str], bool]) -> dict[str, bytes]:
+        self._enter("read_image_files", ref)
+        image = self._find(ref)
+        if image is None:
+            raise StackbuildError(f"cannot read the files of {ref}: no such image")
+        self._leave("read_image_files", ref)
+        roots = [p.strip("/") for p in paths]
+        return {path: data for path, data in image.files.items() if wanted(path) and any(
+            path == root or path.startswith(root + "/") for root in roots)}
+
+    def attach(self, subject_ref: str, attachment: Attachment) -> str:
+        self._enter("attach", subject_ref)
+        repository, _, digest = split_reference(subject_ref)
+        if not digest or self.registry.find(subject_ref) is None:
+            raise registry_error(f"manifest unknown: {subject_ref}", subject_ref, "attach")
+        with self.lock:
+            self.registry.attachments.setdefault(
+                (repository_of(repository), digest), []).append(attachment)
+        self._leave("attach", subject_ref)
+        return "sha256:" + hashlib.sha256(attachment.payload).hexdigest()
+
+    def fetch_attachment(self, subject_ref: str, artifact_type: str,
+                         tag_suffix: str) -> bytes | None:
+        self._enter("fetch_attachment", subject_ref)
+        repository, _, digest = split_reference(subject_ref)
+        found = [a for a in self.registry.attachments.get(
+            (repository_of(repository), digest or ""), []) if a.artifact_type == artifact_type]
+        self._leave("fetch_attachment", subject_ref)
+        return found[-1].payload if found else None
+
+    def registry_labels(self, ref: str) -> dict[str, str] | None:
+        self._enter("registry_labels", ref)
+        manifest = self.registry.find(ref)
+        self._leave("registry_labels", ref)
+        return None if manifest is None else dict(manifest.labels)
 
     def save(self, refs: Iterable[str], fileobj: ByteWriter) -> None:
         refs = list(refs)

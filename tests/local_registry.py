@@ -139,12 +139,16 @@ class LocalRegistry:
         except OSError:
             return None
 
-    def tags(self, repository: str) -> list[str]:
-        """The tags of ``repository`` (without the address); [] when there is none."""
+    def tags(self, repository: str, attachments: bool = False) -> list[str]:
+        """The tags of ``repository`` (without the address); [] when there is none.
+        The ``sha256-<hex>.att``/``.sbom`` tags of attached documents only with
+        ``attachments``: they name no image."""
         try:
             request = self._request(f"/v2/{repository}/tags/list")
             with urllib.request.urlopen(request, timeout=5) as response:
-                return sorted(json.load(response).get("tags") or [])
+                tags = sorted(json.load(response).get("tags") or [])
+                return tags if attachments else [
+                    t for t in tags if not (t.startswith("sha256-") and "." in t)]
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 return []

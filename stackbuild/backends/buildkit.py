@@ -491,11 +491,11 @@ class BuildKitBuilder:
                 # an engine that is not there: EngineUnreachable, in the SDK backend's
                 # words, rather than a probe failure blamed on the client
                 engine.ping()
-                version = engine.engine_version()  # None: not cached (not a local engine)
+                version = engine.engine_version()
                 with tempfile.TemporaryDirectory(prefix="stackbuild-") as tmp:
                     env = self._cli_environ(engine, tmp)
                     now = time.time()
-                    if version is not None and env.get("DOCKER_CERT_PATH") is None:
+                    if env.get("DOCKER_CERT_PATH") is None:
                         self._cli = cached_cli(env, version, now)
                     if self._cli is None:
                         try:
@@ -503,7 +503,7 @@ class BuildKitBuilder:
                         except BuildKitUnavailable as e:
                             self._cli_error = e
                         else:
-                            if version is not None and env.get("DOCKER_CERT_PATH") is None:
+                            if env.get("DOCKER_CERT_PATH") is None:
                                 remember_cli(env, version, self._cli, now)
             if self._cli_error is not None:
                 raise self._cli_error

@@ -71,6 +71,17 @@ class ByteWriter(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A document attached to an image in its registry: an OCI artifact whose ``subject``
+    is the image's manifest (found through the referrers API, or where a registry has
+    none, the tag ``sha256-<hex>.<tag_suffix>`` as cosign names them)."""
+
+    artifact_type: str  # media type of the document, e.g. application/vnd.in-toto+json
+    payload: bytes
+    tag_suffix: str  # "att" | "sbom"
+
+
 class Cancelled(Exception):
     """A streaming call (build, push, pull) was aborted because its cancel event was set."""
 
@@ -164,6 +175,31 @@ class Backend(Protocol):
 
     def pull(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         """Pull ``ref``; the local image id. Cancelled when cancelled."""
+
+    # -- attestations (provenance, SBOM)
+
+    def engine_version(self) -> str:
+        """The engine's version ("20.10.24"), for the provenance's builder."""
+
+    def read_image_files(self, ref: str, paths: Iterable[str],
+                         wanted: Callable[[str], bool]) -> dict[str, bytes]:
+        """The regular files at or under ``paths`` (files or directories, relative to /) of
+        local image ``ref``'s filesystem whose path (relative to /, no leading slash)
+        ``wanted`` accepts, read without running the image; missing paths are skipped.
+        A wanted symlink maps to ``b"symlink:" + its target``."""
+
+    def attach(self, subject_ref: str, attachment: Attachment) -> str:
+        """Attach ``attachment`` to the manifest ``subject_ref`` ("repo@sha256:...") names
+        in its registry; the artifact manifest's digest. RegistryError when refused."""
+
+    def fetch_attachment(self, subject_ref: str, artifact_type: str,
+                         tag_suffix: str) -> bytes | None:
+        """The newest document of ``artifact_type`` attached to ``subject_ref``, found from
+        that digest alone; None when there is none. RegistryError when unreachable."""
+
+    def registry_labels(self, ref: str) -> dict[str, str] | None:
+        """The labels of ``ref``'s image as its registry holds it (its config), without
+        pulling; None when the registry has no such image."""
 
     # -- moving images without a registry
 

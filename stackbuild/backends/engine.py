@@ -31,10 +31,13 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
+from stackbuild.backends import artifacts
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
+    Attachment,
     Backend,
     BuildRequest,
     BuildResult,
@@ -77,6 +80,7 @@ PING_TIMEOUT = 15  # s, ping and the API version probe: "is anybody there?"
 TIMEOUT_ENV = "STACKBUILD_ENGINE_TIMEOUT"  # s, overrides both (a slow engine, or tests)
 CONNECT_TIMEOUT = 30  # s, connecting for a streaming call; reading it has no timeout
 CANCEL_POLL = 0.1  # s, how often a watcher looks at the cancel event
+READ_WORKERS = 8  # paths of an image read at once (read_image_files)
 POOL_SIZE = 32  # connections kept per engine: one per concurrent build, -j can exceed 10
 
 
@@ -287,6 +291,7 @@ class DockerEngine:
         self._client_lock = threading.Lock()
         # cache_from registries that failed this run: host -> why (asked once, not per image)
         self._cache_unreachable: dict[str, str] = {}
+        self._version: str | None = None  # the engine's, once asked
 
     def __repr__(self) -> str:
         return f"DockerEngine({self.name!r}, {self.builder.kind})"
@@ -425,18 +430,6 @@ class DockerEngine:
         if any(line.lower().startswith(b"transfer-encoding:") for line in lines[1:]):
             return None
         return body
-
-    def engine_version(self) -> str | None:
-        """A local engine's version and commit ("20.10.24+dfsg1 297e128"), asked without
-        the SDK; None for any other engine or answer."""
-        body = self._local_get("/version", PING_TIMEOUT)
-        try:
-            info = json.loads(body) if body is not None else None
-        except ValueError:
-            return None
-        if not isinstance(info, dict) or not info.get("Version"):
-            return None
-        return f"{info['Version']} {info.get('GitCommit', '')}".strip()
 
     def ping(self) -> None:
         """Raise EngineUnreachable with one clear sentence when the engine does not answer."""
@@ -813,6 +806,92 @@ class DockerEngine:
             raise RegistryError(f"the engine reported pulling {ref} but has no such image")
         return image_id
 
+    # -- attestations (provenance, SBOM) ----------------------------------------------
+
+    def engine_version(self) -> str:
+        """The engine's version and commit ("20.10.24+dfsg1 297e128"), asked once per
+        connection: over a local socket without loading the SDK where it can (the
+        BuildKit client cache keys on it at start-up), else through the SDK."""
+        if self._version is None:
+            body = self._local_get("/version", PING_TIMEOUT)
+            try:
+                info = json.loads(body) if body is not None else None
+            except ValueError:
+                info = None
+            if not isinstance(info, dict) or not info.get("Version"):
+                with self.engine_errors():
+                    info = self.api.version()
+            self._version = f"{info.get('Version', 'unknown')} {info.get('GitCommit', '')}".strip()
+        return self._version
+
+    def read_image_files(self, ref: str, paths: Iterable[str],
+                         wanted: Callable[[str], bool]) -> dict[str, bytes]:
+        """Files of ``ref``'s filesystem, from a container created (never started): each
+        of ``paths`` is asked for on its own, in parallel (a missing one costs one quick
+        404), a directory streamed and only its ``wanted`` files kept."""
+        import docker.errors
+
+        with self.engine_errors("reading an image's files"):
+            # a command it never runs: an image with neither CMD nor ENTRYPOINT needs one
+            container = self.api.create_container(ref, command=["stackbuild-read-only"],
+                                                  labels={"stackbuild.reading": ref})
+        found: dict[str, bytes] = {}
+        try:
+            with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
+                for files in pool.map(
+                    lambda path: self._archive_files(container["Id"], path, wanted), paths
+                ):
+                    found.update(files)
+        finally:
+            with contextlib.suppress(docker.errors.APIError), self.engine_errors():
+                self.api.remove_container(container["Id"], force=True)
+        return found
+
+    def _archive_files(self, container: str, path: str,
+                       wanted: Callable[[str], bool]) -> dict[str, bytes]:
+        """The ``wanted`` regular files at or under ``path`` of a container ({} if none)."""
+        import tarfile
+
+        import docker.errors
+
+        found: dict[str, bytes] = {}
+        parent = path.strip("/").rpartition("/")[0]
+        try:
+            with self.engine_errors("reading an image's files"):
+                stream, _stat = self.api.get_archive(container, "/" + path.strip("/"))
+                reader = cast("IO[bytes]", _ChunkReader(stream))  # tarfile reads only read()
+                with tarfile.open(fileobj=reader, mode="r|") as tar:
+                    for member in tar:
+                        # members are named from the path's last part: put its parent back
+                        name = f"{parent}/{member.name}" if parent else member.name
+                        if member.isreg() and wanted(name):
+                            extracted = tar.extractfile(member)
+                            if extracted is not None:
+                                found[name] = extracted.read()
+                        elif member.issym() and wanted(name):
+                            found[name] = b"symlink:" + member.linkname.encode()
+        except docker.errors.NotFound:
+            return {}
+        except (tarfile.TarError, docker.errors.APIError) as e:
+            raise StackbuildError(f"cannot read {path} of an image: {e}") from e
+        return found
+
+    def attach(self, subject_ref: str, attachment: Attachment) -> str:
+        """Push ``attachment`` as an OCI artifact with ``subject_ref`` as its subject."""
+        import time
+
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return artifacts.attach(subject_ref, attachment, created)
+
+    def fetch_attachment(self, subject_ref: str, artifact_type: str,
+                         tag_suffix: str) -> bytes | None:
+        """The document of ``artifact_type`` attached to ``subject_ref`` in its registry."""
+        return artifacts.fetch_attachment(subject_ref, artifact_type, tag_suffix)
+
+    def registry_labels(self, ref: str) -> dict[str, str] | None:
+        """The labels of ``ref``'s image config, read from its registry."""
+        return artifacts.registry_labels(ref)
+
     def save(self, refs: Iterable[str], fileobj: ByteWriter) -> None:
         """Write ``docker save`` of ``refs`` (every tag kept) as one tar into ``fileobj``."""
         import docker.errors
@@ -850,6 +929,25 @@ class DockerEngine:
         except StreamError as e:
             raise StackbuildError(f"docker load failed: {e}") from e
         return loaded
+
+
+class _ChunkReader:
+    """A file object over an iterator of byte chunks (an archive of the engine), for tarfile."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = bytearray()
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buffer) < n:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            self._buffer += chunk
+        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
 
 
 # DockerEngine is the Backend: a method of the contract missing or mistyped here is a type

@@ -3,9 +3,11 @@ than through the engine, which can neither read a manifest's bytes nor push an i
 
 Used to check a digest the registry reports (through the engine) against the bytes
 it serves (``run.upstream.verify_digest``), to move a release tag to a manifest
-the registry already holds (``retag_manifest``: GET it, PUT the same bytes), and to
+the registry already holds (``retag_manifest``: GET it, PUT the same bytes), to
 read an image's config (its labels and creation time: the build durations of
-``run.history``) without pulling it (``fetch_config``). Asks as
+``run.history``) without pulling it (``fetch_config``), to put an image index
+(``put_manifest``), and any other call (``registry_request``, for attached
+documents: ``artifacts``). Asks as
 the engine would: the same credentials (the Docker config and credential helpers,
 through the docker SDK's ``auth``), Basic or Bearer token auth, plain HTTP for a
 loopback registry.
@@ -18,7 +20,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from stackbuild.backends.contract import ManifestUnreachable
@@ -192,6 +194,40 @@ def put_manifest(ref: str, body: bytes, media_type: str) -> str:
     except (OSError, ValueError) as error:
         raise ManifestUnreachable(f"PUT {url}: {error}") from None
     return digest or f"sha256:{hashlib.sha256(body).hexdigest()}"
+
+
+def registry_path(ref: str) -> tuple[str, str, str]:
+    """``(scheme://host, what the engine calls the registry, repository path)`` of ``ref``."""
+    url, path, config_name = _manifest_url(ref)
+    return url.split("/v2/", 1)[0], config_name, path
+
+
+def _lower(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    # header names are case-insensitive, and Go servers send OCI-Subject as Oci-Subject
+    return {name.lower(): value for name, value in headers}
+
+
+def registry_request(
+    ref: str, method: str, endpoint: str, *, data: bytes | None = None,
+    headers: Mapping[str, str] | None = None, push: bool = False,
+) -> tuple[int, Mapping[str, str], bytes]:
+    """One request to ``/v2/<ref's repository>/<endpoint>`` (or an absolute URL the
+    registry gave, e.g. an upload's Location), as ``_send`` asks (``push`` asks for a
+    push token). ``(status, headers with lower-case names, body)``, error statuses
+    included; ManifestUnreachable when there is no answer."""
+    import urllib.error
+
+    base, config_name, path = registry_path(ref)
+    url = endpoint if "://" in endpoint else f"{base}/v2/{path}/{endpoint}"
+    try:
+        with _send(url, path, config_name, "pull,push" if push else "pull", method=method,
+                   data=data, headers=headers) as answer:  # fmt: skip
+            return answer.status, _lower(answer.headers.items()), answer.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, _lower(error.headers.items()), error.read()
+    except (OSError, ValueError) as error:  # URLError is an OSError
+        raise ManifestUnreachable(f"{url}: {error}") from None
 
 
 def _registry_failure(error: Exception, ref: str, doing: str) -> RegistryError:

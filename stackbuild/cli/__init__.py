@@ -1,5 +1,5 @@
-"""The ``stackbuild`` command line: plan, build, refresh, lock, graph, ls, why, save, load, schema,
-init, layers, report, ci.
+"""The ``stackbuild`` command line: plan, build, refresh, lock, graph, ls, why, verify, save,
+load, schema, init, layers, report, ci.
 
 The top layer. ``cli`` (this module) is the group: the global options, exit codes and
 signals. Each command is a module of ``cli/commands/`` that imports what it needs and
@@ -46,6 +46,7 @@ COMMANDS = {
     "lock": ("lock", "lock_command"),
     "graph": ("graph", "graph"),
     "ls": ("graph", "ls_command"),
+    "verify": ("verify", "verify"),
     "save": ("archive", "save_command"),
     "load": ("archive", "load_command"),
     "schema": ("schema", "schema"),

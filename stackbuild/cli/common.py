@@ -64,6 +64,11 @@ PUSH_JOBS = click.option(
     "--push-jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=2, show_default=True,
     help="Pushes at once (they run alongside the builds).",
 )
+NO_PROVENANCE = click.option(
+    "--no-provenance", is_flag=True,
+    help="Write no provenance or SBOM (.stackbuild/provenance, .stackbuild/sbom) and attach "
+    "none to pushed images.",
+)
 BUILDER = click.option(
     "--builder", "builder_urls", multiple=True, metavar="URL[=SLOTS]",
     help="Build on this Docker engine (repeat for a pool; replaces stack.yaml's builders). "

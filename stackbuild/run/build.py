@@ -30,6 +30,7 @@ from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, Plan
 from stackbuild.platforms import node_platform, platform_tag
 from stackbuild.refs import fingerprint12
+from stackbuild.run.attest import Attestor
 from stackbuild.run.history import duration_label
 from stackbuild.run.pool import EnginePool, EngineSlot
 from stackbuild.run.registry import RegistryHooks
@@ -112,6 +113,7 @@ class BuildRun:
         stop: threading.Event | None = None,
         registry_hooks: RegistryHooks | None = None,
         pool: EnginePool | None = None,
+        attestor: Attestor | None = None,
     ) -> None:
         self.analysis = analysis
         self.stack = analysis.stack
@@ -130,6 +132,7 @@ class BuildRun:
         self.registry_hooks = registry_hooks
         # several engines (stackbuild.run.pool): its slots replace -j
         self.pool = pool
+        self.attestor = attestor  # provenance and SBOM of each built image (run.attest)
 
     def request_for(self, name: str) -> BuildRequest:
         spec = self.stack.images[name]
@@ -186,7 +189,7 @@ class BuildRun:
             log(line)
             self.reporter.image_output(name, line)
 
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         message: str | None  # the error of a failed build, one line
         try:
             if slot:  # parents built on other engines are pulled onto this one
@@ -228,6 +231,9 @@ class BuildRun:
         if result_ok and image_id:
             with self.lock:
                 self.image_ids[name] = image_id
+                parent_ids = {p: self.image_ids[p] for p in self.analysis.inputs[name].parents}
+            if self.attestor:  # before the push below, which attaches what it writes
+                self.attestor.built(name, backend, image_id, parent_ids, started_at, time.time())
             if self.registry_hooks:  # pushed on the registry's own threads; children go on
                 self.registry_hooks.built(name, list(request.tags))
         with self.lock:
@@ -319,6 +325,8 @@ class BuildRun:
                 run_threaded(schedule, slots, self.build_one, self.stop, self.on_event)
             finally:
                 self.logs.close()
+        if self.attestor:
+            self.attestor.wait()
         if self.registry_hooks:  # waits for the pushes; a failed one fails its image
             self.registry_hooks.finish(self.results)
         return [self.results[step.image] for step in self.plan.steps]

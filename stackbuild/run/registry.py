@@ -260,8 +260,11 @@ class Pusher:
         stop: threading.Event,
         notify: Callable[[str], None],
         policy: RetryPolicy | None = None,
+        after_push: Callable[[str, str, LogSink], None] | None = None,
     ) -> None:
         self.backend = backend
+        # (image, "repo@<pushed digest>", log): e.g. attach its attestations (run.attest)
+        self.after_push = after_push
         self.logs_dir = logs_dir
         self.stop = stop
         self.notify = notify
@@ -325,6 +328,10 @@ class Pusher:
                 )
                 log(f"=== stackbuild: pushed {ref} {digest} ===")
                 outcome.pushed.append(ref)
+            if self.after_push and outcome.pushed and not outcome.cancelled:
+                subject = f"{split_reference(ref)[0]}@{digest}"
+                after = functools.partial(self.after_push, image, subject, log)
+                self._retrying(after, log, ref)
         except Exception as error:  # any failure is this image's, never the run's
             outcome.cancelled = isinstance(error, Cancelled) or self.stop.is_set()
             outcome.error = "push cancelled: interrupted" if outcome.cancelled else str(error)

@@ -221,3 +221,10 @@ def test_usage_errors_exit_2(example: Path, args: list[str]) -> None:
     proc = run("-f", str(example), *args, DOCKER_HOST="unix:///nonexistent.sock")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_verify_refuses_what_is_not_an_image_reference(example: Path) -> None:
+    proc = run("-f", str(example), "verify", "Not A Ref")
+    assert proc.returncode == 2
+    assert "not an image reference" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from stackbuild.cli.common import (
     JOBS,
     JSON,
     KEEP_GOING,
+    NO_PROVENANCE,
     NO_WAIT,
     PROMOTE,
     PUSH,
@@ -41,6 +43,7 @@ from stackbuild.errors import (
 )
 from stackbuild.manifest import load_stack
 from stackbuild.platforms import check_backend
+from stackbuild.run.attest import Attestor
 from stackbuild.run.build import BuildOptions, BuildRun, git_revision
 from stackbuild.run.history import fill_from_registry
 from stackbuild.run.pool import PoolPushes, attach_registry, pool_builders
@@ -85,6 +88,7 @@ def _install_stop_handlers(stop: threading.Event, notice: Callable[[str], None])
 @BUILDER
 @SINCE
 @JUNIT
+@NO_PROVENANCE
 @pass_context
 def build(
     ctx: Context,
@@ -104,6 +108,7 @@ def build(
     builder_urls: tuple[str, ...],
     since: str | None,
     junit: Path | None,
+    no_provenance: bool,
 ) -> int:
     """Build what changed, and everything built on it, in parallel.
 
@@ -122,6 +127,7 @@ def build(
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
         builder_urls=builder_urls, promote=promote, since=since, junit=junit,
+        provenance=not no_provenance,
     )
 
 
@@ -138,6 +144,7 @@ def build(
 @PROMOTE
 @BUILDER
 @JUNIT
+@NO_PROVENANCE
 @pass_context
 def refresh_command(
     ctx: Context,
@@ -153,6 +160,7 @@ def refresh_command(
     promote: str | None,
     builder_urls: tuple[str, ...],
     junit: Path | None,
+    no_provenance: bool,
 ) -> int:
     """Re-resolve every upstream digest, update stack.lock, rebuild what moved.
 
@@ -172,6 +180,7 @@ def refresh_command(
         keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
         force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
         builder_urls=builder_urls, promote=promote, junit=junit,
+        provenance=not no_provenance,
     )
 
 
@@ -195,6 +204,7 @@ def _run_build(
     promote: str | None = None,
     since: str | None = None,
     junit: Path | None = None,
+    provenance: bool = True,
 ) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
 
@@ -264,10 +274,15 @@ def _run_build(
             pull=pull,
         )
         pusher = None
+        # provenance and SBOM of each built image, attached to it when pushed
+        attestor = Attestor(analysis, backend_kind or stack.backend, reporter.message,
+                            warm=bool(plan_.to_build)) if provenance else None  # fmt: skip
         if push:
             # a pool pushes each image from an engine that holds it
             pusher = Pusher(PoolPushes(pool) if pool else backend, push_jobs,
-                            analysis.state.logs, stop, reporter.message)  # fmt: skip
+                            analysis.state.logs, stop, reporter.message,
+                            after_push=functools.partial(attestor.attach, backend=backend)
+                            if attestor else None)  # fmt: skip
         hooks = RegistryHooks(backend, analysis, existing.remote, pusher, stop)
         if pool:
             attach_registry(pool, lambda engine_backend: RegistryHooks(
@@ -275,7 +290,7 @@ def _run_build(
         try:
             results = BuildRun(
                 analysis, plan_, backend, reporter, options, existing.local, stop,
-                registry_hooks=hooks, pool=pool,
+                registry_hooks=hooks, pool=pool, attestor=attestor,
             ).run()
             if pusher:  # the fingerprint tags are in; the release tags move on what passed
                 promoter = Promoter(analysis, backend, stop, reporter.message,
