@@ -110,7 +110,9 @@ def judge(check: CheckSpec, outcome: CheckOutcome, duration_s: float) -> CheckRe
                 f"stderr does not contain {check.expect_stderr!r}; it is {_quote(outcome.stderr)}"
             )
     if check.expect_stdout is not None and check.expect_stdout not in output:
-        return failed(f"{what} does not contain {check.expect_stdout!r}; it is {_quote(output)}")
-    if check.expect_regex is not None and re.search(check.expect_regex, output, re.MULTILINE) is None:
-        return failed(f"{what} does not match /{check.expect_regex}/; it is {_quote(output)}")
+        wanted = check.expect_stdout
+        return failed(f"{what} does not contain {wanted!r}; it is {_quote(output)}")
+    regex = check.expect_regex
+    if regex is not None and re.search(regex, output, re.MULTILINE) is None:
+        return failed(f"{what} does not match /{regex}/; it is {_quote(output)}")
     return CheckResult(check.name, PASSED, duration_s)

@@ -63,6 +63,7 @@ class CheckRequest:
     image: str  # ``ref`` as the stack names it, for messages
     ref: str  # the local image: an id or a reference
     run_id: str  # the CHECK_LABEL value: ``remove_check_containers(run_id)`` finds them
+    name: str = ""  # the check's name, for messages
     argv: tuple[str, ...] = ()  # the command; empty: the image's own (serve)
     script: bytes | None = None  # copied to SCRIPT_DIR/script_name and run as the command
     script_name: str = "check"

@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
+from stackbuild.backends.checks import remove_check_containers, run_check
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
     Backend,
@@ -44,7 +45,6 @@ from stackbuild.backends.contract import (
     LocalImage,
     LogSink,
 )
-from stackbuild.backends.checks import remove_check_containers, run_check
 from stackbuild.backends.manifests import fetch_manifest
 from stackbuild.checks import CheckOutcome
 from stackbuild.dockerfile import pin_references

@@ -334,9 +334,9 @@ class StackChecker:
         """One check of ``tests:`` (schema-valid already): what a schema cannot say."""
         kinds = [kind for kind in ("run", "script", "serve") if kind in written]
         index = path[-1]
-        where = (
-            f"defaults.tests[{index}]" if path[0] == "defaults" else f"tests[{index}] of image {image!r}"
-        )
+        where = f"tests[{index}] of image {image!r}"
+        if path[0] == "defaults":
+            where = f"defaults.tests[{index}]"
         if len(kinds) != 1:
             what = "none of" if not kinds else "more than one of"
             self.problem(

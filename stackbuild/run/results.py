@@ -1,7 +1,8 @@
 """What a run says about each image: its status, where its log is, what was pushed.
 
 One ``ImageResult`` per planned image, in plan order; the summary, ``--json`` and the
-registry's push outcomes all read and write these.
+registry's push outcomes all read and write these. ``ImageResult.passed`` is the one
+answer to "is this image good": built (or up to date) and its checks passed.
 """
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from stackbuild.checks import CheckResult
 from stackbuild.scheduler import Status
+
+# the statuses of an image that may be used, pushed and promoted
+PASSED = frozenset({Status.BUILT, Status.TESTED, Status.UP_TO_DATE})
 
 
 @dataclass
@@ -24,6 +29,25 @@ class ImageResult:
     engine: str | None = None
     log_tail: list[str] = field(default_factory=list)
     pushed: list[str] = field(default_factory=list)  # confirmed by the registry
+    checks: list[CheckResult] = field(default_factory=list)  # the checks run on it, in order
+    tests_skipped: bool = False  # it has checks, not run (--no-test)
+    test_log: str | None = None  # .stackbuild/logs/<image>.test.log, when checks ran
+
+    @property
+    def passed(self) -> bool:
+        """Built (or up to date, or only re-tested) with every check run passing: the one
+        predicate for "this image is good" (checks skipped with --no-test count as the
+        user's choice). Test-failed, failed, blocked and cancelled images are not."""
+        return self.status in PASSED and all(check.passed for check in self.checks)
+
+    @property
+    def tests(self) -> str | None:
+        """What became of its checks in this run: passed, failed, skipped, or None (none ran)."""
+        if self.tests_skipped:
+            return "skipped"
+        if not self.checks:
+            return None
+        return "passed" if all(check.passed for check in self.checks) else "failed"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,4 +60,7 @@ class ImageResult:
             "error": self.error,
             "engine": self.engine,
             "pushed": self.pushed,
+            "tests": self.tests,
+            "checks": [check.to_json() for check in self.checks],
+            "test_log": self.test_log,
         }

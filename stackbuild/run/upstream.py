@@ -230,6 +230,8 @@ class Refresh:
             {name: spec.context_rel for name, spec in analysis.stack.images.items()},
             existing.where(),
             set(force),
+            analysis.tests,
+            analysis.tested,
         )
 
     def header(self) -> str:
