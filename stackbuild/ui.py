@@ -19,7 +19,7 @@ from stackbuild.run.results import ImageResult
 
 STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")  # the classic builder's step lines
 BUILDKIT_STEP = re.compile(r"^#\d+ \[[^\]]*\] (.*)$")  # BuildKit's plain progress
-STATUS_WIDTH = len("cancelled")  # event lines: "<status> <image>", image names aligned
+STATUS_WIDTH = len("test-failed")  # event lines: "<status> <image>", image names aligned
 
 
 def step_of(line: str) -> str | None:
@@ -65,10 +65,14 @@ class PlainReporter:
 
     def image_finished(self, result: ImageResult) -> None:
         with self.lock:
-            self.done += result.status in ("built", "failed")
+            self.done += result.status in ("built", "failed", "test-failed", "tested")
+        passed = sum(check.passed for check in result.checks)
+        tested = f", {passed}/{len(result.checks)} checks passed" if result.checks else ""
         detail = {
-            "built": f"in {result.duration_s:.1f}s {short(result.fingerprint)}",
+            "built": f"in {result.duration_s:.1f}s {short(result.fingerprint)}{tested}",
+            "tested": f"in {result.duration_s:.1f}s{tested}",
             "failed": f"after {result.duration_s:.1f}s: {result.error or 'see log'}",
+            "test-failed": f"{result.error or 'see log'}",
             "blocked": f"({result.error})" if result.error else "",
             "cancelled": "",
         }.get(result.status, "")
@@ -157,32 +161,54 @@ def make_reporter(stream: TextIO | None = None) -> PlainReporter:
     return LiveReporter(stream) if stream.isatty() else PlainReporter(stream)
 
 
+def _tests_cell(result: ImageResult) -> str:
+    """The TESTS column: how many checks passed, "skipped", or "-" when none ran."""
+    if result.tests_skipped:
+        return "skipped"
+    if not result.checks:
+        return "-"
+    passed = sum(check.passed for check in result.checks)
+    return f"{passed}/{len(result.checks)} passed"
+
+
 def summary(results: list[ImageResult], tail_lines: int = 15, engines: bool = False) -> str:
     """The table every build ends with, plus the tail of each failed build's log.
 
     ``engines``: an ENGINE column, where each image was built (a builder pool's run).
     """
+    timed = ("built", "failed", "test-failed", "tested")
     rows = [
         [
             r.image,
             r.status,
-            f"{r.duration_s:.1f}s" if r.status in ("built", "failed") else "-",
+            f"{r.duration_s:.1f}s" if r.status in timed else "-",
             short(r.fingerprint),
-            ", ".join(r.tags) if r.status in ("built", "up-to-date") else "-",
+            ", ".join(r.tags) if r.status in ("built", "up-to-date", "tested") else "-",
         ]
         for r in results
     ]
     headers = ["IMAGE", "STATUS", "DURATION", "FINGERPRINT", "TAGS"]
+    if any(r.checks or r.tests_skipped for r in results):  # a stack without tests: as before
+        headers.insert(4, "TESTS")
+        for row, r in zip(rows, results, strict=True):
+            row.insert(4, _tests_cell(r))
     if engines:
         headers.insert(2, "ENGINE")
         for row, r in zip(rows, results, strict=True):
             row.insert(2, r.engine or "-")
     parts = [table(rows, headers)]
+    checks = [[r.image, c.name, c.status, f"{c.duration_s:.1f}s", c.detail or ""]
+              for r in results for c in r.checks]  # fmt: skip
+    if checks:
+        parts.append("\n" + table(checks, ["IMAGE", "CHECK", "RESULT", "DURATION", "WHY"]))
+    skipped = [r.image for r in results if r.tests_skipped]
+    if skipped:
+        parts.append(f"\nchecks skipped (--no-test): {', '.join(skipped)}")
     for r in results:
-        if r.status == "failed":
-            parts.append(f"\n--- {r.image} failed: {r.error or 'see log'}")
+        if r.status in ("failed", "test-failed"):
+            parts.append(f"\n--- {r.image} {r.status}: {r.error or 'see log'}")
             parts += [f"    {line}" for line in r.log_tail[-tail_lines:]]
-            parts.append(f"    full log: {r.log}")
+            parts.append(f"    full log: {r.test_log if r.status == 'test-failed' else r.log}")
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1

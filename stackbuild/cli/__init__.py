@@ -1,4 +1,5 @@
-"""The ``stackbuild`` command line: plan, build, refresh, lock, graph, ls, why, save, load, schema.
+"""The ``stackbuild`` command line: plan, build, test, refresh, lock, graph, ls, why, save, load,
+schema.
 
 The top layer. ``cli`` (this module) is the group: the global options, exit codes and
 signals. Each command is a module of ``cli/commands/`` that imports what it needs and
@@ -40,6 +41,7 @@ COMMANDS = {
     "plan": ("plan", "plan"),
     "why": ("why", "why"),
     "build": ("build", "build"),
+    "test": ("test", "test_command"),
     "refresh": ("build", "refresh_command"),
     "lock": ("lock", "lock_command"),
     "graph": ("graph", "graph"),

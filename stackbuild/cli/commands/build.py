@@ -43,6 +43,11 @@ from stackbuild.scheduler import Status
 from stackbuild.state import StateDir
 from stackbuild.ui import make_reporter, summary
 
+NO_TEST = click.option(
+    "--no-test", "no_test", is_flag=True,
+    help="Do not run the images' checks (tests: in stack.yaml); the summary says so.",
+)  # fmt: skip
+
 
 def _install_stop_handlers(stop: threading.Event) -> None:
     """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished."""
@@ -71,6 +76,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 @PUSH
 @PUSH_JOBS
 @BUILDER
+@NO_TEST
 @pass_context
 def build(
     ctx: Context,
@@ -87,21 +93,23 @@ def build(
     push: bool,
     push_jobs: int,
     builder_urls: tuple[str, ...],
+    no_test: bool,
 ) -> int:
     """Build what changed, and everything built on it, in parallel.
 
     Upstream images are built on their stack.lock digests; an upstream the
-    lock lacks is resolved and added to it.
+    lock lacks is resolved and added to it. Each built image runs its checks
+    (tests: in stack.yaml) before it counts as built.
 
     \b
-    Exit codes: 0 nothing failed, 1 a build or push failed, 2 bad manifest or usage,
+    Exit codes: 0 nothing failed, 1 a build, check or push failed, 2 bad manifest or usage,
     3 engine unreachable, 130 interrupted.
     """
     return _run_build(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
-        builder_urls=builder_urls,
+        builder_urls=builder_urls, no_test=no_test,
     )
 
 
@@ -116,6 +124,7 @@ def build(
 @PUSH
 @PUSH_JOBS
 @BUILDER
+@NO_TEST
 @pass_context
 def refresh_command(
     ctx: Context,
@@ -129,6 +138,7 @@ def refresh_command(
     push: bool,
     push_jobs: int,
     builder_urls: tuple[str, ...],
+    no_test: bool,
 ) -> int:
     """Re-resolve every upstream digest, update stack.lock, rebuild what moved.
 
@@ -143,7 +153,7 @@ def refresh_command(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
         force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
-        builder_urls=builder_urls,
+        builder_urls=builder_urls, no_test=no_test,
     )
 
 
@@ -164,6 +174,7 @@ def _run_build(
     push_jobs: int,
     refresh: bool,
     builder_urls: tuple[str, ...] = (),
+    no_test: bool = False,
 ) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
 
@@ -213,6 +224,7 @@ def _run_build(
             fail_fast=not keep_going,
             no_cache=no_cache,
             pull=pull,
+            test=not no_test,
         )
         pusher = None
         if push:
@@ -230,7 +242,7 @@ def _run_build(
             ).run()
         finally:
             reporter.close()
-    failed = any(r.status == Status.FAILED for r in results)
+    failed = any(r.status in (Status.FAILED, Status.TEST_FAILED) for r in results)
     interrupted = stop.is_set()
     text = summary(results, engines=pool is not None)
     if push:
