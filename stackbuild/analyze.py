@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from stackbuild.checks import tests_hash
+from stackbuild.checks import checks_digest
 from stackbuild.context import ContextFile, context_files, dockerfile_name_in_context
 from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
 from stackbuild.errors import DockerfileError, ManifestError
@@ -339,4 +339,4 @@ def image_tests_hash(stack: Stack, image: str) -> str:
                 scripts[check.script] = check.script_path.read_bytes()
             except OSError:  # gone since loading: the check itself will say so
                 scripts[check.script] = b""
-    return tests_hash(checks, scripts)
+    return checks_digest(checks, scripts)

@@ -1,6 +1,6 @@
 """Image checks (``tests:`` of stack.yaml), the pure half: their hash and their verdicts.
 
-Pure: no engine, no files. ``tests_hash`` is what ``.stackbuild/`` records with an image
+Pure: no engine, no files. ``checks_digest`` is what ``.stackbuild/`` records with an image
 whose checks passed: the checks are not part of the image's fingerprint (changing a test
 does not change the image), so a changed hash re-runs the checks, never the build.
 ``judge`` turns what a backend reports of one check (``CheckOutcome``) into a
@@ -61,7 +61,7 @@ class CheckResult:
         }
 
 
-def tests_hash(checks: Sequence[CheckSpec], scripts: Mapping[str, bytes]) -> str:
+def checks_digest(checks: Sequence[CheckSpec], scripts: Mapping[str, bytes]) -> str:
     """``sha256:...`` of an image's checks and the scripts they run; "" with no checks."""
     if not checks:
         return ""

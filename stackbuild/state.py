@@ -50,7 +50,7 @@ class BuildRecord:
     tags: list[str] = field(default_factory=list)
     image_id: str | None = None
     engine: str | None = None
-    # the tests hash (checks.tests_hash) whose checks passed on this build; "" when it
+    # the tests hash (checks.checks_digest) whose checks passed on this build; "" when it
     # has none, None when they were not run (--no-test): the next run runs them
     tests: str | None = None
 

@@ -36,7 +36,7 @@ from stackbuild.logs import RunLogs
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, TEST, Plan
 from stackbuild.refs import fingerprint12
-from stackbuild.run.checks import CheckRun, ImageChecks, record_tested, test_result
+from stackbuild.run.checks import CheckRun, ImageChecks, checked_result, record_tested
 from stackbuild.run.pool import EnginePool, EngineSlot
 from stackbuild.run.registry import RegistryHooks
 from stackbuild.run.results import ImageResult
@@ -199,7 +199,7 @@ class BuildRun:
         backend, local = copies[0]
         started = time.monotonic()
         checks = self.checks.run(name, backend, local.id)
-        result = test_result(self.analysis, name, checks, Status.TESTED, tags=tags,
+        result = checked_result(self.analysis, name, checks, Status.TESTED, tags=tags,
                              engine=backend.name,
                              duration_s=time.monotonic() - started)  # fmt: skip
         if result.status is Status.TESTED:

@@ -4,7 +4,7 @@
 ``Backend.run_check``, writes their output to ``.stackbuild/logs/<image>.test.log`` and
 judges each (``stackbuild.checks.judge``). A build runs them right after a successful
 build in the same scheduler slot (``BuildRun``); ``stackbuild test`` runs them on images
-already built (``test_images``). ``record_tested`` writes what passed to ``.stackbuild/``:
+already built (``check_images``). ``record_tested`` writes what passed to ``.stackbuild/``:
 the checks are not in the fingerprint, the tests hash beside it says which passed.
 Every check container carries the run's id, and ``sweep`` removes whatever a run left
 (an interrupt between create and remove), so no container of a check survives the run.
@@ -144,7 +144,7 @@ def record_tested(
     state.save_record(record)
 
 
-def test_result(
+def checked_result(
     analysis: Analysis, name: str, checks: CheckRun, ok_status: Status, **fields: object
 ) -> ImageResult:
     """The ``ImageResult`` of an image whose checks ran: ``ok_status`` when they passed,
@@ -162,7 +162,7 @@ def test_result(
     )
 
 
-def test_images(
+def check_images(
     analysis: Analysis,
     backend: Backend,
     images: dict[str, str],
@@ -180,7 +180,7 @@ def test_images(
     def job(name: str) -> Status:
         started = time.monotonic()
         run = checks.run(name, backend, images[name])
-        result = test_result(analysis, name, run, Status.TESTED, engine=backend.name,
+        result = checked_result(analysis, name, run, Status.TESTED, engine=backend.name,
                              duration_s=time.monotonic() - started)  # fmt: skip
         if result.status is Status.TESTED:
             try:

@@ -14,7 +14,7 @@ from stackbuild.cli.engines import open_engine
 from stackbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from stackbuild.manifest import load_stack
 from stackbuild.plan import short
-from stackbuild.run.checks import test_images
+from stackbuild.run.checks import check_images
 from stackbuild.run.existing import find_existing
 from stackbuild.run.upstream import pinned_analysis
 from stackbuild.state import StateDir
@@ -65,7 +65,7 @@ def test_command(
         images = {name: local[name].id for name in chosen if name in local}
         reporter.message(f"{len(images)} image(s) to test")
         try:
-            results = test_images(
+            results = check_images(
                 analysis, backend, images, jobs or os.cpu_count() or 1, stop,
                 on_result=reporter.image_finished,
             )  # fmt: skip
