@@ -19,7 +19,7 @@ from stackbuild.run.results import ImageResult
 
 STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")  # the classic builder's step lines
 BUILDKIT_STEP = re.compile(r"^#\d+ \[[^\]]*\] (.*)$")  # BuildKit's plain progress
-STATUS_WIDTH = len("test-failed")  # event lines: "<status> <image>", image names aligned
+STATUS_WIDTH = len("cancelled")  # event lines: "<status> <image>", image names aligned
 
 
 def step_of(line: str) -> str | None:
