@@ -200,8 +200,8 @@ class BuildRun:
         started = time.monotonic()
         checks = self.checks.run(name, backend, local.id)
         result = checked_result(self.analysis, name, checks, Status.TESTED, tags=tags,
-                             engine=backend.name,
-                             duration_s=time.monotonic() - started)  # fmt: skip
+                                engine=backend.name,
+                                duration_s=time.monotonic() - started)  # fmt: skip
         if result.status is Status.TESTED:
             try:
                 for tag in tags:  # e.g. latest moved to another build since: point back

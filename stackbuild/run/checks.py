@@ -181,7 +181,7 @@ def check_images(
         started = time.monotonic()
         run = checks.run(name, backend, images[name])
         result = checked_result(analysis, name, run, Status.TESTED, engine=backend.name,
-                             duration_s=time.monotonic() - started)  # fmt: skip
+                                duration_s=time.monotonic() - started)  # fmt: skip
         if result.status is Status.TESTED:
             try:
                 record_tested(analysis, name, images[name], [], backend.name)
