@@ -9,7 +9,7 @@ import threading
 import click
 
 from stackbuild.cli.commands.build import _install_stop_handlers
-from stackbuild.cli.common import JOBS, JSON, NO_WAIT, TARGETS, Context, pass_context
+from stackbuild.cli.common import JSON, MAX_JOBS, NO_WAIT, TARGETS, Context, pass_context
 from stackbuild.cli.engines import open_engine
 from stackbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from stackbuild.manifest import load_stack
@@ -19,6 +19,11 @@ from stackbuild.run.existing import find_existing
 from stackbuild.run.upstream import pinned_analysis
 from stackbuild.state import StateDir
 from stackbuild.ui import make_reporter, summary
+
+JOBS = click.option(
+    "-j", "--jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=None,
+    help="Images tested at once. [default: CPU count]",
+)  # fmt: skip
 
 
 @click.command(name="test")
