@@ -22,3 +22,19 @@ fi
 
 scripts/ensure-docker.sh
 scripts/prepare-example.sh
+
+# Graphviz draws `graph --format svg|png` and the report's graph; headless Chromium
+# renders the report in its test. Installed (as root) only when missing.
+missing=()
+command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "setup: apt-get install -y ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    else
+        echo "setup: not root; install ${missing[*]} for the pictures and the report's test" >&2
+    fi
+fi

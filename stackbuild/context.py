@@ -879,6 +879,38 @@ def _matches_legacy(matcher: PatternMatcher, path: str) -> bool:
         return False  # the CLI ignores this error here (and fails later, if at all)
 
 
+def _context_matcher(root: str, dockerfile_rel: str | None) -> PatternMatcher | None:
+    """The matcher of ``root``'s .dockerignore, with the build files let through; None
+    without patterns. Raises PatternError for a bad pattern."""
+    patterns = read_dockerignore(root)
+    if not patterns:
+        return None
+    matcher = _matcher(tuple(patterns))
+    # docker CLI's TrimBuildFilesFromExcludes: the build files are always sent
+    extra = [
+        "!" + rel
+        for rel in (DOCKERIGNORE, dockerfile_rel)
+        if rel is not None and _matches_legacy(matcher, rel)
+    ]
+    return _matcher(tuple(patterns + extra)) if extra else matcher
+
+
+def would_send(context: Path, dockerfile: Path, rel: str) -> bool:
+    """Whether ``docker build`` would send ``rel`` (a posix path inside the context) if it
+    existed, by the context's .dockerignore as it is now: for a file that is gone (a
+    deleted file still changed what the context was). Raises ContextError like
+    ``context_files``."""
+    root = os.path.abspath(context)
+    dockerfile_rel = _rel_inside(root, os.path.abspath(dockerfile))
+    if rel in (DOCKERIGNORE, dockerfile_rel):
+        return True
+    try:
+        matcher = _context_matcher(root, dockerfile_rel)
+        return matcher is None or not matcher.matches_using_parent(rel, None)[0]
+    except PatternError as e:
+        raise ContextError(f"{os.path.join(root, DOCKERIGNORE)}: {e}") from None
+
+
 def context_files(
     context: Path, dockerfile: Path, exclude: Path | None = None
 ) -> list[ContextFile]:
@@ -894,20 +926,9 @@ def context_files(
     """
     root = os.path.abspath(context)
     dockerfile_rel = _rel_inside(root, os.path.abspath(dockerfile))
-    patterns = read_dockerignore(root)
     where = os.path.join(root, DOCKERIGNORE)
-    matcher: PatternMatcher | None = None
     try:
-        if patterns:
-            matcher = _matcher(tuple(patterns))
-            # docker CLI's TrimBuildFilesFromExcludes: the build files are always sent
-            extra = [
-                "!" + rel
-                for rel in (DOCKERIGNORE, dockerfile_rel)
-                if rel is not None and _matches_legacy(matcher, rel)
-            ]
-            if extra:
-                matcher = _matcher(tuple(patterns + extra))
+        matcher = _context_matcher(root, dockerfile_rel)
         skip = _rel_inside(root, os.path.abspath(exclude)) if exclude is not None else None
         found = _walk(root, matcher, skip)
     except PatternError as e:

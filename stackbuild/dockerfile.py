@@ -64,6 +64,9 @@ class DockerfileInfo:
     # not deduplicated as ``references`` are: a child runs a parent's ONBUILD triggers
     # only when a stage of it is built FROM that parent
     bases: tuple[ImageReference, ...] = ()
+    # the global ARGs (declared before the first FROM) with their values, build args
+    # applied; BuildKit's predefined platform ARGs left out. ``adopt`` tries overrides
+    global_args: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1038,6 +1041,11 @@ class _Analysis:
             warnings=tuple(self.warnings),
             onbuild=tuple(trigger for stage, trigger in self.onbuild if stage == output),
             bases=bases,
+            global_args=tuple(
+                (name, value)
+                for name, value in self.global_args.items()
+                if name not in self.predefined
+            ),
         )
 
     def _warn(self, use: _Use, message: str) -> None:

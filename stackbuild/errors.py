@@ -84,6 +84,13 @@ class UsageError(StackbuildError):
     exit_code = EXIT_USAGE
 
 
+class GitError(StackbuildError):
+    """``--since REF``: git cannot answer (no repository, a REF it does not know, no
+    common history in a shallow clone)."""
+
+    exit_code = EXIT_USAGE
+
+
 class EngineUnreachable(StackbuildError):
     """The Docker engine (or a registry) does not answer."""
 

@@ -50,13 +50,17 @@ def read_lock(path: Path) -> dict[str, str]:
     # The strict loader of stack.yaml, not yaml.safe_load: it locates every value, and it
     # never raises anything but a ManifestError, whatever the bytes (safe_load crashed on
     # non-UTF-8 bytes, `version: 2001-02-30`, `!!int x` and 5,000-digit numbers).
-    display = str(path)
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as error:
         raise LockfileError(f"cannot read {path}: {error.strerror}; {_FIX}") from None
+    return parse_lock(raw, str(path))
+
+
+def parse_lock(raw: bytes, display: str) -> dict[str, str]:
+    """``read_lock`` of a lock's bytes (another revision's, say); errors name ``display``."""
     try:
         doc = load_yaml(raw, display)
     except ManifestError as error:

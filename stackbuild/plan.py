@@ -9,12 +9,13 @@ arg, which parent, which upstream digest.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from stackbuild.fingerprint import ImageInputs
 
 BUILD = "build"
 SKIP = "skip"
+PROMOTE = "promote"  # up to date, but its release tags in the registry lag (plan --push)
 TEST = "test"  # built already (this fingerprint exists here); only its checks run again
 
 # where ``existing`` (make_plan) says a fingerprint exists
@@ -39,7 +40,7 @@ class Reason:
 @dataclass(frozen=True)
 class Step:
     image: str
-    action: str  # BUILD | SKIP | TEST
+    action: str  # BUILD | SKIP | TEST | PROMOTE
     reasons: tuple[Reason, ...]
     fingerprint: str
     parents: tuple[str, ...]
@@ -92,8 +93,21 @@ class Plan:
                 "build": sum(s.action == BUILD for s in self.steps),
                 "skip": sum(s.action == SKIP for s in self.steps),
                 "test": sum(s.action == TEST for s in self.steps),
+                "promote": sum(s.action == PROMOTE for s in self.steps),
             },
         }
+
+
+def with_promotions(plan: Plan, lagging: Mapping[str, str]) -> Plan:
+    """``plan`` with the skipped images of ``lagging`` (image -> what lags) as PROMOTE:
+    nothing to build, but ``--push`` moves their release tags."""
+    steps = tuple(
+        replace(step, action=PROMOTE,
+                reasons=(Reason("release-tags-behind", lagging[step.image]), *step.reasons))
+        if step.action == SKIP and step.image in lagging else step
+        for step in plan.steps
+    )  # fmt: skip
+    return Plan(steps)
 
 
 def short(digest: str, length: int = 12) -> str:

@@ -7,10 +7,11 @@ tested without a terminal.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from stackbuild.graph import StackGraph
-from stackbuild.plan import BUILD, TEST, ImageNotes, Plan, short
+from stackbuild.layers import StackAccount
+from stackbuild.plan import BUILD, PROMOTE, TEST, ImageNotes, Plan, short
 
 # how many warnings of one image ``plan`` lists before pointing at ``why``
 MAX_PLAN_WARNINGS = 5
@@ -35,6 +36,9 @@ def plan_text(plan: Plan, stack_name: str) -> str:
     tested = f", {to_test} to test" if to_test else ""
     lines = [f"plan for {stack_name}: {to_build} to build{tested}, "
              f"{total - to_build - to_test} up to date"]  # fmt: skip
+    promote = sum(step.action == PROMOTE for step in plan)
+    if promote:  # up to date too: only their release tags move
+        lines[0] += f" ({promote} to promote)"
     rows = []
     for step in plan:
         reasons = [r.detail for r in step.reasons] or [""]
@@ -95,11 +99,13 @@ def _graph_lines(
     return lines
 
 
-def graph_dot(graph: StackGraph) -> str:
+def graph_dot(graph: StackGraph, node_attrs: Mapping[str, str] | None = None) -> str:
+    """Graphviz DOT; ``node_attrs`` adds attributes to image nodes (``style=filled``)."""
+    attrs = node_attrs or {}
     body = _graph_lines(
         graph,
         upstream_node=lambda ref: f'  "{ref}" [style=dashed];',
-        image_node=lambda name: f'  "{name}";',
+        image_node=lambda name: f'  "{name}" [{attrs[name]}];' if name in attrs else f'  "{name}";',
         upstream_edge=lambda ref, name: f'  "{ref}" -> "{name}" [style=dashed];',
         edge=lambda parent, child: f'  "{parent}" -> "{child}";',
     )
@@ -208,3 +214,52 @@ def _onbuild_lines(image: str, notes: ImageNotes) -> list[str]:
         )
         lines += [f"    ONBUILD {t.trigger} ({t.location})" for t in inherited.triggers]
     return lines
+
+
+def human_bytes(count: int) -> str:
+    """``1.9 MB``: decimal units, as ``docker images`` prints them."""
+    if abs(count) < 1000:
+        return f"{count} B"
+    size = count / 1000
+    for unit in ("kB", "MB"):
+        if abs(size) < 1000:
+            return f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def layers_text(account: StackAccount) -> str:
+    """Per image own and inherited bytes, per level and in total stored once against
+    the sum of the full sizes, then the warnings."""
+    rows = []
+    for image in account.images:
+        inherited = ", ".join(
+            f"{p.parent} {p.layers} layer(s)" for p in image.parents
+        ) or "-"
+        rows.append([
+            image.name, str(image.level), str(len(image.layers)), human_bytes(image.size),
+            human_bytes(image.own_bytes), human_bytes(image.inherited_bytes), inherited,
+        ])  # fmt: skip
+    lines = [table(rows, ["IMAGE", "LEVEL", "LAYERS", "SIZE", "OWN", "INHERITED", "SHARED WITH"])]
+    lines.append("")
+    level_rows = [
+        [str(level.level), ", ".join(level.images), human_bytes(level.full_bytes),
+         human_bytes(level.stored_bytes)]
+        for level in account.levels
+    ]
+    level_rows.append([
+        "total", f"{len(account.images)} image(s)", human_bytes(account.full_bytes),
+        human_bytes(account.stored_bytes),
+    ])  # fmt: skip
+    lines.append(table(level_rows, ["LEVEL", "IMAGES", "FULL SIZES", "STORED ONCE"]))
+    lines.append(
+        f"saved by sharing: {human_bytes(account.saved_bytes)} "
+        f"({account.saved_bytes} bytes = {account.full_bytes} - {account.stored_bytes})"
+    )
+    if account.missing:
+        lines.append(
+            f"not built at their current fingerprint here: {', '.join(account.missing)} "
+            "(stackbuild build)"
+        )
+    lines += [f"warning: {w}" for image in account.images for w in image.warnings]
+    return "\n".join(lines)

@@ -49,6 +49,7 @@ from stackbuild.backends.contract import (
 )
 from stackbuild.checks import CheckOutcome
 from stackbuild.errors import EngineUnreachable, StackbuildError, registry_error
+from stackbuild.layers import ImageLayers, Layer
 from stackbuild.refs import fingerprint12, repository_of, split_reference
 
 SAVE_CHUNK = 1 << 16  # bytes per write of ``save``, like an engine streaming its tar
@@ -121,6 +122,7 @@ class FakeImage:
     labels: dict[str, str] = field(default_factory=dict)
     repo_digests: set[str] = field(default_factory=set)  # "repository@sha256:..."
     size: int = 0  # bytes of its layer in a saved tar
+    layers: tuple[Layer, ...] = ()  # bottom first; a build: its first pin's, plus its own
 
 
 class FakeBackend:
@@ -172,10 +174,12 @@ class FakeBackend:
         labels: Mapping[str, str] | None = None,
         repo_digests: Iterable[str] = (),
         size: int = 0,
+        layers: Iterable[Layer] = (),
     ) -> FakeImage:
         """Put an image on the engine (or add tags, labels and digests to one it holds)."""
         with self.lock:
             image = self.images.setdefault(image_id, FakeImage(image_id))
+            image.layers = tuple(layers) or image.layers
             image.labels.update(labels or {})
             image.repo_digests.update(normal_ref(d) for d in repo_digests)
             image.size = max(image.size, size)
@@ -279,7 +283,10 @@ class FakeBackend:
         image_id = self.id_format.format(
             image=request.image, fingerprint12=fingerprint12(request.fingerprint)
         )
-        self.add_image(image_id, request.tags, labels=request.labels)
+        below = next((self._find(s) for _r, s in sorted(request.pins.items())), None)
+        own = Layer(f"sha256:layer-of-{image_id}", 100, f"COPY . / for {request.image}")
+        layers = (below.layers if below else ()) + (own,)
+        self.add_image(image_id, request.tags, labels=request.labels, layers=layers)
         self._leave("build", request.image)
         return BuildResult(ok=True, image_id=image_id)
 
@@ -345,6 +352,14 @@ class FakeBackend:
                 return digest
         return image.id
 
+    def image_layers(self, ref: str) -> ImageLayers | None:
+        self._enter("image_layers", ref)
+        image = self._find(ref)
+        self._leave("image_layers", ref)
+        if image is None:
+            return None
+        return ImageLayers(image.id, sum(layer.size for layer in image.layers), image.layers)
+
     def tag(self, image: str, ref: str) -> None:
         self._enter("tag", ref)
         if split_reference(ref)[2]:
@@ -395,6 +410,17 @@ class FakeBackend:
         self._enter("registry_manifest", ref)
         self._leave("registry_manifest", ref)
         return None  # a registry in a dict has no manifest bytes to check a digest against
+
+    def registry_retag(self, source: str, tag: str) -> str:
+        target = f"{split_reference(source)[0]}:{tag}"
+        self._enter("registry_retag", target)
+        manifest = self.registry.find(source)
+        if manifest is None:
+            raise registry_error(f"manifest for {source} not found: manifest unknown", source,
+                                 "read the manifest of")  # fmt: skip
+        self.registry.put(target, manifest)
+        self._leave("registry_retag", target)
+        return manifest.digest
 
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         self._enter("push", ref)

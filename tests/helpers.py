@@ -153,3 +153,25 @@ def containers_mentioning(client: Any, marker: str, running_only: bool = False) 
 def buildkit_printed(lines: list[str], text: str) -> bool:
     """Whether a RUN step printed exactly ``text`` (BuildKit plain progress: "#7 0.123 text")."""
     return any(re.fullmatch(rf"#\d+ \d+\.\d+ {re.escape(text)}", line) for line in lines)
+
+
+EXAMPLE_PARENTS = ("base", "httpd", "tools")  # the example's images others build on
+
+
+def example_stack(root: Path, prefix: str) -> Path:
+    """The repository's example stack (stack.yaml and images/) in ``root``, every image
+    named ``<prefix>/<name>`` and labelled for cleanup; its stack.yaml."""
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo / "images", root / "images", symlinks=True)
+    busybox_rootfs(root / "images" / "base")  # its own layer: shared with no other test
+    for dockerfile in (root / "images").glob("*/Dockerfile"):
+        text = dockerfile.read_text()
+        for name in EXAMPLE_PARENTS:
+            text = re.sub(rf"(FROM\s+|--from=){name}\b", rf"\g<1>{prefix}/{name}", text)
+        dockerfile.write_text(text)
+    manifest = (repo / "stack.yaml").read_text()
+    head, images = manifest.split("\nimages:\n")
+    manifest = head + "\nimages:\n" + re.sub(r"(?m)^  ([a-z-]+):$", rf"  {prefix}/\1:", images)
+    manifest = manifest.replace("  labels:\n", f"  labels:\n    {TEST_LABEL}: {prefix}\n", 1)
+    (root / "stack.yaml").write_text(manifest)
+    return root / "stack.yaml"

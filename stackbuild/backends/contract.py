@@ -15,6 +15,7 @@ from typing import IO, Protocol
 
 from stackbuild.checks import CheckOutcome
 from stackbuild.context import ContextFile
+from stackbuild.layers import ImageLayers
 
 FINGERPRINT_LABEL = "stackbuild.fingerprint"
 IMAGE_LABEL = "stackbuild.image"
@@ -133,6 +134,10 @@ class Backend(Protocol):
     def local_digest(self, ref: str) -> str | None:
         """``ref``'s registry digest as this engine knows it (else its image id), or None."""
 
+    def image_layers(self, ref: str) -> ImageLayers | None:
+        """The local image's layers (inspect's RootFS with history's sizes and
+        instructions) and full size; None when there is no such image."""
+
     def tag(self, image: str, ref: str) -> None:
         """Tag ``image`` (id or reference) as ``ref`` ("repo[:tag]")."""
 
@@ -152,6 +157,11 @@ class Backend(Protocol):
         Docker-Content-Digest header), to check the digest ``registry_digest`` reported.
         ManifestUnreachable when it cannot be had; None when this backend has no way
         of its own to fetch one (then there is nothing to check against)."""
+
+    def registry_retag(self, source: str, tag: str) -> str:
+        """Point ``tag`` of ``source``'s repository, in its registry, at the manifest
+        ``source`` names (same bytes, same digest: no layer is uploaded, nothing local is
+        needed); the digest the tag now has."""
 
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         """Push one tag; the manifest digest the registry stored. Cancelled when cancelled."""

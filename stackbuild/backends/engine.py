@@ -45,7 +45,7 @@ from stackbuild.backends.contract import (
     LocalImage,
     LogSink,
 )
-from stackbuild.backends.manifests import fetch_manifest
+from stackbuild.backends.manifests import fetch_manifest, retag_manifest
 from stackbuild.checks import CheckOutcome
 from stackbuild.dockerfile import pin_references
 from stackbuild.errors import (
@@ -56,6 +56,7 @@ from stackbuild.errors import (
     UsageError,
     registry_error,
 )
+from stackbuild.layers import ImageLayers, layers_from_history
 from stackbuild.refs import exact_reference, repository_of, split_reference
 
 if TYPE_CHECKING:
@@ -642,6 +643,24 @@ class DockerEngine:
                 return digest
         return str(info["Id"])
 
+    def image_layers(self, ref: str) -> ImageLayers | None:
+        """Inspect's ``RootFS.Layers`` and ``Size``, each layer's bytes and instruction
+        from ``docker history`` (paired by ``layers_from_history``)."""
+        import docker.errors
+
+        info = self.inspect(ref)
+        if info is None:
+            return None
+        try:
+            with self.engine_errors():
+                history = self.api.history(str(info["Id"]))
+        except docker.errors.NotFound:
+            return None
+        diff_ids = [str(d) for d in (info.get("RootFS") or {}).get("Layers") or ()]
+        return ImageLayers(
+            str(info["Id"]), int(info.get("Size") or 0), layers_from_history(diff_ids, history)
+        )
+
     # -- registries (push, pull, digests) ----------------------------------------------
     # Registry failures become the RegistryError family of stackbuild.errors (auth
     # refused, not found, unavailable = worth retrying); a vanished engine stays
@@ -674,6 +693,10 @@ class DockerEngine:
     def registry_manifest(self, ref: str) -> tuple[bytes, str, str | None]:
         """``ref``'s manifest, fetched from its registry directly (``manifests``)."""
         return fetch_manifest(ref)
+
+    def registry_retag(self, source: str, tag: str) -> str:
+        """Re-point ``tag`` at ``source``'s manifest, straight in the registry (``manifests``)."""
+        return retag_manifest(source, tag)
 
     def _registry_stream(
         self, path: str, ref: str, params: Mapping[str, Any], log: LogSink,

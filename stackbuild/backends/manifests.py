@@ -1,20 +1,25 @@
 """A registry's manifests, fetched by stackbuild itself rather than through the engine.
 
 Used to check a digest the registry reports (through the engine) against the bytes
-it serves (``run.upstream.verify_digest``). Asks as the engine would: the same
-credentials (the Docker config and credential helpers, through the docker SDK's
-``auth``), Basic or Bearer token auth, plain HTTP for a loopback registry.
+it serves (``run.upstream.verify_digest``), and to move a release tag to a manifest
+the registry already holds (``retag_manifest``: GET it, PUT the same bytes). Asks as
+the engine would: the same credentials (the Docker config and credential helpers,
+through the docker SDK's ``auth``), Basic or Bearer token auth, plain HTTP for a
+loopback registry.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import http.client
 import json
 import re
 from collections.abc import Mapping
 
 from stackbuild.backends.contract import ManifestUnreachable
+from stackbuild.errors import RegistryError, registry_error
 from stackbuild.refs import registry_host, split_reference
 
 MANIFEST_TYPES = (  # every kind the engine accepts: a registry would convert to the first
@@ -55,15 +60,8 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
-    """GET ``ref``'s manifest from its registry, as the engine would (same credentials,
-    Basic or Bearer token auth). Raises ManifestUnreachable when it cannot be had."""
-    # urllib.request pulls in http.client, email and ssl (~15 ms): only lock and refresh
-    # fetch manifests, so only they pay for it
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
+def _manifest_url(ref: str, reference: str | None = None) -> tuple[str, str, str]:
+    """``(manifest URL, repository path in the registry, what the engine calls it)``."""
     host = registry_host(ref)
     repository, tag, digest = split_reference(ref)
     path = repository.split("/", 1)[1] if "/" in repository and repository.split("/")[0] == host \
@@ -71,41 +69,106 @@ def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
     if host == "docker.io" and "/" not in path:
         path = f"library/{path}"
     base, config_name = _registry_base(host)
-    url = f"{base}/v2/{path}/manifests/{digest or tag or 'latest'}"
-    headers = {"Accept": ", ".join(MANIFEST_TYPES)}
+    return f"{base}/v2/{path}/manifests/{reference or digest or tag or 'latest'}", path, \
+        config_name
 
-    def get(target: str, extra: Mapping[str, str]) -> http.client.HTTPResponse:
-        request = urllib.request.Request(target, headers={**headers, **extra})
+
+def _send(
+    url: str, path: str, config_name: str, actions: str, *, method: str = "GET",
+    data: bytes | None = None, headers: Mapping[str, str] | None = None,
+    authorization: dict[str, str] | None = None,
+) -> http.client.HTTPResponse:
+    """One request to a registry, answering its 401 challenge as the engine would (the
+    Docker config's credentials, Basic or a Bearer token for ``actions`` on ``path``).
+    ``authorization``, when given, keeps the header that worked, for the next request.
+    HTTPError and URLError (OSErrors) propagate."""
+    # urllib.request pulls in http.client, email and ssl (~15 ms): only lock, refresh and
+    # promotion talk to registries themselves, so only they pay for it
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    auth = authorization if authorization is not None else {}
+
+    def call(extra: Mapping[str, str]) -> http.client.HTTPResponse:
+        request = urllib.request.Request(
+            url, data=data, method=method, headers={**(headers or {}), **extra}
+        )
         return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT)  # noqa: S310 - http(s)
 
     try:
-        try:
-            response = get(url, {})
-        except urllib.error.HTTPError as error:
-            if error.code != 401:
-                raise
-            scheme, params = _challenge(error.headers.get("WWW-Authenticate", ""))
-            credentials = _credentials(config_name)
-            basic = {}
-            if credentials:
-                token = base64.b64encode(":".join(credentials).encode()).decode()
-                basic = {"Authorization": f"Basic {token}"}
-            if scheme == "bearer" and params.get("realm"):
-                query = {"scope": f"repository:{path}:pull"}
-                if params.get("service"):
-                    query["service"] = params["service"]
-                realm = f"{params['realm']}?{urllib.parse.urlencode(query)}"
-                with urllib.request.urlopen(  # noqa: S310 - the registry's token service
-                    urllib.request.Request(realm, headers=basic), timeout=FETCH_TIMEOUT
-                ) as answer:
-                    grant = json.loads(answer.read())
-                bearer = grant.get("token") or grant.get("access_token") or ""
-                response = get(url, {"Authorization": f"Bearer {bearer}"})
-            else:
-                response = get(url, basic)
-        with response:
+        return call(auth)
+    except urllib.error.HTTPError as error:
+        if error.code != 401:
+            raise
+        challenge = error.headers.get("WWW-Authenticate", "")
+    scheme, params = _challenge(challenge)
+    credentials = _credentials(config_name)
+    basic = {}
+    if credentials:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        basic = {"Authorization": f"Basic {token}"}
+    if scheme == "bearer" and params.get("realm"):
+        query = {"scope": f"repository:{path}:{actions}"}
+        if params.get("service"):
+            query["service"] = params["service"]
+        realm = f"{params['realm']}?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(  # noqa: S310 - the registry's token service
+            urllib.request.Request(realm, headers=basic), timeout=FETCH_TIMEOUT
+        ) as answer:
+            grant = json.loads(answer.read())
+        bearer = grant.get("token") or grant.get("access_token") or ""
+        auth.clear()
+        auth["Authorization"] = f"Bearer {bearer}"
+    else:
+        auth.clear()
+        auth.update(basic)
+    return call(auth)
+
+
+def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
+    """GET ``ref``'s manifest from its registry, as the engine would (same credentials,
+    Basic or Bearer token auth). Raises ManifestUnreachable when it cannot be had."""
+    url, path, config_name = _manifest_url(ref)
+    try:
+        with _send(url, path, config_name, "pull",
+                   headers={"Accept": ", ".join(MANIFEST_TYPES)}) as response:  # fmt: skip
             body = response.read()
             return body, response.headers.get("Content-Type", ""), response.headers.get(
                 "Docker-Content-Digest")  # fmt: skip
     except (OSError, ValueError) as error:  # HTTPError and URLError are OSErrors
         raise ManifestUnreachable(f"{url}: {error}") from None
+
+
+def _registry_failure(error: Exception, ref: str, doing: str) -> RegistryError:
+    """An HTTP failure talking to ``ref``'s registry, sorted as the engine's words are."""
+    detail = str(error)
+    read = getattr(error, "read", None)
+    if callable(read):  # an HTTPError: the registry's own words say what is wrong
+        with contextlib.suppress(OSError, ValueError):
+            detail = f"{detail}: {read().decode('utf-8', 'replace')[:300]}"
+    return registry_error(detail, ref, doing)
+
+
+def retag_manifest(source: str, tag: str) -> str:
+    """Point ``tag`` of ``source``'s repository at the manifest ``source`` names: GET its
+    bytes, PUT the very same bytes under ``tag`` (no layer moves, the digest stays).
+    The digest the tag now has. Registry failures are ``RegistryError``s."""
+    url, path, config_name = _manifest_url(source)
+    target_url, _, _ = _manifest_url(source, tag)
+    authorization: dict[str, str] = {}  # one token for both requests: pull and push
+    try:
+        with _send(url, path, config_name, "pull,push", authorization=authorization,
+                   headers={"Accept": ", ".join(MANIFEST_TYPES)}) as response:  # fmt: skip
+            body = response.read()
+            content_type = response.headers.get("Content-Type", "")
+    except (OSError, ValueError) as error:
+        raise _registry_failure(error, source, "read the manifest of") from None
+    try:
+        with _send(target_url, path, config_name, "pull,push", method="PUT", data=body,
+                   headers={"Content-Type": content_type},
+                   authorization=authorization) as response:  # fmt: skip
+            digest = response.headers.get("Docker-Content-Digest")
+    except (OSError, ValueError) as error:
+        raise _registry_failure(error, f"{split_reference(source)[0]}:{tag}", "retag") from None
+    return digest or f"sha256:{hashlib.sha256(body).hexdigest()}"

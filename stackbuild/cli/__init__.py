@@ -1,5 +1,5 @@
 """The ``stackbuild`` command line: plan, build, test, refresh, lock, graph, ls, why, save, load,
-schema.
+schema, init, layers, report, ci.
 
 The top layer. ``cli`` (this module) is the group: the global options, exit codes and
 signals. Each command is a module of ``cli/commands/`` that imports what it needs and
@@ -49,6 +49,10 @@ COMMANDS = {
     "save": ("archive", "save_command"),
     "load": ("archive", "load_command"),
     "schema": ("schema", "schema"),
+    "init": ("init", "init"),
+    "layers": ("layers", "layers_command"),
+    "report": ("report", "report_command"),
+    "ci": ("ci", "ci"),
 }
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from stackbuild.analyze import read_dockerfiles
 from stackbuild.graph import StackGraph, build_graph
 from stackbuild.manifest import MAX_SLOTS, load_stack
+
+if TYPE_CHECKING:
+    from stackbuild.since import Changes
 
 
 class Context:
@@ -44,8 +48,15 @@ NO_WAIT = click.option(
 )
 PUSH = click.option(
     "--push", is_flag=True,
-    help="Push every tag of each built image to the stack's registry (and up-to-date images "
-    "the registry lacks).",
+    help="Push each built image's fingerprint tag to the stack's registry (and up-to-date "
+    "images' the registry lacks), then move the release tags of those that passed "
+    "(--promote).",
+)
+PROMOTE = click.option(
+    "--promote", type=click.Choice(["subtree", "all"]), default=None,
+    help="With --push, when release tags (latest, the manifest's tags) move onto what was "
+    "built: subtree, an image whose ancestors all passed too; all, only when every image "
+    "passed. Fingerprint tags are pushed either way. [default: subtree]",
 )
 PUSH_JOBS = click.option(
     "--push-jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=2, show_default=True,
@@ -56,6 +67,27 @@ BUILDER = click.option(
     help="Build on this Docker engine (repeat for a pool; replaces stack.yaml's builders). "
     "SLOTS defaults to -j.",
 )
+SINCE = click.option(
+    "--since", metavar="REF", default=None,
+    help="Only the images whose inputs changed in `git diff REF...HEAD` (commits, not "
+    "uncommitted changes), and everything built on them.",
+)
+
+
+def select_since(
+    stack_file: Path, ref: str, targets: tuple[str, ...], with_descendants: bool
+) -> tuple[tuple[str, ...], Changes]:
+    """``--since REF``: the changed images among the selection the targets make (all
+    images without targets), as targets, and why each changed; () when none did."""
+    from stackbuild.analyze import load_graph, read_dockerfile_bytes
+    from stackbuild.since import changes_since, since_targets
+    from stackbuild.state import StateDir
+
+    stack = load_stack(stack_file)
+    graph = load_graph(stack, read_dockerfile_bytes(stack), StateDir(stack.root))
+    allowed = graph.select(targets, with_descendants) if targets else None
+    changes = changes_since(stack, ref, graph)
+    return since_targets(changes, allowed), changes
 
 
 def read_graph(ctx: Context) -> StackGraph:

@@ -13,7 +13,8 @@
 - ``RegistryHooks`` is what ``BuildRun`` calls around each build: before it,
   the image's upstreams are made to resolve to their ``stack.lock`` digests
   (pulled by digest when missing) and parents that only the registry has
-  are pulled; after it, the push is queued; at the end, push failures turn
+  are pulled; after it, the push of its fingerprint tag is queued (its
+  release tags move later, ``run.promote``); at the end, push failures turn
   the image's result into ``failed``.
 - ``existing_images`` finds the images already built: on the local engine,
   then (with ``registry:``) as ``<registry>/<image>:<fingerprint12>`` tags.
@@ -378,9 +379,10 @@ class RegistryHooks:
         return self.pusher is not None
 
     def built_earlier(self, name: str, tags: Sequence[str]) -> None:
-        """An image up to date on this engine: pushed where the registry lacks it."""
+        """An image up to date on this engine: its fingerprint tag pushed if the registry
+        lacks it (its release tags are ``run.promote``'s)."""
         if self.pusher:
-            self.pusher.submit(name, tags, only_missing=True)
+            self.pusher.submit(name, tags[:1], only_missing=True)
 
     def prepare(self, name: str, request: BuildRequest, log: LogSink) -> BuildRequest:
         """``request`` with its upstreams pinned to local images of the locked digests, and
@@ -424,8 +426,10 @@ class RegistryHooks:
             return once.value
 
     def built(self, name: str, tags: Sequence[str]) -> None:
+        """Push the fingerprint tag (``tags[0]``) at once: it names this build only. The
+        release tags move once the run knows the image passed (``run.promote``)."""
         if self.pusher:
-            self.pusher.submit(name, tags)
+            self.pusher.submit(name, tags[:1])
 
     def finish(self, results: Mapping[str, ImageResult]) -> None:
         """Wait for the pushes; an image whose push failed is ``failed``, never "pushed"."""

@@ -185,6 +185,34 @@ def moved_upstreams(
     return moved
 
 
+MOVED_AND_PROMOTED = "moved-and-promoted"
+HELD_BACK_UPSTREAM = "held-back"
+UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class UpstreamGate:
+    """What ``refresh --push`` did with one upstream's pin (``Refresh.save_gated``)."""
+
+    ref: str
+    old: str  # the pin before ("" when there was none)
+    new: str  # the registry's digest now
+    status: str  # MOVED_AND_PROMOTED | HELD_BACK_UPSTREAM | UNCHANGED
+    held_back: tuple[tuple[str, str], ...] = ()  # (image, why) that kept the old pin
+
+    def to_json(self) -> dict:
+        return {"ref": self.ref, "old": self.old or None, "new": self.new or None,
+                "status": self.status,
+                "held_back": [{"image": name, "reason": why} for name, why in self.held_back]}
+
+    def __str__(self) -> str:
+        if self.status != HELD_BACK_UPSTREAM:
+            return f"{self.ref}: {self.status}"
+        images = "; ".join(f"{name} ({why})" for name, why in self.held_back)
+        return (f"{self.ref}: held back at {short(self.old) or 'unpinned'} (not "
+                f"{short(self.new)}) in stack.lock: {images}")  # fmt: skip
+
+
 @dataclass
 class Refresh:
     """Every selected upstream re-resolved: the stack before (locked) and after."""
@@ -206,6 +234,31 @@ class Refresh:
     def save(self) -> bool:
         """Write the fresh digests to stack.lock; True when it changed."""
         return write_lock(self.lock_file, self.pins)
+
+    def save_gated(self, held_back: Mapping[str, str]) -> list[UpstreamGate]:
+        """``refresh --push``: write each moved upstream's new digest only when no image
+        built on it is in ``held_back`` (image -> why its release tags did not move);
+        such an upstream keeps its old pin, so the next refresh moves it again. What
+        happened to every selected upstream, sorted by reference."""
+        moved = {m.ref: m for m in self.moved}
+        pins = dict(self.pins)
+        gates = []
+        for ref in upstream_refs(self.locked.graph, self.locked.selected):
+            if ref not in moved:
+                gates.append(UpstreamGate(ref, pins.get(ref, ""), pins.get(ref, ""), UNCHANGED))
+                continue
+            item = moved[ref]
+            stuck = tuple((name, held_back[name]) for name in item.images if name in held_back)
+            if stuck:
+                if item.old:
+                    pins[ref] = item.old
+                else:  # it was not pinned: it stays so
+                    pins.pop(ref, None)
+                gates.append(UpstreamGate(ref, item.old, item.new, HELD_BACK_UPSTREAM, stuck))
+            else:
+                gates.append(UpstreamGate(ref, item.old, item.new, MOVED_AND_PROMOTED))
+        write_lock(self.lock_file, pins)
+        return gates
 
     def plan(
         self, existing: Existing, backend: Backend, force: Iterable[str], warn: Warn

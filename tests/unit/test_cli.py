@@ -87,7 +87,7 @@ def test_plan_offline_json_on_the_example_stack(example: Path) -> None:
     steps = {s["image"]: s for s in data["steps"]}
     assert {name: s["parents"] for name, s in steps.items()} == EXAMPLE_PARENTS
     assert all(s["action"] == "build" for s in data["steps"])
-    assert data["summary"] == {"build": 6, "skip": 0, "test": 0}
+    assert data["summary"] == {"build": 6, "skip": 0, "test": 0, "promote": 0}
     order = [s["image"] for s in data["steps"]]
     for parent, child in EXAMPLE_EDGES:
         assert order.index(parent) < order.index(child)
@@ -203,11 +203,14 @@ def test_an_unknown_target_exits_2(example: Path) -> None:
     assert "'nosuch'" in proc.stderr and "site-hello" in proc.stderr
 
 
-@pytest.mark.parametrize("args", [["build", "-j", "0"], ["graph", "--format", "png"],
+@pytest.mark.parametrize("args", [["build", "-j", "0"], ["graph", "--format", "pdf"],
                                   ["nosuch-command"], ["build", "--bogus"],
                                   ["build", "-j", "99999999999999999999"],
                                   ["refresh", "-j", "1025"],
                                   ["build", "--push-jobs", "99999999999999999999"],
+                                  ["build", "--promote", "all"],  # without --push
+                                  ["refresh", "--promote", "nosuch", "--push"],
+                                  ["plan", "--push", "--offline"],
                                   ["build", "--builder", "unix:///x.sock=99999999999999999999"],
                                   ["build", "--builder", "tcp://127.0.0.1:99999"],
                                   ["build", "--builder", "tcp://[::1"],

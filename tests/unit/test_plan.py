@@ -137,7 +137,7 @@ def test_changed_tests_of_a_built_image_plan_only_a_test():
     assert reasons(plan, "base") == ["tests changed"]
     assert [r.code for r in plan.step("python").reasons] == ["tests-not-passed"]
     assert plan.to_test == ["base", "python"] and plan.to_build == []
-    assert plan.to_json()["summary"] == {"build": 0, "skip": 1, "test": 2}
+    assert plan.to_json()["summary"] == {"build": 0, "skip": 1, "test": 2, "promote": 0}
     same = make_plan(["base"], now, now, CONTEXTS, existing, (), tests, {"base": "sha256:new"})
     assert same.step("base").action == SKIP
     none = make_plan(["base"], now, now, CONTEXTS, existing, (), {"base": ""}, {"base": None})

@@ -17,12 +17,15 @@ from stackbuild.cli.common import (
     JSON,
     KEEP_GOING,
     NO_WAIT,
+    PROMOTE,
     PUSH,
     PUSH_JOBS,
+    SINCE,
     TARGETS,
     WITH_DESCENDANTS,
     Context,
     pass_context,
+    select_since,
 )
 from stackbuild.cli.engines import existing_on, open_engine, open_engine_pool
 from stackbuild.cli.signals import raise_interrupt
@@ -36,8 +39,9 @@ from stackbuild.errors import (
 from stackbuild.manifest import load_stack
 from stackbuild.run.build import BuildOptions, BuildRun
 from stackbuild.run.pool import PoolPushes, attach_registry, pool_builders
+from stackbuild.run.promote import SUBTREE, Promoter, held_back, promotion_summary
 from stackbuild.run.registry import Pusher, RegistryHooks, push_summary
-from stackbuild.run.upstream import pinned_analysis
+from stackbuild.run.upstream import HELD_BACK_UPSTREAM, UpstreamGate, pinned_analysis
 from stackbuild.run.upstream import refresh as refresh_upstreams
 from stackbuild.scheduler import Status
 from stackbuild.state import StateDir
@@ -75,8 +79,10 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 @NO_WAIT
 @PUSH
 @PUSH_JOBS
+@PROMOTE
 @BUILDER
 @NO_TEST
+@SINCE
 @pass_context
 def build(
     ctx: Context,
@@ -92,24 +98,29 @@ def build(
     no_wait: bool,
     push: bool,
     push_jobs: int,
+    promote: str | None,
     builder_urls: tuple[str, ...],
     no_test: bool,
+    since: str | None,
 ) -> int:
     """Build what changed, and everything built on it, in parallel.
 
     Upstream images are built on their stack.lock digests; an upstream the
     lock lacks is resolved and added to it. Each built image runs its checks
-    (tests: in stack.yaml) before it counts as built.
+    (tests: in stack.yaml) before it counts as built. With --push, each image's
+    fingerprint tag is pushed once built (and tested), and its release tags (latest,
+    the manifest's tags) are moved onto it after the run (see --promote); an
+    image whose release tags lag is promoted without being rebuilt.
 
     \b
-    Exit codes: 0 nothing failed, 1 a build, check or push failed, 2 bad manifest or usage,
-    3 engine unreachable, 130 interrupted.
+    Exit codes: 0 nothing failed, 1 a build, check, push or promotion failed,
+    2 bad manifest or usage, 3 engine unreachable, 130 interrupted.
     """
     return _run_build(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
-        builder_urls=builder_urls, no_test=no_test,
+        builder_urls=builder_urls, promote=promote, since=since, no_test=no_test,
     )
 
 
@@ -123,6 +134,7 @@ def build(
 @NO_WAIT
 @PUSH
 @PUSH_JOBS
+@PROMOTE
 @BUILDER
 @NO_TEST
 @pass_context
@@ -137,6 +149,7 @@ def refresh_command(
     no_wait: bool,
     push: bool,
     push_jobs: int,
+    promote: str | None,
     builder_urls: tuple[str, ...],
     no_test: bool,
 ) -> int:
@@ -145,6 +158,10 @@ def refresh_command(
     Exactly the images above a moved upstream (and their descendants) are
     rebuilt; --push pushes them. The output begins with the moved upstreams;
     --json adds "moved": [{"ref", "old", "new", "images"}] to build's JSON.
+    With --push, an upstream's new digest is written to stack.lock only once
+    every image built on it was rebuilt and promoted; --json adds "upstreams":
+    [{"ref", "old", "new", "status", "held_back"}], status moved-and-promoted,
+    held-back or unchanged; a held-back upstream is exit 1.
 
     \b
     Exit codes: as build; 3 also when a registry does not answer.
@@ -153,7 +170,7 @@ def refresh_command(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
         force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
-        builder_urls=builder_urls, no_test=no_test,
+        builder_urls=builder_urls, promote=promote, no_test=no_test,
     )
 
 
@@ -174,12 +191,23 @@ def _run_build(
     push_jobs: int,
     refresh: bool,
     builder_urls: tuple[str, ...] = (),
+    promote: str | None = None,
+    since: str | None = None,
     no_test: bool = False,
 ) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
 
 
     stack = load_stack(ctx.stack_file)
+    if since:  # the changed images become the targets
+        targets, _changes = select_since(ctx.stack_file, since, targets, with_descendants)
+        with_descendants = False
+        changed = ", ".join(targets) if targets else "none: nothing to build"
+        click.echo(f"changed since {since}: {changed}", err=True)
+        if not targets:
+            if as_json:
+                click.echo(json.dumps({"results": [], "interrupted": False}, indent=2))
+            return EXIT_OK
     unknown = [name for name in force if name not in stack.images]
     if unknown:
         raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
@@ -188,6 +216,8 @@ def _run_build(
             f"--push needs a registry to push to: set `registry:` in {stack.display_path} "
             "(e.g. registry: 127.0.0.1:5000/acme)"
         )
+    if promote and not push:
+        raise UsageError("--promote says when --push moves release tags; add --push")
     stop = threading.Event()
     jobs = jobs or os.cpu_count() or 1
     pool = None  # several engines (builders: or --builder), else the one of docker.from_env()
@@ -200,6 +230,7 @@ def _run_build(
         backend = open_engine(backend_kind or stack.backend)
     reporter = make_reporter()
     fresh = None
+    gates: list[UpstreamGate] = []  # refresh --push: what became of each upstream's pin
     # Ctrl-C while waiting for the lock simply ends the wait (KeyboardInterrupt, exit
     # 130): the stop handlers, which let a run finish cleanly, only apply once it builds
     with StateDir(stack.root).run_lock(wait=not no_wait, notify=reporter.message):
@@ -207,7 +238,8 @@ def _run_build(
         # analysed under the lock: a run we waited for may have built some of it
         if refresh:
             fresh = refresh_upstreams(stack, targets, with_descendants, backend, reporter.message)
-            fresh.save()
+            if not push:  # with --push, an upstream's pin moves once its images are promoted
+                fresh.save()
             click.echo(fresh.header(), err=as_json)  # the output begins with what moved
             analysis = fresh.analysis
         else:
@@ -240,6 +272,13 @@ def _run_build(
                 analysis, plan_, backend, reporter, options, existing.local, stop,
                 registry_hooks=hooks, pool=pool,
             ).run()
+            if pusher:  # the fingerprint tags are in; the release tags move on what passed
+                promoter = Promoter(analysis, backend, stop, reporter.message,
+                                    policy=pusher.policy, deadlines=pusher.deadlines,
+                                    jobs=push_jobs)  # fmt: skip
+                promoter.run({r.image: r for r in results}, promote or SUBTREE, stop.is_set())
+                if fresh:
+                    gates = fresh.save_gated(held_back(results))
         finally:
             reporter.close()
     failed = any(r.status in (Status.FAILED, Status.TEST_FAILED) for r in results)
@@ -247,6 +286,9 @@ def _run_build(
     text = summary(results, engines=pool is not None)
     if push:
         text += "\n" + push_summary(results, stack.registry)
+        text += "\n" + promotion_summary(results)
+    stuck = [gate for gate in gates if gate.status == HELD_BACK_UPSTREAM]
+    text += "".join(f"\nrefresh: {gate}" for gate in stuck)
     if pool:
         text += "".join(f"\n{note}" for note in pool.notes())
     if as_json:
@@ -254,6 +296,8 @@ def _run_build(
         document = {"results": [r.to_json() for r in results], "interrupted": interrupted}
         if fresh:
             document["moved"] = fresh.moved_json()
+        if gates:
+            document["upstreams"] = [gate.to_json() for gate in gates]
         if pool:
             document["pool"] = pool.to_json()
         click.echo(json.dumps(document, indent=2))
@@ -263,4 +307,4 @@ def _run_build(
         return EXIT_INTERRUPTED
     if failed and pool and not pool.alive:
         return EXIT_UNREACHABLE  # every engine of the pool stopped answering
-    return EXIT_BUILD_FAILED if failed else EXIT_OK
+    return EXIT_BUILD_FAILED if failed or stuck else EXIT_OK

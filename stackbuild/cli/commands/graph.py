@@ -14,14 +14,20 @@ from stackbuild.cli.common import JSON, Context, pass_context, read_graph
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "dot", "mermaid", "json"]),
+    type=click.Choice(["text", "dot", "mermaid", "json", "svg", "png"]),
     default="text",
     show_default=True,
 )
 @pass_context
 def graph(ctx: Context, fmt: str) -> None:
-    """Show the hierarchy: a text tree, Graphviz DOT, Mermaid or JSON."""
+    """Show the hierarchy: a text tree, Graphviz DOT, Mermaid or JSON; or SVG / PNG
+    drawn by Graphviz, coloured by plan action and sized by each image's own bytes."""
 
+    if fmt in ("svg", "png"):
+        from stackbuild.cli.commands.report import graph_picture  # the engine side, lazily
+
+        graph_picture(ctx.stack_file, fmt)
+        return
     stack_graph = read_graph(ctx)
     if fmt == "json":
         click.echo(json.dumps(render.graph_json(stack_graph), indent=2))

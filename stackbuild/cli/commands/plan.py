@@ -8,10 +8,21 @@ import click
 
 from stackbuild import render
 from stackbuild.analyze import analyze
-from stackbuild.cli.common import JSON, TARGETS, WITH_DESCENDANTS, Context, pass_context, warn
+from stackbuild.cli.common import (
+    JSON,
+    SINCE,
+    TARGETS,
+    WITH_DESCENDANTS,
+    Context,
+    pass_context,
+    select_since,
+    warn,
+)
 from stackbuild.cli.engines import existing_on, plan_engines, plan_now
 from stackbuild.errors import UsageError
 from stackbuild.manifest import load_stack
+from stackbuild.plan import SKIP, Plan, with_promotions
+from stackbuild.run.promote import lagging
 from stackbuild.run.upstream import refresh as refresh_upstreams
 
 
@@ -25,6 +36,17 @@ from stackbuild.run.upstream import refresh as refresh_upstreams
     "--refresh", is_flag=True,
     help="Plan a refresh: re-resolve every upstream digest first (pulls and writes nothing).",
 )
+@click.option(
+    "--push", is_flag=True,
+    help="Plan what --push would do: up-to-date images whose release tags in the registry "
+    "do not point at their fingerprint are planned as promote.",
+)
+@SINCE
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json", "matrix"]), default=None,
+    help="text (the default), json (as --json), or matrix: the images to build as one "
+    "GitHub strategy.matrix per level, on one line.",
+)
 @pass_context
 def plan(
     ctx: Context,
@@ -34,6 +56,9 @@ def plan(
     offline: bool,
     force: tuple[str, ...],
     refresh: bool,
+    push: bool,
+    since: str | None,
+    output_format: str | None,
 ) -> None:
     """Say what a build would do for each image, and why. Builds nothing.
 
@@ -41,14 +66,25 @@ def plan(
 
     Exit code 0; 1 a registry refused the credentials; 2 for a bad manifest;
     3 when the engine (or, with --refresh, a registry) is unreachable
-    (use --offline to plan without one).
+    (use --offline to plan without one); 2 also for a --since REF git does not know.
     """
+    output_format = output_format or ("json" if as_json else "text")
+    as_json = output_format == "json"
+    changes = None
+    if since:  # the changed images become the targets
+        targets, changes = select_since(ctx.stack_file, since, targets, with_descendants)
+        with_descendants = False
+        if not targets:
+            _show(Plan(()), output_format, f"nothing changed since {since}: no image to plan")
+            return
 
     if force:  # as build refuses them, before any engine is asked
 
         unknown = [name for name in force if name not in load_stack(ctx.stack_file).images]
         if unknown:
             raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
+    if push and offline:
+        raise UsageError("plan --push asks the registry about release tags; drop --offline")
     fresh = None
     if offline:
 
@@ -67,7 +103,15 @@ def plan(
         )
     else:
         analysis, result = plan_now(ctx.stack_file, targets, with_descendants, force)
-    if as_json and fresh:
+    if push:  # the release tags of what is up to date: one more question to the registry
+        skipped = [step.image for step in result if step.action == SKIP]
+        backend, _pool = plan_engines(analysis.stack)
+        result = with_promotions(result, lagging(analysis, skipped, backend, warn))
+    if changes:
+        result = changes.annotate(result)
+    if output_format == "matrix":
+        _show(result, output_format, "")
+    elif as_json and fresh:
         click.echo(json.dumps({**result.to_json(), "moved": fresh.moved_json()}, indent=2))
     elif as_json:
         click.echo(render.plan_json(result))
@@ -78,3 +122,14 @@ def plan(
         warnings = render.plan_warnings(result)
         if warnings:  # on stderr: stdout stays the table
             warn(warnings)
+
+
+def _show(result: Plan, output_format: str, text: str) -> None:
+    if output_format == "matrix":
+        from stackbuild.cigen import matrix_json  # networkx: only for this format
+
+        click.echo(matrix_json(result))
+    elif output_format == "json":
+        click.echo(render.plan_json(result))
+    else:
+        click.echo(text)
