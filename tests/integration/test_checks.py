@@ -310,3 +310,55 @@ def test_the_example_stack_passes_its_checks(
     assert checks_of(results["site-hello"])["serves the greeting"]["status"] == "passed"
     assert checks_of(results["runner"])["run-job prints its version"]["status"] == "passed"
     assert "stdout| run-job 1.0.0" in StateDir(tmp_path).log_path("runner", ".test.log").read_text()
+
+
+@pytest.mark.registry
+@docker
+def test_a_failing_check_holds_back_its_subtrees_release_tags_and_the_fix_only_tests(
+    registry: Any, unique: str, cleanup_images: set[str], tmp_path: Path
+) -> None:
+    """Issue 12's "done when", with a real check: base moves, mid's check fails on the
+    new base; mid's and leaf's release tags stay exactly where they were while tool's
+    move; once the check is fixed, mid is only tested (not rebuilt) and promoted."""
+    from tests.helpers import BASE_DOCKERFILE
+    from tests.integration.test_promote import RELEASE, digests, stack_with_tags
+    from tests.integration.test_registry import by_image, json_out
+    from tests.integration.test_registry import run_cli as run_registry_cli
+
+    prefix = f"{registry.address}/{unique}"
+    #   base ─┬─ mid ── leaf
+    #         └─ tool
+    stack = stack_with_tags(tmp_path, unique, prefix, {
+        "base": BASE_DOCKERFILE + "COPY base.txt /base.txt\n",
+        "mid": f"FROM {prefix}/base\nCOPY mid.txt /mid.txt\n",
+        "leaf": f"FROM {prefix}/mid\nCOPY leaf.txt /leaf.txt\n",
+        "tool": f"FROM {prefix}/base\nCOPY tool.txt /tool.txt\n",
+    })  # fmt: skip
+    set_manifest(stack, "    context: mid\n", "    context: mid\n    tests:\n"
+                 "      - {name: base is v1, run: [cat, /base.txt], expect: {stdout: v1}}\n")
+    (stack / "base" / "base.txt").write_text("base v1\n")
+    names = ["base", "mid", "leaf", "tool"]
+    first = by_image(json_out(run_registry_cli(stack, "build", "--push", "--json")))
+    assert {r["promotion"]["state"] for r in first.values()} == {"promoted"}
+    before = digests(registry, unique, names)
+
+    (stack / "base" / "base.txt").write_text("base v2\n")  # the update breaks mid's check
+    held = by_image(json_out(run_registry_cli(stack, "build", "--push", "--json"), code=1))
+
+    assert {n: r["status"] for n, r in held.items()} == {
+        "base": "built", "mid": "test-failed", "leaf": "blocked", "tool": "built"}  # fmt: skip
+    after = digests(registry, unique, names)
+    assert {n: after[n] for n in ("mid", "leaf")} == {n: before[n] for n in ("mid", "leaf")}
+    assert after["tool"] != before["tool"] and after["base"] != before["base"]
+    assert held["mid"]["pushed"] == []  # not even its fingerprint tag: it did not pass
+    assert held["mid"]["promotion"] is None or held["mid"]["promotion"]["state"] != "promoted"
+
+    set_manifest(stack, "expect: {stdout: v1}", "expect: {stdout: v2}")
+    fixed = by_image(json_out(run_registry_cli(stack, "build", "--push", "--json")))
+    assert {n: r["status"] for n, r in fixed.items()} == {
+        "base": "up-to-date", "mid": "tested", "leaf": "built", "tool": "up-to-date"}  # fmt: skip
+    assert fixed["mid"]["log"] is None  # tested, not built
+    assert fixed["mid"]["promotion"]["state"] == "promoted"
+    final = digests(registry, unique, names)
+    assert final["mid"] != before["mid"] and set(final["mid"].values()) != {None}
+    assert all(tag in RELEASE for tag in final["mid"])
