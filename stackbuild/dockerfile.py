@@ -97,6 +97,31 @@ def parse_dockerfile(
     return _Analysis(build_args or {}, _platform_args(platform, None)).run(text, target)
 
 
+@dataclass(frozen=True)
+class Instruction:
+    """One instruction of a Dockerfile as BuildKit splits it, e.g. ``RUN make`` at line 4."""
+
+    keyword: str  # lower-cased: "run"
+    arguments: str  # its first logical line after the keyword (continuations joined)
+    line: int  # 1-based line where it starts
+    stage: int  # 0-based index of its build stage; -1 for an ARG before the first FROM
+    stage_name: str | None = None  # the stage's ``AS`` name, lower-cased
+
+
+def instructions(text: str) -> list[Instruction]:
+    """Every instruction of Dockerfile ``text``, with its line and stage: what a build log's
+    step is matched against to name the line that failed. Raises ``DockerfileError``."""
+    result = []
+    stage, name = -1, None
+    for keyword, rest, line in _instructions(text)[1]:
+        if keyword == "from":
+            words = rest.split()
+            stage += 1
+            name = words[-1].lower() if len(words) >= 3 and words[-2].lower() == "as" else None
+        result.append(Instruction(keyword, rest, line, stage, name))
+    return result
+
+
 @functools.cache
 def _host_platform() -> str:
     import platform as host

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -108,6 +109,25 @@ class ImageLog:
         except OSError:
             return []
         return text.splitlines()[-lines:]
+
+
+BUILD_MARKER = "=== stackbuild: build "  # the first line of each build in an image's log
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")  # FORMAT's asctime
+
+
+def last_build(path: Path, max_bytes: int = 4 * 1024 * 1024) -> list[str]:
+    """The lines of the latest build in the image log ``path``, oldest first, without their
+    time stamps: what reports search for the failed step. [] when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - max_bytes))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    lines = [_STAMP.sub("", line, count=1) for line in text.splitlines()]
+    starts = [i for i, line in enumerate(lines) if line.startswith(BUILD_MARKER)]
+    return lines[starts[-1]:] if starts else lines
 
 
 class RunLogs:

@@ -130,23 +130,26 @@ def graph_mermaid(graph: StackGraph) -> str:
 
 
 def graph_text(graph: StackGraph) -> str:
-    """An indented tree from the roots. An image with two parents is drawn in full under
-    the first, marked with its other parents so the tree stays honest about the DAG, and
-    named with ``(see above)`` under the others: each image's subtree is printed once, so
-    the output grows with images plus edges, not with the paths of the DAG."""
+    """An indented tree from the roots, drawn as ``tree`` draws one: ``├──`` before a
+    child with siblings below it, ``└──`` before the last, ``│`` continuing a parent's
+    line past its subtree. An image with two parents is drawn in full under the first,
+    marked with its other parents so the tree stays honest about the DAG, and named with
+    ``(see above)`` under the others: each image's subtree is printed once, so the output
+    grows with images plus edges, not with the paths of the DAG."""
     lines: list[str] = []
     position = {name: index for index, name in enumerate(graph.order)}
     shown: set[str] = set()
-    # (image, depth, the parent it is drawn under): a stack, not recursion, since a
-    # chain of images may be deeper than Python's recursion limit
-    todo: list[tuple[str, int, str | None]] = [
-        (root, 0, None) for root in reversed(graph.order) if not graph.parents(root)
+    # (image, the prefix its children's lines continue, whether it is its parent's last
+    # child, the parent it is drawn under): a stack, not recursion, since a chain of
+    # images may be deeper than Python's recursion limit
+    todo: list[tuple[str, str, bool, str | None]] = [
+        (root, "", True, None) for root in reversed(graph.order) if not graph.parents(root)
     ]
     while todo:
-        name, depth, via = todo.pop()
-        indent = f"{'    ' * depth}{'└── ' if depth else ''}"
+        name, prefix, last, via = todo.pop()
+        lead = f"{prefix}{'└── ' if last else '├── '}" if via else ""
         if name in shown:
-            lines.append(f"{indent}{name}  (see above)")
+            lines.append(f"{lead}{name}  (see above)")
             continue
         shown.add(name)
         others = [p for p in graph.parents(name) if p != via]
@@ -154,9 +157,12 @@ def graph_text(graph: StackGraph) -> str:
         upstream = graph.upstream(name)
         if not via and upstream:
             suffix += f"  <- {', '.join(upstream)}"
-        lines.append(f"{indent}{name}{suffix}")
-        children = sorted(graph.children(name), key=position.__getitem__, reverse=True)
-        todo.extend((child, depth + 1, name) for child in children)
+        lines.append(f"{lead}{name}{suffix}")
+        below = f"{prefix}{'    ' if last else '│   '}" if via else ""
+        children = sorted(graph.children(name), key=position.__getitem__)
+        todo.extend(
+            (child, below, index == 0, name) for index, child in enumerate(reversed(children))
+        )
     return "\n".join(lines)
 
 
@@ -226,6 +232,18 @@ def human_bytes(count: int) -> str:
             return f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} GB"
+
+
+def human_duration(seconds: float) -> str:
+    """``45s``, ``3m07s``, ``2h05m``: whole units, the largest two."""
+    whole = max(int(seconds), 0)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def layers_text(account: StackAccount) -> str:

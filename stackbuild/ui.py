@@ -1,25 +1,36 @@
 """What a person sees during a build: a live view on a terminal, plain lines in CI.
 
 Both reporters take the same events from the build runner (from several
-threads, hence the lock) and end with the same summary table.
+threads, hence the lock) and end with the same summary table. The live view's
+block (``stackbuild.live``) is imported only when it is on.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
 import sys
 import threading
 import time
-from typing import TextIO
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TextIO
 
+from stackbuild.ci_reports import status_counts, summary_rows
 from stackbuild.plan import short
 from stackbuild.render import table
 from stackbuild.run.results import ImageResult
 
+if TYPE_CHECKING:
+    from stackbuild.scheduler import Schedule
+
 STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")  # the classic builder's step lines
 BUILDKIT_STEP = re.compile(r"^#\d+ \[[^\]]*\] (.*)$")  # BuildKit's plain progress
 STATUS_WIDTH = len("cancelled")  # event lines: "<status> <image>", image names aligned
+
+
+def stamped(text: str) -> str:
+    """An event line as the log shows it: the wall-clock time first."""
+    return f"{time.strftime('%H:%M:%S')} {text}"
 
 
 def step_of(line: str) -> str | None:
@@ -42,8 +53,13 @@ class PlainReporter:
 
     def _line(self, text: str) -> None:
         with self.lock:
-            self.stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+            self.stream.write(f"{stamped(text)}\n")
             self.stream.flush()
+
+    def notice(self, text: str) -> None:
+        """A line from a signal handler: no lock, which the thread it interrupts may hold."""
+        self.stream.write(f"\n{text}\n")
+        self.stream.flush()
 
     def start(self, to_build: int, up_to_date: int) -> None:
         self.total = to_build
@@ -55,6 +71,9 @@ class PlainReporter:
     def image_started(self, image: str, engine: str | None = None) -> None:
         where = f" on {engine}" if engine else ""
         self._line(f"{'start':<{STATUS_WIDTH}} {image}{where}")
+
+    def scheduled(self, schedule: Schedule, slots: int, durations: Mapping[str, float]) -> None:
+        pass  # the time left is the live view's
 
     def image_output(self, image: str, line: str) -> None:
         pass  # the full output is in the image's log file
@@ -83,92 +102,67 @@ class PlainReporter:
 
 
 class LiveReporter(PlainReporter):
-    """A live view of the running builds, redrawn in place on a terminal."""
+    """The plain lines, scrolling above a live view of the run (``stackbuild.live``): the
+    running builds, progress, elapsed time and time left, redrawn in place."""
 
-    SPINNER = "|/-\\"
+    def __init__(self, stream: TextIO | None = None, color: bool = True) -> None:
+        from stackbuild.live import LiveView  # only on a terminal: a pipe imports nothing more
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        super().__init__(stream or sys.stderr)
-        self.running: dict[str, tuple[float, str]] = {}  # image -> (started, step)
-        self.drawn = 0
-        self.tick = 0
-        self.stopped = threading.Event()
-        self.ticker = threading.Thread(target=self._tick, daemon=True)
-        self.ticker.start()
-
-    def _tick(self) -> None:
-        while not self.stopped.wait(0.2):
-            with self.lock:
-                self.tick += 1
-                self._redraw()
-
-    def _clear(self) -> None:
-        if self.drawn:
-            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
-            self.drawn = 0
-
-    def _redraw(self) -> None:
-        self._clear()
-        width = shutil.get_terminal_size((100, 20)).columns
-        now = time.monotonic()
-        lines = [f"[{self.done}/{self.total}] building {len(self.running)}"]
-        spinner = self.SPINNER[self.tick % len(self.SPINNER)]
-        for image, (started, step) in sorted(self.running.items()):
-            lines.append(f" {spinner} {image}  {now - started:5.1f}s  {step}"[: width - 1])
-        self.stream.write("\n".join(lines) + "\n")
-        self.stream.flush()
-        self.drawn = len(lines)
+        super().__init__(stream)
+        self.view: LiveView = LiveView(self.stream, color)
 
     def _line(self, text: str) -> None:
-        # permanent lines scroll above the live region
-        with self.lock:
-            self._clear()
-            self.stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
-            self._redraw()
+        self.view.line(stamped(text))
+
+    def notice(self, text: str) -> None:
+        self.view.notice(text)
+
+    def start(self, to_build: int, up_to_date: int) -> None:
+        super().start(to_build, up_to_date)
+        self.view.begin(to_build)
+
+    def scheduled(self, schedule: Schedule, slots: int, durations: Mapping[str, float]) -> None:
+        self.view.scheduled(schedule, slots, durations)
 
     def image_started(self, image: str, engine: str | None = None) -> None:
-        with self.lock:
-            self.running[image] = (time.monotonic(), "starting")
+        self.view.started(image, engine)
         super().image_started(image, engine)
 
     def image_output(self, image: str, line: str) -> None:
         step = step_of(line)
         if step:
-            with self.lock:
-                started, _ = self.running.get(image, (time.monotonic(), ""))
-                self.running[image] = (started, step)
+            self.view.step(image, step)
 
     def image_finished(self, result: ImageResult) -> None:
-        with self.lock:
-            self.running.pop(result.image, None)
+        self.view.settled_as(result.image, result.status)
         super().image_finished(result)
 
     def image_requeued(self, image: str, why: str) -> None:
-        with self.lock:
-            self.running.pop(image, None)  # not running until a slot elsewhere takes it
+        self.view.requeued(image)
         super().image_requeued(image, why)
 
     def close(self) -> None:
-        self.stopped.set()
-        self.ticker.join()
-        with self.lock:
-            self._clear()
-            self.stream.flush()
+        self.view.close()
 
 
-def make_reporter(stream: TextIO | None = None) -> PlainReporter:
+def live_terminal(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Whether ``stream`` gets the live view: a terminal that moves its cursor (``TERM``
+    set, not ``dumb``), outside CI (``CI`` set: a log, even behind a pseudo-terminal)."""
+    if not stream.isatty() or environ.get("TERM", "dumb") in ("", "dumb"):
+        return False
+    return environ.get("CI", "").lower() in ("", "0", "false", "no")
+
+
+def make_reporter(
+    stream: TextIO | None = None, live: bool = True, environ: Mapping[str, str] | None = None
+) -> PlainReporter:
+    """The live view on a terminal (unless ``live`` is False: ``--json``), plain lines
+    elsewhere; ``NO_COLOR`` takes the colours out of the live view."""
     stream = stream or sys.stderr
-    return LiveReporter(stream) if stream.isatty() else PlainReporter(stream)
-
-
-def _tests_cell(result: ImageResult) -> str:
-    """The TESTS column: how many checks passed, "skipped", or "-" when none ran."""
-    if result.tests_skipped:
-        return "skipped"
-    if not result.checks:
-        return "-"
-    passed = sum(check.passed for check in result.checks)
-    return f"{passed}/{len(result.checks)} passed"
+    environ = os.environ if environ is None else environ
+    if live and live_terminal(stream, environ):
+        return LiveReporter(stream, color=not environ.get("NO_COLOR"))
+    return PlainReporter(stream)
 
 
 def summary(results: list[ImageResult], tail_lines: int = 15, engines: bool = False) -> str:
@@ -176,26 +170,7 @@ def summary(results: list[ImageResult], tail_lines: int = 15, engines: bool = Fa
 
     ``engines``: an ENGINE column, where each image was built (a builder pool's run).
     """
-    timed = ("built", "failed", "test-failed", "tested")
-    rows = [
-        [
-            r.image,
-            r.status,
-            f"{r.duration_s:.1f}s" if r.status in timed else "-",
-            short(r.fingerprint),
-            ", ".join(r.tags) if r.status in ("built", "up-to-date", "tested") else "-",
-        ]
-        for r in results
-    ]
-    headers = ["IMAGE", "STATUS", "DURATION", "FINGERPRINT", "TAGS"]
-    if any(r.checks or r.tests_skipped for r in results):  # a stack without tests: as before
-        headers.insert(4, "TESTS")
-        for row, r in zip(rows, results, strict=True):
-            row.insert(4, _tests_cell(r))
-    if engines:
-        headers.insert(2, "ENGINE")
-        for row, r in zip(rows, results, strict=True):
-            row.insert(2, r.engine or "-")
+    headers, rows = summary_rows(results, engines)
     parts = [table(rows, headers)]
     checks = [[r.image, c.name, c.status, f"{c.duration_s:.1f}s", c.detail or ""]
               for r in results for c in r.checks]  # fmt: skip
@@ -209,8 +184,5 @@ def summary(results: list[ImageResult], tail_lines: int = 15, engines: bool = Fa
             parts.append(f"\n--- {r.image} {r.status}: {r.error or 'see log'}")
             parts += [f"    {line}" for line in r.log_tail[-tail_lines:]]
             parts.append(f"    full log: {r.test_log if r.status == 'test-failed' else r.log}")
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    parts.append("\n" + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    parts.append("\n" + status_counts(results))
     return "\n".join(parts)

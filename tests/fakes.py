@@ -34,7 +34,7 @@ import tarfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
@@ -46,11 +46,13 @@ from stackbuild.backends.contract import (
     CheckRequest,
     LocalImage,
     LogSink,
+    ManifestUnreachable,
 )
 from stackbuild.checks import CheckOutcome
 from stackbuild.errors import EngineUnreachable, StackbuildError, registry_error
 from stackbuild.layers import ImageLayers, Layer
 from stackbuild.refs import fingerprint12, repository_of, split_reference
+from stackbuild.run.build import Reporter
 
 SAVE_CHUNK = 1 << 16  # bytes per write of ``save``, like an engine streaming its tar
 ARCHIVE_INDEX = "fake-index.json"  # the member of a fake ``docker save`` tar naming its images
@@ -84,6 +86,7 @@ class Manifest:
     digest: str
     image_id: str = ""  # "" : derived from the digest
     labels: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""  # the image config's creation time, RFC 3339; "" : none
 
     def __post_init__(self) -> None:
         if not self.image_id:
@@ -152,6 +155,8 @@ class FakeBackend:
         # (image, check name) -> what run_check reports; any other check passes
         self.check_outcomes: dict[tuple[str, str], CheckOutcome] = {}
         self.check_requests: list[CheckRequest] = []  # every check asked for, in order
+        # image -> the warnings its build reports (a real one: a cache_from out of reach)
+        self.build_warnings: dict[str, tuple[str, ...]] = {}
         self.calls: list[tuple[str, str]] = []  # (method, what it was asked about), in order
         self.completed: list[tuple[str, str]] = []  # the calls that did their work
         self._next: dict[tuple[str, str | None], list[Exception]] = {}
@@ -288,7 +293,8 @@ class FakeBackend:
         layers = (below.layers if below else ()) + (own,)
         self.add_image(image_id, request.tags, labels=request.labels, layers=layers)
         self._leave("build", request.image)
-        return BuildResult(ok=True, image_id=image_id)
+        warnings = self.build_warnings.get(request.image, ())
+        return BuildResult(ok=True, image_id=image_id, warnings=warnings)
 
     def run_check(
         self, request: CheckRequest, log: LogSink, cancel: threading.Event
@@ -422,6 +428,17 @@ class FakeBackend:
         self._leave("registry_retag", target)
         return manifest.digest
 
+    def registry_config(self, ref: str, timeout: float) -> Mapping[str, Any]:
+        self._enter("registry_config", ref)
+        manifest = self.registry.find(ref)
+        if manifest is None:
+            raise ManifestUnreachable(f"{ref}: HTTP Error 404: Not Found", 404)
+        self._leave("registry_config", ref)
+        config: dict[str, Any] = {"config": {"Labels": dict(manifest.labels)}}
+        if manifest.created:
+            config["created"] = manifest.created
+        return config
+
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         self._enter("push", ref)
         repository, tag, digest = split_reference(ref)
@@ -521,3 +538,36 @@ class FakeBackend:
 def _implements_the_contract(backend: FakeBackend) -> Backend:
     return backend  # mypy checks that a FakeBackend is a Backend
 
+
+
+class QuietReporter:
+    """The one fake of ``run.build.Reporter``: hears everything, says nothing. Tests
+    subclass it and override only what they record, so a new Reporter method is added
+    here once."""
+
+    def start(self, to_build: int, up_to_date: int) -> None:
+        pass
+
+    def scheduled(self, schedule: Any, slots: int, durations: Mapping[str, float]) -> None:
+        pass
+
+    def image_started(self, image: str, engine: str | None = None) -> None:
+        pass
+
+    def image_output(self, image: str, line: str) -> None:
+        pass
+
+    def image_requeued(self, image: str, why: str) -> None:
+        pass
+
+    def image_finished(self, result: Any) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_: type[Reporter] = QuietReporter

@@ -279,6 +279,19 @@ class _Masker:
 # --------------------------------------------------------------------------- output
 
 
+def cache_args(cache_from: Sequence[str], request: BuildRequest, buildx: bool) -> list[str]:
+    """The CLI's cache options: ``--cache-from`` per usable cache image (buildx writes
+    ``type=registry,ref=``; the 20.10 client's ``docker build`` takes the bare reference),
+    and, for an image that has a ``cache_from``, the cache metadata inlined in the image
+    (``BUILDKIT_INLINE_CACHE=1``), so that once pushed it is a cache for the next runner."""
+    args = []
+    for ref in cache_from:
+        args += ["--cache-from", f"type=registry,ref={ref}" if buildx else ref]
+    if request.cache_from and not request.no_cache:
+        args += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+    return args
+
+
 def error_line(tail: Sequence[str], returncode: int) -> str:
     """The line of a failed build's output a person should read first.
 
@@ -429,6 +442,7 @@ class BuildKitBuilder:
             log(error)
             return BuildResult(ok=False, error=error)
         pull = pull_allowed(request, log)
+        cache_from, warnings = engine.cache_sources(request, log, False, cancel)
 
         with (
             tempfile.TemporaryDirectory(prefix="stackbuild-") as tmp,
@@ -456,6 +470,7 @@ class BuildKitBuilder:
                 args.append("--no-cache")
             if pull:
                 args.append("--pull")
+            args += cache_args(cache_from, request, cli.buildx)
             args += self._secret_args(secrets, cli, Path(tmp))
             args.append("-")  # the context tar comes on stdin
 
@@ -467,14 +482,16 @@ class BuildKitBuilder:
                 return BuildResult(ok=False, cancelled=True, error="cancelled")
             if returncode != 0:
                 engine.ping()  # the engine went away mid-build: say that, not a build error
-                return BuildResult(ok=False, error=error_line(tail, returncode))
+                return BuildResult(
+                    ok=False, error=error_line(tail, returncode), warnings=tuple(warnings)
+                )
             try:
                 image_id = iidfile.read_text().strip()
             except OSError:
                 image_id = ""
         if not image_id:
             return BuildResult(ok=False, error="docker build finished without naming an image")
-        return BuildResult(ok=True, image_id=image_id)
+        return BuildResult(ok=True, image_id=image_id, warnings=tuple(warnings))
 
     @staticmethod
     def _secret_args(secrets: Sequence[_Secret], cli: DockerCli, tmp: Path) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from stackbuild.checks import CheckOutcome
 from stackbuild.context import ContextFile
@@ -21,6 +21,8 @@ FINGERPRINT_LABEL = "stackbuild.fingerprint"
 IMAGE_LABEL = "stackbuild.image"
 CHECK_LABEL = "stackbuild.check"  # on every check container: the id of the run that made it
 SCRIPT_DIR = "/.stackbuild-check"  # where a script check's file is copied in its container
+# seconds the last build of the image took before this one (see run/history.py)
+DURATION_LABEL = "stackbuild.duration"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class BuildRequest:
     # path -> its entry in the fingerprint (context.context_entry); the tar writer checks
     # every file it sends against it. None: not checked (a request made by hand)
     context_entries: Mapping[str, str] | None = None
+    # images whose layers the build may reuse (stack.yaml's cache_from, resolved); not
+    # part of the fingerprint: a cache changes how fast an image is built, not what it is
+    cache_from: tuple[str, ...] = ()
 
 
 @dataclass
@@ -55,6 +60,9 @@ class BuildResult:
     image_id: str | None = None
     error: str | None = None  # one line for a person
     cancelled: bool = False
+    # what the person should hear although the build went on, e.g. a cache_from registry
+    # that cannot be reached (the build ran without that cache)
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,13 @@ class Cancelled(Exception):
 
 
 class ManifestUnreachable(Exception):
-    """stackbuild itself cannot fetch a manifest (the engine could): not verifiable."""
+    """stackbuild itself cannot fetch a manifest (the engine could): not verifiable.
+    ``status``: the registry's HTTP status when it answered (404: no such tag), None
+    when it did not (refused, timed out)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Backend(Protocol):
@@ -162,6 +176,11 @@ class Backend(Protocol):
         """Point ``tag`` of ``source``'s repository, in its registry, at the manifest
         ``source`` names (same bytes, same digest: no layer is uploaded, nothing local is
         needed); the digest the tag now has."""
+
+    def registry_config(self, ref: str, timeout: float) -> Mapping[str, Any]:
+        """The image config ``ref`` has in its registry (``created``, ``config.Labels``),
+        fetched by stackbuild itself within ``timeout`` s a request; ManifestUnreachable
+        when it cannot be had."""
 
     def push(self, ref: str, log: LogSink, cancel: threading.Event | None = None) -> str:
         """Push one tag; the manifest digest the registry stored. Cancelled when cancelled."""

@@ -70,6 +70,8 @@ class ClassicBuilder:
             return BuildResult(ok=False, error=error)
 
         pull = pull_allowed(request, log)
+        # the classic builder reuses the layers of local images only: pull the cache first
+        cache_from, warnings = engine.cache_sources(request, log, True, cancel)
         labels = dict(request.labels)
         # the classic builder turns the labels parameter into one LABEL step per label
         # (~55 ms each); one LABEL line appended to the Dockerfile costs one step
@@ -90,6 +92,8 @@ class ClassicBuilder:
             params["target"] = request.target
         if request.platform:
             params["platform"] = request.platform
+        if cache_from:
+            params["cachefrom"] = json.dumps(cache_from)
         headers: dict[str, str | bytes] = {"Content-Type": "application/x-tar"}
         with engine.engine_errors():
             engine.api._set_auth_headers(headers)  # registry credentials for FROM pulls
@@ -125,7 +129,7 @@ class ClassicBuilder:
             except StreamError as e:
                 lines.flush()
                 log(f"ERROR: {e}")
-                return BuildResult(ok=False, error=str(e))
+                return BuildResult(ok=False, error=str(e), warnings=tuple(warnings))
             except Cancelled:
                 lines.flush()
                 log("build cancelled")
@@ -139,7 +143,7 @@ class ClassicBuilder:
                     break
         if image_id is None:
             return BuildResult(ok=False, error="the engine finished without naming an image")
-        return BuildResult(ok=True, image_id=image_id)
+        return BuildResult(ok=True, image_id=image_id, warnings=tuple(warnings))
 
 
 _ESCAPE_DIRECTIVE = re.compile(rb"^[ \t]*#[ \t]*escape[ \t]*=", re.IGNORECASE | re.MULTILINE)

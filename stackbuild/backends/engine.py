@@ -45,7 +45,7 @@ from stackbuild.backends.contract import (
     LocalImage,
     LogSink,
 )
-from stackbuild.backends.manifests import fetch_manifest, retag_manifest
+from stackbuild.backends.manifests import fetch_config, fetch_manifest, retag_manifest
 from stackbuild.checks import CheckOutcome
 from stackbuild.dockerfile import pin_references
 from stackbuild.errors import (
@@ -57,7 +57,7 @@ from stackbuild.errors import (
     registry_error,
 )
 from stackbuild.layers import ImageLayers, layers_from_history
-from stackbuild.refs import exact_reference, repository_of, split_reference
+from stackbuild.refs import exact_reference, registry_host, repository_of, split_reference
 
 if TYPE_CHECKING:
     import docker
@@ -281,6 +281,8 @@ class DockerEngine:
         self.name = name or base_url or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         self._client: _APIClient | None = None
         self._client_lock = threading.Lock()
+        # cache_from registries that failed this run: host -> why (asked once, not per image)
+        self._cache_unreachable: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"DockerEngine({self.name!r}, {self.builder.kind})"
@@ -585,6 +587,43 @@ class DockerEngine:
         pinned = pin_references(text, exact, request.build_args)
         return pinned.encode("utf-8", "surrogateescape"), None
 
+    def cache_sources(
+        self, request: BuildRequest, log: LogSink, pull: bool, cancel: threading.Event
+    ) -> tuple[list[str], list[str]]:
+        """The ``cache_from`` images the build can use, and one warning per registry that
+        cannot be reached (the build goes on without its cache; it is asked once per run).
+
+        ``pull``: the classic builder takes cache only from local images, so each is
+        pulled first (best effort); BuildKit fetches cache itself: the tag is only looked
+        up. A tag the registry does not have yet (the first build) is no warning.
+        """
+        usable: list[str] = []
+        warnings: list[str] = []
+        if request.no_cache:
+            return usable, warnings
+        for ref in request.cache_from:
+            host = registry_host(ref)
+            if host in self._cache_unreachable:
+                log(f"cache_from {ref}: skipped, {host} failed earlier in this run")
+                continue
+            try:
+                if pull:
+                    log(f"cache_from {ref}: pulling")
+                    self.pull(ref, log, cancel)
+                elif not self.has_tag(ref):
+                    raise RegistryNotFound(ref)
+            except RegistryNotFound:
+                log(f"cache_from {ref}: not in the registry (yet): nothing to reuse")
+                continue
+            except RegistryError as e:
+                self._cache_unreachable[host] = str(e)
+                message = f"cache_from {ref} cannot be used ({e}); building without it"
+                log(f"warning: {message}")
+                warnings.append(message)
+                continue
+            usable.append(ref)
+        return usable, warnings
+
     def tag(self, image: str, ref: str) -> None:
         """Tag ``image`` (id or reference) as ``ref`` ("repo[:tag]", tag defaults to latest)."""
         repo, tag, digest = split_reference(ref)
@@ -697,6 +736,10 @@ class DockerEngine:
     def registry_retag(self, source: str, tag: str) -> str:
         """Re-point ``tag`` at ``source``'s manifest, straight in the registry (``manifests``)."""
         return retag_manifest(source, tag)
+
+    def registry_config(self, ref: str, timeout: float) -> Mapping[str, Any]:
+        """``ref``'s image config, fetched from its registry directly (``manifests``)."""
+        return fetch_config(ref, timeout)
 
     def _registry_stream(
         self, path: str, ref: str, params: Mapping[str, Any], log: LogSink,

@@ -1,8 +1,10 @@
 """A registry's manifests, fetched by stackbuild itself rather than through the engine.
 
 Used to check a digest the registry reports (through the engine) against the bytes
-it serves (``run.upstream.verify_digest``), and to move a release tag to a manifest
-the registry already holds (``retag_manifest``: GET it, PUT the same bytes). Asks as
+it serves (``run.upstream.verify_digest``), to move a release tag to a manifest
+the registry already holds (``retag_manifest``: GET it, PUT the same bytes), and to
+read an image's config (its labels and creation time: the build durations of
+``run.history``) without pulling it (``fetch_config``). Asks as
 the engine would: the same credentials (the Docker config and credential helpers,
 through the docker SDK's ``auth``), Basic or Bearer token auth, plain HTTP for a
 loopback registry.
@@ -17,6 +19,7 @@ import http.client
 import json
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from stackbuild.backends.contract import ManifestUnreachable
 from stackbuild.errors import RegistryError, registry_error
@@ -76,7 +79,7 @@ def _manifest_url(ref: str, reference: str | None = None) -> tuple[str, str, str
 def _send(
     url: str, path: str, config_name: str, actions: str, *, method: str = "GET",
     data: bytes | None = None, headers: Mapping[str, str] | None = None,
-    authorization: dict[str, str] | None = None,
+    authorization: dict[str, str] | None = None, timeout: float = FETCH_TIMEOUT,
 ) -> http.client.HTTPResponse:
     """One request to a registry, answering its 401 challenge as the engine would (the
     Docker config's credentials, Basic or a Bearer token for ``actions`` on ``path``).
@@ -94,7 +97,7 @@ def _send(
         request = urllib.request.Request(
             url, data=data, method=method, headers={**(headers or {}), **extra}
         )
-        return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT)  # noqa: S310 - http(s)
+        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s)
 
     try:
         return call(auth)
@@ -114,7 +117,7 @@ def _send(
             query["service"] = params["service"]
         realm = f"{params['realm']}?{urllib.parse.urlencode(query)}"
         with urllib.request.urlopen(  # noqa: S310 - the registry's token service
-            urllib.request.Request(realm, headers=basic), timeout=FETCH_TIMEOUT
+            urllib.request.Request(realm, headers=basic), timeout=timeout
         ) as answer:
             grant = json.loads(answer.read())
         bearer = grant.get("token") or grant.get("access_token") or ""
@@ -138,6 +141,41 @@ def fetch_manifest(ref: str) -> tuple[bytes, str, str | None]:
                 "Docker-Content-Digest")  # fmt: skip
     except (OSError, ValueError) as error:  # HTTPError and URLError are OSErrors
         raise ManifestUnreachable(f"{url}: {error}") from None
+
+
+def fetch_config(ref: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
+    """The image config (``{"created", "config": {"Labels"}, ...}``) of ``ref`` in its
+    registry: its manifest, for an index the first linux image's, then the config blob.
+    ManifestUnreachable when it cannot be had; its ``status`` is the registry's HTTP
+    status when the registry answered (404: no such tag), None when it did not."""
+    url, path, config_name = _manifest_url(ref)
+    authorization: dict[str, str] = {}  # one token for the three requests
+    accept = {"Accept": ", ".join(MANIFEST_TYPES)}
+
+    def get(target: str) -> Any:
+        try:
+            with _send(target, path, config_name, "pull", headers=accept,
+                       authorization=authorization, timeout=timeout) as response:  # fmt: skip
+                return json.loads(response.read())
+        except ValueError as error:
+            raise ManifestUnreachable(f"{target}: not JSON ({error})", 200) from None
+        except OSError as error:  # HTTPError (with its code) and URLError are OSErrors
+            raise ManifestUnreachable(f"{target}: {error}", getattr(error, "code", None)) \
+                from None
+
+    blobs = url.rsplit("/manifests/", 1)[0] + "/blobs/"
+    manifest = get(url)
+    try:
+        if "manifests" in manifest:  # an index: one image of it (they share one build)
+            entries = manifest["manifests"]
+            linux = [m for m in entries if m.get("platform", {}).get("os") == "linux"]
+            manifest = get(_manifest_url(ref, (linux or entries)[0]["digest"])[0])
+        config = get(blobs + manifest["config"]["digest"])
+    except (KeyError, IndexError, TypeError, AttributeError) as error:
+        raise ManifestUnreachable(f"{url}: not an image manifest ({error})", 200) from None
+    if not isinstance(config, dict):
+        raise ManifestUnreachable(f"{url}: not an image config", 200)
+    return config
 
 
 def _registry_failure(error: Exception, ref: str, doing: str) -> RegistryError:

@@ -66,7 +66,7 @@ from stackbuild.manifest.model import (
 )
 from stackbuild.manifest.schema import check_schema, value_kind
 from stackbuild.manifest.yaml import YamlDocument, YamlPath, load_yaml_file
-from stackbuild.refs import tag_template_problem
+from stackbuild.refs import is_reference, tag_template_problem
 
 
 def load_stack(path: str | Path) -> Stack:
@@ -169,6 +169,7 @@ class StackChecker:
         self.root_str = str(root)
         self.root_prefix = self.root_str.rstrip("/") + "/"
         self.realpaths: dict[str, str] = {}
+        self.default_cache: str | list[str] | None = None  # defaults.cache_from as written
 
     def problem(self, message: str, path: YamlPath, *, at_key: bool = False) -> None:
         loc = self.doc.key_location(path) if at_key else self.doc.location(path)
@@ -184,6 +185,7 @@ class StackChecker:
             (("defaults", "tests", index), check)
             for index, check in enumerate(defaults.get("tests", []))
         ]
+        self.default_cache = defaults.get("cache_from")
         builders = self.builders(data.get("builders", []))
         images: dict[str, ImageSpec] = {}
         for name, spec in data["images"].items():
@@ -278,6 +280,7 @@ class StackChecker:
             if source.startswith("file:"):
                 source = "file:" + str(self.outside_path(source[len("file:") :]))
             secrets[secret_id] = source
+        cache_from = self.cache_from(name, spec)
         if paths is None:
             return None
         context, dockerfile, context_rel, dockerfile_rel = paths
@@ -296,6 +299,7 @@ class StackChecker:
             platform=spec.get("platform", default_platform),
             tags=tuple(tags),
             secrets=secrets,
+            cache_from=cache_from,
             location=doc.key_location(base),
             key_locations=_KeyLocations(doc, base, spec),
             tests=self.image_tests(name, context, spec.get("tests", [])),
@@ -423,6 +427,45 @@ class StackChecker:
             network="bridge" if kind == "serve" else written.get("network", "none"),
             location=self.doc.location(path),
         )
+
+    def cache_from(self, name: str, spec: dict[str, Any]) -> tuple[str, ...]:
+        """The image's ``cache_from`` (else ``defaults.cache_from``) as full references:
+        ``registry`` is the image's own repository in the stack's registry, at latest."""
+        path: YamlPath = ("images", name, "cache_from")
+        written = spec.get("cache_from")
+        if written is None:
+            path, written = ("defaults", "cache_from"), self.default_cache
+        if written is None:
+            return ()
+        items = [(path, written)] if isinstance(written, str) else [
+            (path + (index,), item) for index, item in enumerate(written)
+        ]
+        where = f"cache_from of image {name!r}" if path[0] == "images" else "defaults.cache_from"
+        out = []
+        for at, item in items:
+            if item == "registry":
+                registry = self.data.get("registry")
+                if not registry:
+                    self.problem(
+                        f"{where}: `registry` means the image's own repository in the stack's "
+                        "registry, and stack.yaml has none; set `registry:` (e.g. registry: "
+                        "127.0.0.1:5000/acme) or list the cache images", at,
+                    )
+                    continue
+                out.append(f"{registry}/{name}:latest")
+            elif isinstance(written, str):
+                self.problem(
+                    f"{where} is {item!r}; write `registry` (the image's own repository in "
+                    "the stack's registry) or a list of image references", at,
+                )
+            elif not is_reference(item):
+                self.problem(
+                    f"{where}: {item!r} is not an image reference; write e.g. "
+                    "ghcr.io/acme/base:main, or `registry`", at,
+                )
+            else:
+                out.append(item)
+        return tuple(dict.fromkeys(out))
 
     def image_paths(self, name: str, spec: dict[str, Any]) -> tuple[Path, Path, str, str] | None:
         """Resolve and check context and Dockerfile; None (and a problem) when wrong."""

@@ -83,6 +83,9 @@ class ImageSpec:
     platform: str | None = None
     tags: tuple[str, ...] = ()  # templates: {fingerprint12} {git_sha} {date}
     secrets: Mapping[str, str] = field(default_factory=dict)  # id -> "env:NAME" | "file:PATH"
+    # images whose layers a build may reuse, full references (``registry`` resolved to the
+    # image's own repository at latest); not part of the fingerprint
+    cache_from: tuple[str, ...] = ()
     location: Location = Location(1, 1)  # the image's key under images:
     tests: tuple[CheckSpec, ...] = ()  # defaults.tests, then its own (same name: its own)
     # where individual keys sit, for errors found later (unknown depends_on, cycles)

@@ -32,11 +32,12 @@ from stackbuild.backends.contract import (
     BuildRequest,
     LocalImage,
 )
-from stackbuild.logs import RunLogs
+from stackbuild.logs import BUILD_MARKER, RunLogs
 from stackbuild.manifest import render_tag
 from stackbuild.plan import BUILD, TEST, Plan
 from stackbuild.refs import fingerprint12
 from stackbuild.run.checks import CheckRun, ImageChecks, checked_result, record_tested
+from stackbuild.run.history import duration_label
 from stackbuild.run.pool import EnginePool, EngineSlot
 from stackbuild.run.registry import RegistryHooks
 from stackbuild.run.results import ImageResult
@@ -81,6 +82,11 @@ class Reporter(Protocol):
 
     def start(self, to_build: int, up_to_date: int) -> None: ...
 
+    def scheduled(self, schedule: Schedule, slots: int, durations: Mapping[str, float]) -> None:
+        """The run's schedule, before it starts (read it now: only the run's thread may,
+        later): on ``slots`` at once, weighted by the past builds' ``durations``."""
+        ...
+
     def image_started(self, image: str, engine: str | None = None) -> None: ...
 
     def image_output(self, image: str, line: str) -> None: ...
@@ -88,6 +94,8 @@ class Reporter(Protocol):
     def image_requeued(self, image: str, why: str) -> None: ...
 
     def image_finished(self, result: ImageResult) -> None: ...
+
+    def message(self, text: str) -> None: ...
 
 
 class BuildRun:
@@ -136,6 +144,7 @@ class BuildRun:
             "org.opencontainers.image.created": time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
             ),
+            **duration_label(self.analysis.durations, name),  # history that travels
         }
         if self.git_sha:
             labels["org.opencontainers.image.revision"] = self.git_sha
@@ -159,6 +168,7 @@ class BuildRun:
             pull=self.options.pull,
             pins=pins,
             secrets=dict(spec.secrets),
+            cache_from=spec.cache_from,
         )
 
     def job(self, name: str, slot: EngineSlot | None = None) -> Status:
@@ -225,7 +235,7 @@ class BuildRun:
         request = self.request_for(name)
         log = self.logs.open_image(name)
         self.logs.run.info("build %s %s on %s", name, request.fingerprint, backend.name)
-        log(f"=== stackbuild: build {name} {request.fingerprint} on {backend.name} ===")
+        log(f"{BUILD_MARKER}{name} {request.fingerprint} on {backend.name} ===")
 
         def sink(line: str) -> None:
             log(line)
@@ -246,6 +256,8 @@ class BuildRun:
             result_ok, message, image_id = False, str(error), None
         else:
             result_ok, message, image_id = result.ok, result.error, result.image_id
+            for warning in result.warnings:  # e.g. a cache_from registry out of reach
+                self.reporter.message(f"warning: {name}: {warning}")
         duration = time.monotonic() - started
         if slot and not result_ok and not self.stop.is_set() and slot.broken():
             log(f"=== stackbuild: {backend.name} stopped answering; retrying elsewhere ===")
@@ -376,6 +388,8 @@ class BuildRun:
                     fail_fast=self.options.fail_fast,
                 )
                 slots = self.pool if self.pool is not None else self.options.jobs
+                capacity = slots if isinstance(slots, int) else slots.capacity
+                self.reporter.scheduled(schedule, capacity, self.analysis.durations)
                 run_threaded(schedule, slots, self.job, self.stop, self.on_event)
             finally:
                 self.checks.sweep()  # a check container an interrupt left behind

@@ -110,10 +110,33 @@ def test_graph_mermaid_ids_stay_distinct_for_similar_names(tmp_path: Path) -> No
 def test_graph_text_tree_marks_second_parents(diamond) -> None:
     assert render.graph_text(diamond.graph).splitlines() == [
         "base  <- alpine:3.19",
-        "    └── left",
-        "        └── top  (also on: right)",
-        "    └── right",
-        "        └── top  (see above)",
+        "├── left",
+        "│   └── top  (also on: right)",
+        "└── right",
+        "    └── top  (see above)",
+    ]
+
+
+def test_graph_text_draws_siblings_with_tee_and_the_last_with_an_elbow(tmp_path: Path) -> None:
+    # siblings under base, under left and under right; top on two parents; a chain under
+    # the last child (no bar continues there), a second root with its own upstream
+    dockerfiles = {
+        **DIAMOND,
+        "leaf": "FROM left\n",
+        "solo": "FROM right\n",
+        "deep": "FROM solo\n",
+        "other": "FROM debian:12\n",
+    }
+    assert render.graph_text(_graph_of(write_stack(tmp_path, dockerfiles))).splitlines() == [
+        "base  <- alpine:3.19",
+        "├── left",
+        "│   ├── top  (also on: right)",
+        "│   └── leaf",
+        "└── right",
+        "    ├── top  (see above)",
+        "    └── solo",
+        "        └── deep",
+        "other  <- debian:12",
     ]
 
 
@@ -130,13 +153,13 @@ def test_graph_text_of_the_example_stack() -> None:
     example = Path(__file__).resolve().parents[2] / "stack.yaml"
     assert render.graph_text(_graph_of(example)).splitlines() == [
         "base",
-        "    └── httpd",
-        "        └── site-hello  (also on: base)",
-        "        └── site-ops  (also on: tools)",
-        "    └── tools",
-        "        └── site-ops  (see above)",
-        "        └── runner",
-        "    └── site-hello  (see above)",
+        "├── httpd",
+        "│   ├── site-hello  (also on: base)",
+        "│   └── site-ops  (also on: tools)",
+        "├── tools",
+        "│   ├── site-ops  (see above)",
+        "│   └── runner",
+        "└── site-hello  (see above)",
     ]
 
 
@@ -154,7 +177,7 @@ def test_graph_text_prints_each_image_once_however_many_paths(tmp_path: Path) ->
     lines = render.graph_text(graph).splitlines()
     edges = len(list(graph.edges()))
     assert len(lines) == edges + 1  # the root, then one line per edge
-    full = [line.split("└── ")[-1].split()[0] for line in lines if "(see above)" not in line]
+    full = [line.split("── ")[-1].split()[0] for line in lines if "(see above)" not in line]
     assert sorted(full) == sorted(dockerfiles)  # each image drawn in full exactly once
 
 
@@ -166,7 +189,7 @@ def test_graph_text_of_a_chain_deeper_than_the_recursion_limit(tmp_path: Path) -
     dockerfiles.update({f"c{i}": f"FROM c{i - 1}\n" for i in range(1, count)})
     lines = render.graph_text(_graph_of(write_stack(tmp_path, dockerfiles))).splitlines()
     assert len(lines) == count
-    assert lines[-1] == f"{'    ' * (count - 1)}└── c{count - 1}"
+    assert lines[-1] == f"{'    ' * (count - 2)}└── c{count - 1}"
 
 
 def test_ls_rows(diamond) -> None:
@@ -233,3 +256,11 @@ def test_table_aligns_columns_and_leaves_the_last_unpadded() -> None:
     text = render.table([["a", "bbb", "c"], ["dddd", "e", ""]], ["X", "Y", "Z"])
     assert text.splitlines() == ["X     Y    Z", "a     bbb  c", "dddd  e"]
     assert render.table([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (-3, "0s"), (59.9, "59s"), (60, "1m00s"), (187, "3m07s"), (7500, "2h05m")],
+)
+def test_human_duration_in_whole_units_the_largest_two(seconds: float, text: str) -> None:
+    assert render.human_duration(seconds) == text

@@ -1,14 +1,19 @@
-"""What a person sees: plain CI lines, the live view's steps, the summary table."""
+"""What a person sees: plain CI lines, the live view (when, and what it leaves), the summary."""
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from stackbuild.run.results import ImageResult
 from stackbuild.ui import LiveReporter, PlainReporter, make_reporter, step_of, summary
+from tests.terminal import FakeTerminal, screen
 
 FP = "sha256:" + "ab" * 32
 STAMP = r"\d\d:\d\d:\d\d "
@@ -62,55 +67,100 @@ def test_plain_reporter_writes_one_timestamped_line_per_event() -> None:
     assert reporter.done == 2  # built and failed ones count as done
 
 
-def test_make_reporter_is_plain_without_a_terminal() -> None:
-    assert type(make_reporter(io.StringIO())) is PlainReporter
+TERMINAL = {"TERM": "xterm-256color"}
 
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
 
-    live = make_reporter(Terminal())
+@pytest.mark.parametrize(
+    ("environ", "live"),
+    [
+        ({"TERM": "dumb"}, False),  # no cursor movement
+        ({}, False),  # no TERM: nothing says it moves its cursor
+        ({**TERMINAL, "CI": "true"}, False),  # a CI log behind a pseudo-terminal
+        ({**TERMINAL, "CI": "1"}, False),
+        ({**TERMINAL, "CI": "false"}, True),
+        (TERMINAL, True),
+    ],
+)
+def test_make_reporter_is_live_on_a_terminal_outside_ci(environ: dict, live: bool) -> None:
+    assert type(make_reporter(io.StringIO(), environ=TERMINAL)) is PlainReporter  # a pipe
+    reporter = make_reporter(FakeTerminal(), environ=environ)
     try:
-        assert isinstance(live, LiveReporter)
+        assert isinstance(reporter, LiveReporter) is live
     finally:
-        live.close()
+        reporter.close()
 
 
-def test_live_reporter_shows_running_builds_with_their_step() -> None:
-    out = io.StringIO()
-    reporter = LiveReporter(out)
+def test_json_and_no_color() -> None:
+    assert type(make_reporter(FakeTerminal(), live=False, environ=TERMINAL)) is PlainReporter
+    for environ, color in (({**TERMINAL, "NO_COLOR": "1"}, False), (TERMINAL, True)):
+        reporter = make_reporter(FakeTerminal(), environ=environ)
+        assert isinstance(reporter, LiveReporter) and reporter.view.color is color
+        reporter.close()
+
+
+def test_the_plain_path_imports_no_live_view() -> None:
+    # what a pipe or CI pays: not the live view, not its time left
+    code = (
+        "import io, sys\n"
+        "from stackbuild.cli.commands import build\n"
+        "from stackbuild.ui import make_reporter\n"
+        "reporter = make_reporter(io.StringIO())\n"
+        "reporter.start(1, 0); reporter.close()\n"
+        "print(sorted(m for m in sys.modules if m in ('stackbuild.live', 'stackbuild.eta')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_live_reporter_shows_the_running_builds_and_leaves_only_the_lines() -> None:
+    out = FakeTerminal()
+    reporter = LiveReporter(out, color=False)
     try:
         reporter.start(2, 0)
-        reporter.image_started("base")
+        reporter.image_started("base", "engine-b")
         reporter.image_output("base", "Step 2/3 : RUN make")
         reporter.image_output("base", "compiling...")  # not a step: the step stays
-        with reporter.lock:
-            reporter._redraw()
-            assert reporter.running["base"][1] == "2/3 RUN make"
-        assert "base" in out.getvalue() and "2/3 RUN make" in out.getvalue()
+        reporter.view.redraw()
+        rows = screen(out.getvalue())
+        assert rows[-2].startswith("[0/2] ") and rows[-2].endswith("building 1")
+        assert re.fullmatch(r" . base  on engine-b  \d+s  2/3 RUN make", rows[-1]), rows
         reporter.image_finished(ImageResult("base", "built", FP, duration_s=1.0))
-        assert "base" not in reporter.running
+        assert screen(out.getvalue())[-1].startswith("[1/2] ")
         assert reporter.done == 1
     finally:
         reporter.close()
-    assert not reporter.ticker.is_alive()
-    assert re.search(r"built +base", out.getvalue())
+    rows = screen(out.getvalue())
+    assert [row[9:] for row in rows] == [  # the plain reporter's lines, nothing else
+        "2 to build, 0 up to date",
+        "start     base on engine-b",
+        "built     base in 1.0s sha256:abababababab",
+    ]
+    assert all(re.match(STAMP, row) for row in rows)
 
 
 def test_a_requeued_build_leaves_the_live_view_until_it_restarts() -> None:
-    out = io.StringIO()
+    out = FakeTerminal()
     reporter = LiveReporter(out)
     try:
         reporter.start(1, 0)
         reporter.image_started("base", "engine-b")
         reporter.image_requeued("base", "engine engine-b stopped answering; base goes back")
-        assert "base" not in reporter.running
+        assert "base" not in reporter.view.running
         assert reporter.done == 0
         reporter.image_started("base", "engine-a")
-        assert "base" in reporter.running
+        assert "base" in reporter.view.running
     finally:
         reporter.close()
     assert "base goes back" in out.getvalue()
+
+
+def test_a_plain_notice_is_the_line_the_signal_handler_always_wrote() -> None:
+    out = io.StringIO()
+    PlainReporter(out).notice("stopping: cancelling running builds (Ctrl-C again to abort)")
+    assert out.getvalue() == "\nstopping: cancelling running builds (Ctrl-C again to abort)\n"
 
 
 def _results() -> list[ImageResult]:

@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -28,6 +30,7 @@ from stackbuild.cli.common import (
     select_since,
 )
 from stackbuild.cli.engines import existing_on, open_engine, open_engine_pool
+from stackbuild.cli.reports import JUNIT, started_at, write_reports
 from stackbuild.cli.signals import raise_interrupt
 from stackbuild.errors import (
     EXIT_BUILD_FAILED,
@@ -38,6 +41,7 @@ from stackbuild.errors import (
 )
 from stackbuild.manifest import load_stack
 from stackbuild.run.build import BuildOptions, BuildRun
+from stackbuild.run.history import fill_from_registry
 from stackbuild.run.pool import PoolPushes, attach_registry, pool_builders
 from stackbuild.run.promote import SUBTREE, Promoter, held_back, promotion_summary
 from stackbuild.run.registry import Pusher, RegistryHooks, push_summary
@@ -53,14 +57,15 @@ NO_TEST = click.option(
 )  # fmt: skip
 
 
-def _install_stop_handlers(stop: threading.Event) -> None:
-    """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished."""
+def _install_stop_handlers(stop: threading.Event, notice: Callable[[str], None]) -> None:
+    """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished.
+    ``notice``: the reporter's, which a live view writes above its block."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():  # a second Ctrl-C: the user really means it
             raise_interrupt(signum, frame)  # (and a third ends at once)
         stop.set()
-        click.echo("\nstopping: cancelling running builds (Ctrl-C again to abort)", err=True)
+        notice("stopping: cancelling running builds (Ctrl-C again to abort)")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -83,6 +88,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 @BUILDER
 @NO_TEST
 @SINCE
+@JUNIT
 @pass_context
 def build(
     ctx: Context,
@@ -102,6 +108,7 @@ def build(
     builder_urls: tuple[str, ...],
     no_test: bool,
     since: str | None,
+    junit: Path | None,
 ) -> int:
     """Build what changed, and everything built on it, in parallel.
 
@@ -120,7 +127,8 @@ def build(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
-        builder_urls=builder_urls, promote=promote, since=since, no_test=no_test,
+        builder_urls=builder_urls, promote=promote, since=since, junit=junit,
+        no_test=no_test,
     )
 
 
@@ -137,6 +145,7 @@ def build(
 @PROMOTE
 @BUILDER
 @NO_TEST
+@JUNIT
 @pass_context
 def refresh_command(
     ctx: Context,
@@ -152,6 +161,7 @@ def refresh_command(
     promote: str | None,
     builder_urls: tuple[str, ...],
     no_test: bool,
+    junit: Path | None,
 ) -> int:
     """Re-resolve every upstream digest, update stack.lock, rebuild what moved.
 
@@ -170,7 +180,7 @@ def refresh_command(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
         force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
-        builder_urls=builder_urls, promote=promote, no_test=no_test,
+        builder_urls=builder_urls, promote=promote, junit=junit, no_test=no_test,
     )
 
 
@@ -194,10 +204,12 @@ def _run_build(
     promote: str | None = None,
     since: str | None = None,
     no_test: bool = False,
+    junit: Path | None = None,
 ) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
 
 
+    started = started_at()
     stack = load_stack(ctx.stack_file)
     if since:  # the changed images become the targets
         targets, _changes = select_since(ctx.stack_file, since, targets, with_descendants)
@@ -205,6 +217,7 @@ def _run_build(
         changed = ", ".join(targets) if targets else "none: nothing to build"
         click.echo(f"changed since {since}: {changed}", err=True)
         if not targets:
+            write_reports(stack, {}, [], junit, started)  # CI still finds its (empty) report
             if as_json:
                 click.echo(json.dumps({"results": [], "interrupted": False}, indent=2))
             return EXIT_OK
@@ -228,13 +241,13 @@ def _run_build(
         backend = pool.alive[0].backend  # for registry look-ups, which any engine can do
     else:
         backend = open_engine(backend_kind or stack.backend)
-    reporter = make_reporter()
+    reporter = make_reporter(live=not as_json)
     fresh = None
     gates: list[UpstreamGate] = []  # refresh --push: what became of each upstream's pin
     # Ctrl-C while waiting for the lock simply ends the wait (KeyboardInterrupt, exit
     # 130): the stop handlers, which let a run finish cleanly, only apply once it builds
     with StateDir(stack.root).run_lock(wait=not no_wait, notify=reporter.message):
-        _install_stop_handlers(stop)
+        _install_stop_handlers(stop, reporter.notice)
         # analysed under the lock: a run we waited for may have built some of it
         if refresh:
             fresh = refresh_upstreams(stack, targets, with_descendants, backend, reporter.message)
@@ -251,6 +264,8 @@ def _run_build(
             plan_ = fresh.plan(existing, backend, force, reporter.message)
         else:
             plan_ = analysis.plan(existing.where(), force)
+        # a fresh runner has no .stackbuild/: the registry's images tell the durations
+        fill_from_registry(analysis, plan_.to_build, backend, reporter.message)
         options = BuildOptions(
             jobs=jobs,
             fail_fast=not keep_going,
@@ -303,6 +318,9 @@ def _run_build(
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(text)
+    # CI's reports; under --json the annotations go to stderr, leaving stdout JSON
+    write_reports(stack, analysis.dockerfiles, results, junit, started, engines=pool is not None,
+                  echo=lambda line: click.echo(line, err=as_json))  # fmt: skip
     if interrupted:
         return EXIT_INTERRUPTED
     if failed and pool and not pool.alive:

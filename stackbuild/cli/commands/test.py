@@ -51,7 +51,7 @@ def test_command(
     reporter = make_reporter()
     stop = threading.Event()
     with StateDir(stack.root).run_lock(wait=not no_wait, notify=reporter.message):
-        _install_stop_handlers(stop)
+        _install_stop_handlers(stop, reporter.notice)
         analysis = pinned_analysis(
             stack, targets, False, backend, write=False, warn=reporter.message
         )

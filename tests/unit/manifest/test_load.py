@@ -339,3 +339,66 @@ def test_builder_names_are_unique(stack_root: Path) -> None:
         """,
     )
     assert_error(error, 4, 33, "builder name 'one' is used twice")
+
+
+# --- cache_from ---------------------------------------------------------------------------
+
+
+def test_cache_from_registry_is_the_images_own_repository(stack_root: Path) -> None:
+    write(
+        stack_root,
+        """\
+        version: 1
+        registry: 127.0.0.1:5000/acme
+        defaults: {cache_from: registry}
+        images:
+          base: {context: images/base}
+          httpd:
+            context: images/httpd
+            cache_from: [registry, "ghcr.io/acme/httpd:main"]
+          quiet: {context: images/httpd, cache_from: []}
+        """,
+    )
+    images = load_stack("stack.yaml").images
+    assert images["base"].cache_from == ("127.0.0.1:5000/acme/base:latest",)
+    assert images["httpd"].cache_from == (
+        "127.0.0.1:5000/acme/httpd:latest", "ghcr.io/acme/httpd:main"
+    )
+    assert images["quiet"].cache_from == ()  # an image's own list replaces the default
+
+
+def test_no_cache_from_by_default(stack_root: Path) -> None:
+    write(stack_root, "version: 1\nimages:\n  base: {context: images/base}\n")
+    assert load_stack("stack.yaml").images["base"].cache_from == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col", "words"),
+    [
+        (
+            "version: 1\ndefaults: {cache_from: registry}\n"
+            "images:\n  base: {context: images/base}\n",
+            2, 24, ("defaults.cache_from", "stack.yaml has none", "set `registry:`"),
+        ),
+        (
+            "version: 1\nimages:\n  base: {context: images/base, cache_from: [registry]}\n",
+            3, 45, ("cache_from of image 'base'", "stack.yaml has none"),
+        ),
+        (
+            "version: 1\nimages:\n  base: {context: images/base, cache_from: latest}\n",
+            3, 44, ("cache_from of image 'base' is 'latest'", "write `registry`"),
+        ),
+        (
+            "version: 1\nimages:\n  base: {context: images/base, cache_from: [ok/x, 'Bad:']}\n",
+            3, 51, ("'Bad:' is not an image reference", "ghcr.io/acme/base:main"),
+        ),
+        (
+            "version: 1\nimages:\n  base: {context: images/base, cache_from: 3}\n",
+            3, 44, ("expected a string or a list for cache_from",),
+        ),
+    ],
+)
+def test_a_wrong_cache_from_is_located(
+    stack_root: Path, text: str, line: int, col: int, words: tuple[str, ...]
+) -> None:
+    assert_error(error_for(stack_root, text), line, col, *words)

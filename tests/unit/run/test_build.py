@@ -7,6 +7,7 @@ backend is ``tests.fakes.FakeBackend``, which records what it was asked and fail
 from __future__ import annotations
 
 import io
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -18,8 +19,9 @@ from stackbuild.backends.contract import FINGERPRINT_LABEL, IMAGE_LABEL, LocalIm
 from stackbuild.refs import fingerprint12
 from stackbuild.run.build import BuildOptions, BuildRun, image_tags
 from stackbuild.run.existing import find_existing
-from stackbuild.ui import PlainReporter
-from tests.fakes import FakeBackend
+from stackbuild.ui import LiveReporter, PlainReporter
+from tests.fakes import FakeBackend, QuietReporter
+from tests.terminal import FakeTerminal, screen
 
 FP = "sha256:" + "0123456789ab" + "c" * 52
 
@@ -89,7 +91,7 @@ def stack(tmp_path: Path) -> Path:
     return tmp_path / "stack.yaml"
 
 
-class Events:
+class Events(QuietReporter):
     """A reporter that remembers the order of what it was told."""
 
     def __init__(self) -> None:
@@ -97,12 +99,15 @@ class Events:
         self.outputs: list[tuple[str, str]] = []
         self.counts: tuple[int, int] | None = None
         self.closed = False
+        self.scheduled_on: tuple[dict, int] | None = None
 
     def start(self, to_build: int, up_to_date: int) -> None:
         self.counts = (to_build, up_to_date)
 
-    def message(self, text: str) -> None:
-        pass
+    def scheduled(self, schedule, slots: int, durations) -> None:
+        assert not self.events, "told the schedule after a build started"
+        self.scheduled_on = (schedule.statuses(), slots)
+
 
     def image_started(self, image: str, engine: str | None = None) -> None:
         self.events.append(("started", image))
@@ -169,6 +174,9 @@ def test_a_failure_blocks_exactly_its_descendants(stack: Path) -> None:
     assert events.index(("built", "left")) < events.index(("started", "top"))
     assert events.index(("built", "right")) < events.index(("started", "top"))
     assert reporter.counts == (8, 0)
+    # the schedule, for the live view's time left, before anything started
+    statuses, slots = reporter.scheduled_on
+    assert set(statuses) == set(DOCKERFILES) and slots == 3
     assert ("base", "Step 1/1 : FROM whatever for base") in reporter.outputs
 
 
@@ -294,6 +302,24 @@ def test_plain_reporter_and_logs_end_to_end(stack: Path) -> None:
     assert list((analysis.state.logs / ".locks").iterdir())
 
 
+def test_the_live_view_leaves_the_plain_reporters_lines_and_no_block(
+    stack: Path, tmp_path: Path
+) -> None:
+    plain, terminal = io.StringIO(), FakeTerminal()
+    run(stack, FakeBackend(fail={"bad"}), reporter=PlainReporter(plain), jobs=1)
+    shutil.rmtree(tmp_path / ".stackbuild")  # the same run again, from scratch
+    live = LiveReporter(terminal)
+    try:
+        run(stack, FakeBackend(fail={"bad"}), reporter=live, jobs=1)
+    finally:
+        live.close()
+    assert "[0/8]" in terminal.getvalue()  # it was drawn...
+    shown = [row[9:] for row in screen(terminal.getvalue())]  # ...and is gone: just the lines
+    assert shown == [line[9:] for line in plain.getvalue().splitlines()]
+    assert shown[1] == "start     base" and shown[2].startswith("built     base in ")
+    assert any(line.startswith("failed    bad after ") for line in shown)
+
+
 def test_a_build_whose_record_cannot_be_written_fails_and_keeps_its_log(
     stack: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -317,3 +343,25 @@ def test_a_build_whose_record_cannot_be_written_fails_and_keeps_its_log(
     assert left.log and left.log.endswith(".log")  # the summary points at the build log
     assert by_name["top"].status == "blocked"  # nothing is built on an unrecorded image
     assert by_name["right"].status == "built"
+
+
+# -- cache_from ----------------------------------------------------------------------------
+
+
+def test_cache_from_reaches_the_backend_and_leaves_the_fingerprint_alone(stack: Path) -> None:
+    before = analyze(stack).inputs["solo"].fingerprint
+    text = stack.read_text().replace("images:\n", "defaults: {cache_from: registry}\nimages:\n")
+    stack.write_text(text)
+    backend = FakeBackend()
+    backend.build_warnings["solo"] = ("cache_from reg/solo:latest cannot be used (refused)",)
+    reporter = Events()
+    messages: list[str] = []
+    reporter.message = messages.append  # type: ignore[method-assign]
+    analysis, _, results, _ = run(stack, backend, reporter)
+
+    assert analysis.inputs["solo"].fingerprint == before  # a cache is not an input
+    assert backend.requests["solo"].cache_from == ("reg/solo:latest",)
+    assert backend.requests["top"].cache_from == ("reg/top:latest",)
+    # the build went on without the cache, and the person heard why
+    assert {r.image: r.status for r in results}["solo"] == "built"
+    assert messages == ["warning: solo: cache_from reg/solo:latest cannot be used (refused)"]

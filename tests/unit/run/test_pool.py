@@ -30,7 +30,7 @@ from stackbuild.run.pool import (
 )
 from stackbuild.run.registry import RetryPolicy
 from stackbuild.scheduler import NoSlotsLeft
-from tests.fakes import FakeBackend, FakeRegistry
+from tests.fakes import FakeBackend, FakeRegistry, QuietReporter
 
 NO_RETRY = RetryPolicy(first_delay=0.01, budget=0.0)
 
@@ -234,13 +234,12 @@ DOCKERFILES = {
 }
 
 
-class Reporter:
+class Reporter(QuietReporter):
     def __init__(self) -> None:
         self.messages: list[str] = []
         self.started: list[tuple[str, str | None]] = []
 
-    def start(self, to_build: int, up_to_date: int) -> None:
-        pass
+
 
     def message(self, text: str) -> None:
         self.messages.append(text)
@@ -248,17 +247,11 @@ class Reporter:
     def image_started(self, image: str, engine: str | None = None) -> None:
         self.started.append((image, engine))
 
-    def image_output(self, image: str, line: str) -> None:
-        pass
 
     def image_requeued(self, image: str, why: str) -> None:
         self.messages.append(why)
 
-    def image_finished(self, result) -> None:
-        pass
 
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -1,0 +1,231 @@
+"""CI reports: the JUnit file a CI reads, the Markdown job summary, GitHub annotations.
+
+The JUnit document is checked by parsing it, against what the JUnit schema Jenkins and
+GitLab read requires (element nesting, required attributes, counts that add up, times in
+seconds), never by comparing strings.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from stackbuild.ci_reports import (
+    failed_step,
+    github_annotation,
+    github_annotations,
+    junit_xml,
+    markdown_summary,
+)
+from stackbuild.run.results import ImageResult
+from stackbuild.scheduler import Status
+
+FP = "sha256:" + "ab" * 32
+TAIL = [f"line {n}" for n in range(30)] + ["The command '/bin/sh -c false' returned 1 <&>"]
+
+
+def results() -> list[ImageResult]:
+    return [
+        ImageResult("base", Status.UP_TO_DATE, FP, tags=["base:latest"]),
+        ImageResult("app", Status.BUILT, FP, duration_s=12.3456, tags=["app:latest"]),
+        ImageResult("bad", Status.FAILED, FP, duration_s=2.5, error="exit code 1",
+                    log="/x/bad.log", log_tail=TAIL),
+        ImageResult("bad-kid", Status.BLOCKED, FP, error="parent failed: bad"),
+        ImageResult("late", Status.CANCELLED, FP, error="interrupted"),
+    ]
+
+
+# -- JUnit ---------------------------------------------------------------------------------
+
+# what the JUnit schema (Jenkins' junit-10.xsd, which GitLab reads too) allows
+SUITE_ATTRIBUTES = {"name", "tests", "failures", "errors", "skipped", "time", "timestamp",
+                    "hostname", "id", "package", "file", "disabled"}
+CASE_ATTRIBUTES = {"name", "classname", "time", "file", "line", "assertions", "status"}
+CASE_CHILDREN = {"skipped", "error", "failure", "system-out", "system-err"}
+
+
+def check_schema(root: ET.Element) -> None:
+    """Assert ``root`` has the shape the JUnit schema requires."""
+    assert root.tag == "testsuites"
+    for suite in root:
+        assert suite.tag == "testsuite"
+        assert {"name", "tests"} <= set(suite.attrib) <= SUITE_ATTRIBUTES
+        cases = list(suite)
+        assert all(c.tag == "testcase" for c in cases)
+        assert int(suite.get("tests", "")) == len(cases)
+        failures = sum(c.find("failure") is not None for c in cases)
+        skipped = sum(c.find("skipped") is not None for c in cases)
+        assert int(suite.get("failures", "0")) == failures
+        assert int(suite.get("skipped", "0")) == skipped
+        assert float(suite.get("time", "0")) >= 0
+        for case in cases:
+            assert {"name", "classname"} <= set(case.attrib) <= CASE_ATTRIBUTES
+            assert float(case.get("time", "0")) >= 0
+            assert {child.tag for child in case} <= CASE_CHILDREN
+            assert len(case) <= 1  # one outcome at most: failed, or skipped, or passed
+            for child in case:
+                if child.tag == "failure":
+                    assert "message" in child.attrib and "type" in child.attrib
+
+
+def parse(document: str) -> ET.Element:
+    return ET.fromstring(document.encode())
+
+
+def test_junit_has_one_case_per_image_with_its_outcome() -> None:
+    root = parse(junit_xml(results(), "acme", {"bad": "bad/Dockerfile"}, "2026-12-02T14:00:00"))
+    check_schema(root)
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert suite.get("name") == "acme"
+    assert suite.get("timestamp") == "2026-12-02T14:00:00"
+    cases = {c.get("name"): c for c in suite}
+    assert list(cases) == ["base", "app", "bad", "bad-kid", "late"]
+    assert len(cases["base"]) == 0 and len(cases["app"]) == 0  # passed
+    assert float(cases["app"].get("time", "")) == pytest.approx(12.346)
+    failure = cases["bad"].find("failure")
+    assert failure is not None
+    assert failure.get("message") == "exit code 1"
+    assert cases["bad"].get("file") == "bad/Dockerfile"
+    text = failure.text or ""
+    assert "line 29" in text and "line 15" not in text  # the tail, not the whole log
+    assert "returned 1 <&>" in text  # escaped in the file, the same text when read
+    assert float(cases["bad"].get("time", "")) == 2.5
+    blocked = cases["bad-kid"].find("skipped")
+    cancelled = cases["late"].find("skipped")
+    assert blocked is not None and "parent failed: bad" in blocked.get("message", "")
+    assert cancelled is not None and "cancelled" in cancelled.get("message", "")
+    assert suite.get("failures") == "1" and suite.get("skipped") == "2"
+    assert root.get("tests") == "5"
+
+
+def test_junit_survives_control_characters_in_a_log() -> None:
+    bad = ImageResult("x", Status.FAILED, FP, error="boom\x1b", log_tail=["\x1b[31mred\x00"])
+    root = parse(junit_xml([bad], "s"))
+    check_schema(root)
+    failure = root.find("testsuite/testcase/failure")
+    assert failure is not None and "red" in (failure.text or "")
+
+
+def test_junit_of_an_empty_run_is_valid() -> None:
+    root = parse(junit_xml([], "s"))
+    check_schema(root)
+    assert root.find("testsuite") is not None
+
+
+# -- Markdown --------------------------------------------------------------------------------
+
+
+def test_markdown_summary_has_the_table_and_the_failed_tail() -> None:
+    text = markdown_summary(results(), "stackbuild: stack.yaml")
+    lines = text.splitlines()
+    assert lines[0] == "### stackbuild: stack.yaml"
+    header = next(line for line in lines if line.startswith("| IMAGE"))
+    rows = [line for line in lines if line.startswith("| ") and line != header]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "base", "app", "bad", "bad-kid", "late"
+    ]
+    assert "| built | 12.3s |" in rows[1]
+    assert "#### bad failed: exit code 1" in lines
+    block = lines[lines.index("#### bad failed: exit code 1") + 2:]
+    assert block[0] == "```" and TAIL[-1] in block and "line 15" not in block
+    assert "1 up-to-date, 1 built, 1 failed, 1 blocked, 1 cancelled" in lines
+
+
+def test_markdown_escapes_pipes_and_fences() -> None:
+    bad = ImageResult("x", Status.FAILED, FP, error="a|b", log_tail=["```", "end"])
+    text = markdown_summary([bad], "t")
+    assert "#### x failed: a\\|b" in text
+    assert "````\n```\nend\n````" in text
+
+
+# -- the failed step ---------------------------------------------------------------------
+
+DOCKERFILE = """\
+ARG BASE=base
+FROM ${BASE} AS build
+RUN echo one
+RUN echo two && \\
+    false
+FROM scratch
+COPY --from=build /x /x
+RUN echo one
+"""
+
+CLASSIC_LOG = [
+    "=== stackbuild: build bad sha256:1 on unix:///var/run/docker.sock ===",
+    "Step 1/6 : FROM ${BASE} AS build",
+    " ---> 0123456789ab",
+    "Step 2/6 : RUN echo one",
+    "Step 3/6 : RUN echo two &&     false",
+    " ---> Running in 3dcbe83d2e0d",
+    "two",
+    "The command '/bin/sh -c echo two &&     false' returned a non-zero code: 1",
+]
+
+BUILDKIT_LOG = [
+    "#4 [build 2/3] RUN echo one",
+    "#4 DONE 0.3s",
+    "#5 [build 3/3] RUN echo two &&     false",
+    "#5 0.324 two",
+    "#5 ERROR: executor failed running [/bin/sh -c echo two &&     false]: exit code: 1",
+    "------",
+    " > [build 3/3] RUN echo two &&     false:",
+    "------",
+]
+
+
+def test_failed_step_of_the_classic_builder() -> None:
+    step = failed_step(CLASSIC_LOG, DOCKERFILE)
+    assert step is not None and step.line == 4
+    assert step.instruction == "RUN echo two &&     false"
+
+
+def test_failed_step_of_buildkit() -> None:
+    step = failed_step(BUILDKIT_LOG, DOCKERFILE)
+    assert step is not None and step.line == 4
+
+
+def test_the_same_instruction_twice_is_told_apart() -> None:
+    # `RUN echo one` is at lines 3 and 8: the step number / the stage decide
+    classic = ["Step 6/6 : RUN echo one", "boom"]
+    step = failed_step(classic, DOCKERFILE)
+    assert step is not None and step.line == 8
+    buildkit = ["#9 [stage-1 3/3] RUN echo one", "#9 ERROR: boom"]
+    step = failed_step(buildkit, DOCKERFILE)
+    assert step is not None and step.line == 8
+    step = failed_step(["#4 [build 2/3] RUN echo one", "#4 ERROR: boom"], DOCKERFILE)
+    assert step is not None and step.line == 3
+
+
+def test_no_step_when_the_log_names_none() -> None:
+    assert failed_step(["=== stackbuild: error: context changed ==="], DOCKERFILE) is None
+    assert failed_step(["Step 1/1 : RUN not in the file"], DOCKERFILE) is None
+
+
+# -- annotations ---------------------------------------------------------------------------
+
+
+def test_annotation_names_the_dockerfile_line_of_the_failed_step() -> None:
+    step = failed_step(CLASSIC_LOG, DOCKERFILE)
+    lines = github_annotations(
+        results(), {"bad": "images/bad/Dockerfile"}, {"bad": step}, "stack.yaml", {"bad": 7}
+    )
+    assert lines == [
+        "::error file=images/bad/Dockerfile,line=4,title=stackbuild%3A bad failed"
+        "::RUN echo two &&     false: exit code 1"
+    ]
+
+
+def test_annotation_falls_back_to_the_manifest_entry() -> None:
+    lines = github_annotations(results(), {"bad": "bad/Dockerfile"}, {"bad": None},
+                               "ci/stack.yaml", {"bad": 7})
+    assert lines == [
+        "::error file=ci/stack.yaml,line=7,title=stackbuild%3A bad failed::exit code 1"
+    ]
+
+
+def test_annotation_escapes_what_github_reads_as_syntax() -> None:
+    line = github_annotation("a,b:c.txt", 3, "t", "50% done\nnext")
+    assert line == "::error file=a%2Cb%3Ac.txt,line=3,title=t::50%25 done%0Anext"
