@@ -21,7 +21,8 @@ Two halves:
     Writes ``stack.yaml`` and one context directory per image: a Dockerfile
     (``FROM`` its first parent; further parents through ``COPY --from`` or
     ``depends_on``), ``files`` data files of ``context_bytes`` in total, and
-    ``RUN echo <name> && sleep <duration>`` when the duration is not zero. The root is a
+    ``RUN echo <name> && sleep ...`` when the duration is not zero (one ``sleep``
+    per ``SLEEP_STEP`` seconds: a longer image has a longer RUN, as real ones do). The root is a
     busybox image ``FROM scratch`` (``base="busybox"``, buildable), a tiny
     ``FROM scratch`` image (``base="scratch"``, for plan-only stacks), or
     built on an existing image (``base="<reference>"``, which stackbuild
@@ -165,6 +166,19 @@ def make_graph(
     return Graph(names, parents, durations)
 
 
+SLEEP_STEP = 0.5  # s, the longest single sleep command of a generated RUN
+
+
+def sleep_commands(seconds: float) -> str:
+    """``sleep`` commands adding up to ``seconds``, ``SLEEP_STEP`` at most each, joined
+    with ``&&``: as in real stacks, an image that takes longer asks for more work in its
+    Dockerfile (longer command chains), which a first build's estimate can see."""
+    steps = max(1, math.ceil(round(seconds / SLEEP_STEP, 6)))
+    last = seconds - SLEEP_STEP * (steps - 1)
+    sleeps = [_sleep_text(SLEEP_STEP)] * (steps - 1) + [_sleep_text(last)]
+    return " && ".join(f"sleep {s}" for s in sleeps)
+
+
 def _sleep_text(seconds: float) -> str:
     text = f"{seconds:.3f}".rstrip("0").rstrip(".")
     return text or "0"
@@ -197,7 +211,7 @@ def dockerfile(
     if duration > 0 or salt:
         # the image's name in the command: two images never share a cached RUN layer
         tag = f"{name}-{salt}" if salt else name
-        lines.append(f"RUN echo {tag} >/dev/null && sleep {_sleep_text(duration)}")
+        lines.append(f"RUN echo {tag} >/dev/null && {sleep_commands(duration)}")
     if not parents and base == "busybox":
         lines.append('CMD ["sh"]')
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ from stackbuild.checks import checks_digest
 from stackbuild.context import ContextFile, context_files, dockerfile_name_in_context
 from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
 from stackbuild.errors import DockerfileError, ManifestError
+from stackbuild.estimate import ImageShape, estimated_weights
 from stackbuild.files import atomic_write
 from stackbuild.fingerprint import HashCache, ImageInputs, image_inputs
 from stackbuild.graph import StackGraph, build_graph, graph_key, in_stack_name
@@ -78,6 +79,32 @@ class Analysis:
 
     def notes_of(self, image: str) -> ImageNotes:
         return self.notes.get(image, NO_NOTES)
+
+    def weights(self, known: Mapping[str, float] | None = None) -> dict[str, float]:
+        """The scheduler's weight of every selected image: its last build duration
+        (``known`` adds durations found elsewhere, ``durations`` wins), else an estimate
+        from its Dockerfile and context size, calibrated on those durations (``estimate``)."""
+        durations = {**(known or {}), **self.durations}
+        if all(name in durations for name in self.selected):
+            return durations  # every image built before: nothing to estimate or stat
+        shapes = {
+            name: ImageShape(
+                self.dockerfiles[name].decode("utf-8", "replace"),
+                _context_bytes(self.files[name]),
+            )
+            for name in self.selected
+        }
+        return estimated_weights(shapes, durations)
+
+
+def _context_bytes(files: Iterable[ContextFile]) -> int:
+    """The size of a context's files (an estimate's input: a vanished file counts 0)."""
+    total = 0
+    for entry in files:
+        if entry.kind == "f":
+            with contextlib.suppress(OSError):
+                total += entry.source.stat().st_size
+    return total
 
 
 def read_dockerfiles(stack: Stack) -> tuple[dict[str, bytes], dict[str, DockerfileInfo]]:

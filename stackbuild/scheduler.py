@@ -336,7 +336,8 @@ class Schedule:
 
 
 def _weight(value: float | None) -> float:
-    # No recorded duration (first build): count the node as one unit.
+    # No weight given: count the node as one unit (a build estimates first builds'
+    # weights, Analysis.weights; this is for callers that pass none)
     return 1.0 if value is None else float(value)
 
 

@@ -12,7 +12,10 @@ client has the buildx plugin, else a client whose ``DOCKER_BUILDKIT=1 docker
 build`` works, trying ``/usr/bin/docker`` (the distribution's client, which
 matches its engine) before the others on PATH. ``STACKBUILD_DOCKER_CLI``
 names the one to use. Each candidate is probed with a real build that sends a
-secret and exports nothing, so what is chosen is known to work.
+secret and exports nothing, so what is chosen is known to work. The choice is
+remembered for a day in ``~/.cache/stackbuild/buildkit-clients.json`` (local
+engines), keyed on the clients' files, the buildx plugin directories and the
+engine's version: the probes cost every run 0.5-2 s at its first build.
 
 What is sent: the context tar of ``write_context_tar`` on stdin (``docker build
 -f NAME -``), the same bytes the SDK backend sends, so both hash and send
@@ -42,6 +45,7 @@ import collections
 import contextlib
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -49,6 +53,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +62,8 @@ from typing import IO
 from stackbuild.backends.contract import BuildRequest, BuildResult, LogSink
 from stackbuild.backends.engine import DEFAULT_HOST, CancelWatch, DockerEngine, pull_allowed
 from stackbuild.context import write_context_tar
-from stackbuild.errors import BuildKitUnavailable
+from stackbuild.errors import BuildKitUnavailable, StackbuildError
+from stackbuild.files import atomic_write
 
 CLI_ENV = "STACKBUILD_DOCKER_CLI"  # path or name of the docker client to use
 DISTRO_CLI = "/usr/bin/docker"  # probed first: the distribution's client matches its engine
@@ -203,6 +209,66 @@ def find_cli(env: Mapping[str, str]) -> DockerCli:
         "no docker client here builds with BuildKit (" + "; ".join(failures) + "); "
         f"install the buildx plugin or name a working client in {CLI_ENV}"
     )
+
+
+# --------------------------------------------------------------------------- probe cache
+# The choice costs a `buildx version` per client and a probe build (0.5-2 s) on every run's
+# first BuildKit build: it is remembered for a day, keyed on everything it depends on (the
+# candidate clients' files, the buildx plugin directories, the engine and its version).
+
+CACHE_TTL = 24 * 3600  # s
+PLUGIN_DIRS = ("~/.docker/cli-plugins", "/usr/local/lib/docker/cli-plugins",
+               "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
+               "/usr/libexec/docker/cli-plugins")  # fmt: skip
+
+
+def _cache_path(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base, "stackbuild", "buildkit-clients.json")
+
+
+def _cache_key(env: Mapping[str, str], engine_version: str) -> str:
+    """What the choice of ``find_cli(env)`` depends on, as one string."""
+    parts = [env.get("DOCKER_HOST", ""), env.get(CLI_ENV, ""), env.get("DOCKER_CONFIG", ""),
+             engine_version]  # fmt: skip
+    for path in [*_candidates(env), *(os.path.expanduser(d) for d in PLUGIN_DIRS)]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        parts.append(f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}")
+    return json.dumps(parts)
+
+
+def cached_cli(env: Mapping[str, str], engine_version: str, now: float) -> DockerCli | None:
+    """The client ``find_cli(env)`` chose within the last ``CACHE_TTL``, if nothing it
+    depends on changed since."""
+    try:
+        entry = json.loads(_cache_path(env).read_text()).get(_cache_key(env, engine_version))
+        if entry and 0 <= now - float(entry["at"]) < CACHE_TTL:
+            return DockerCli(str(entry["path"]), bool(entry["buildx"]), bool(entry["secret_env"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def remember_cli(env: Mapping[str, str], engine_version: str, cli: DockerCli, now: float) -> None:
+    """Record ``find_cli(env)``'s choice (best effort: a cache that cannot be written
+    costs the next run a probe, nothing else)."""
+    path = _cache_path(env)
+    try:
+        entries = json.loads(path.read_text())
+        if not isinstance(entries, dict):
+            entries = {}
+    except (OSError, ValueError):
+        entries = {}
+    entries = {k: v for k, v in entries.items()
+               if isinstance(v, dict) and now - float(v.get("at", 0)) < CACHE_TTL}  # fmt: skip
+    entries[_cache_key(env, engine_version)] = {
+        "path": cli.path, "buildx": cli.buildx, "secret_env": cli.secret_env, "at": now,
+    }
+    with contextlib.suppress(StackbuildError):
+        atomic_write(path, json.dumps(entries, indent=1).encode())
 
 
 # --------------------------------------------------------------------------- secrets
@@ -411,11 +477,20 @@ class BuildKitBuilder:
                 # an engine that is not there: EngineUnreachable, in the SDK backend's
                 # words, rather than a probe failure blamed on the client
                 engine.ping()
+                version = engine.engine_version()  # None: not cached (not a local engine)
                 with tempfile.TemporaryDirectory(prefix="stackbuild-") as tmp:
-                    try:
-                        self._cli = find_cli(self._cli_environ(engine, tmp))
-                    except BuildKitUnavailable as e:
-                        self._cli_error = e
+                    env = self._cli_environ(engine, tmp)
+                    now = time.time()
+                    if version is not None and env.get("DOCKER_CERT_PATH") is None:
+                        self._cli = cached_cli(env, version, now)
+                    if self._cli is None:
+                        try:
+                            self._cli = find_cli(env)
+                        except BuildKitUnavailable as e:
+                            self._cli_error = e
+                        else:
+                            if version is not None and env.get("DOCKER_CERT_PATH") is None:
+                                remember_cli(env, version, self._cli, now)
             if self._cli_error is not None:
                 raise self._cli_error
             assert self._cli is not None

@@ -422,6 +422,18 @@ class DockerEngine:
             return None
         return body
 
+    def engine_version(self) -> str | None:
+        """A local engine's version and commit ("20.10.24+dfsg1 297e128"), asked without
+        the SDK; None for any other engine or answer."""
+        body = self._local_get("/version", PING_TIMEOUT)
+        try:
+            info = json.loads(body) if body is not None else None
+        except ValueError:
+            return None
+        if not isinstance(info, dict) or not info.get("Version"):
+            return None
+        return f"{info['Version']} {info.get('GitCommit', '')}".strip()
+
     def ping(self) -> None:
         """Raise EngineUnreachable with one clear sentence when the engine does not answer."""
         if self._local_get("/_ping", PING_TIMEOUT) is not None:

@@ -384,7 +384,7 @@ class BuildRun:
                 schedule = Schedule(
                     {name: self.analysis.graph.parents(name) for name in self.analysis.selected},
                     todo,
-                    weights=self.analysis.durations,
+                    weights=self.analysis.weights(),  # durations, else estimates
                     fail_fast=self.options.fail_fast,
                 )
                 slots = self.pool if self.pool is not None else self.options.jobs

@@ -94,13 +94,13 @@ def test_a_cycle_made_after_caching_is_still_an_error_at_its_line(tmp_path: Path
 
 def _imports_networkx(stack_file: Path, *args: str) -> tuple[bool, str]:
     code = (
-        "import sys\n"
+        "import atexit, sys\n"
+        # atexit: main() ends the process with os._exit once its atexit handlers have run
+        "atexit.register(lambda: print('NETWORKX' if 'networkx' in sys.modules "
+        "else 'NO-NETWORKX', file=sys.stderr))\n"
         "from stackbuild.cli import main\n"
         f"sys.argv = ['stackbuild', '-f', {str(stack_file)!r}, *{list(args)!r}]\n"
-        "try:\n"
-        "    main()\n"
-        "finally:\n"
-        "    print('NETWORKX' if 'networkx' in sys.modules else 'NO-NETWORKX', file=sys.stderr)\n"
+        "main()\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
