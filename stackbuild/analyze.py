@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from stackbuild.checks import checks_digest
 from stackbuild.context import ContextFile, context_files, dockerfile_name_in_context
 from stackbuild.dockerfile import DockerfileInfo, parse_dockerfile
 from stackbuild.errors import DockerfileError, ManifestError
@@ -50,6 +51,10 @@ class Analysis:
     durations: dict[str, float]  # last build durations, for scheduling weights
     # Dockerfile warnings and ONBUILD triggers, per image that has any
     notes: dict[str, ImageNotes] = field(default_factory=dict)
+    # each image's tests hash ("" without checks), and the one that passed at its current
+    # fingerprint (None: they did not, or never ran): not in the fingerprint, see checks.py
+    tests: dict[str, str] = field(default_factory=dict)
+    tested: dict[str, str | None] = field(default_factory=dict)
 
     def dockerfile_name(self, image: str) -> str:
         return dockerfile_name_in_context(self.stack.images[image])
@@ -63,6 +68,8 @@ class Analysis:
                 {name: spec.context_rel for name, spec in self.stack.images.items()},
                 existing,
                 with_nodes(self.stack, force),  # an image's name forces all its platforms
+                self.tests,
+                self.tested,
             )
         )
 
@@ -354,9 +361,27 @@ def analyze(
         cache.save(state.hash_cache)
     last: dict[str, ImageInputs | None] = {}
     durations: dict[str, float] = {}
+    tested: dict[str, str | None] = {}
     for name in selected:
         record = state.load_record(name)
         last[name] = record.inputs if record else None
         if record:
             durations[name] = record.duration_s
-    return Analysis(stack, graph, state, selected, raw, files, inputs, last, durations, notes)
+        same = record is not None and record.fingerprint == inputs[name].fingerprint
+        tested[name] = record.tests if record is not None and same else None
+    tests = {name: image_tests_hash(stack, name) for name in selected}
+    return Analysis(stack, graph, state, selected, raw, files, inputs, last, durations, notes,
+                    tests, tested)  # fmt: skip
+
+
+def image_tests_hash(stack: Stack, image: str) -> str:
+    """The tests hash of ``image``: its checks and the scripts they run, read now."""
+    checks = stack.images[image].tests
+    scripts: dict[str, bytes] = {}
+    for check in checks:
+        if check.script is not None and check.script_path is not None:
+            try:
+                scripts[check.script] = check.script_path.read_bytes()
+            except OSError:  # gone since loading: the check itself will say so
+                scripts[check.script] = b""
+    return checks_digest(checks, scripts)

@@ -33,7 +33,9 @@ TAIL_LINES = 15  # log lines of a failed image in the summary and the JUnit fail
 _OUTCOME = {
     Status.BUILT: "passed",
     Status.UP_TO_DATE: "passed",
+    Status.TESTED: "passed",
     Status.FAILED: "failed",
+    Status.TEST_FAILED: "failed",
     Status.BLOCKED: "skipped",
     Status.CANCELLED: "skipped",
 }
@@ -44,21 +46,36 @@ def summary_rows(results: Sequence[ImageResult], engines: bool = False) -> tuple
 ]:
     """The summary table's header and rows (the terminal's and the Markdown summary's)."""
     headers = ["IMAGE", "STATUS", "DURATION", "FINGERPRINT", "TAGS"]
+    timed = ("built", "failed", "test-failed", "tested")
     rows = [
         [
             r.image,
             r.status,
-            f"{r.duration_s:.1f}s" if r.status in ("built", "failed") else "-",
+            f"{r.duration_s:.1f}s" if r.status in timed else "-",
             short(r.fingerprint),
-            ", ".join(r.tags) if r.status in ("built", "up-to-date") else "-",
+            ", ".join(r.tags) if r.status in ("built", "up-to-date", "tested") else "-",
         ]
         for r in results
     ]
+    if any(r.checks or r.tests_skipped for r in results):  # a stack without tests: as before
+        headers.insert(4, "TESTS")
+        for row, r in zip(rows, results, strict=True):
+            row.insert(4, tests_cell(r))
     if engines:
         headers.insert(2, "ENGINE")
         for row, r in zip(rows, results, strict=True):
             row.insert(2, r.engine or "-")
     return headers, rows
+
+
+def tests_cell(result: ImageResult) -> str:
+    """The TESTS column: how many checks passed, "skipped", or "-" when none ran."""
+    if result.tests_skipped:
+        return "skipped"
+    if not result.checks:
+        return "-"
+    passed = sum(check.passed for check in result.checks)
+    return f"{passed}/{len(result.checks)} passed"
 
 
 def status_counts(results: Iterable[ImageResult]) -> str:
@@ -86,24 +103,36 @@ class Case:
 
 
 def image_cases(result: ImageResult, suite: str, file: str | None = None) -> list[Case]:
-    """The test cases of one image: its build. The extension point for per-image checks:
-    when ``ImageResult`` carries them (a ``checks`` list), each becomes one more case
-    here, named ``<image> / <check>``, with classname ``<suite>.<image>``."""
+    """The test cases of one image: its build, then each check that ran on it, named
+    ``<image> / <check>`` with classname ``<suite>.<image>`` (a test-failed image's build
+    case passes: its check cases fail)."""
     outcome = _OUTCOME.get(result.status, "failed")
     message = ""
     if outcome != "passed":
         message = result.error or str(result.status)
-    return [
+    build = Case(
+        name=result.image,
+        classname=suite,
+        outcome=outcome,
+        time_s=result.duration_s,
+        message=f"{result.status}: {message}" if outcome == "skipped" else message,
+        output="\n".join(result.log_tail[-TAIL_LINES:]) if outcome == "failed" else "",
+        file=file,
+    )
+    if result.status is Status.TEST_FAILED:  # its build passed; the check cases fail
+        build = Case(result.image, suite, "passed", result.duration_s, file=file)
+    checks = [
         Case(
-            name=result.image,
-            classname=suite,
-            outcome=outcome,
-            time_s=result.duration_s,
-            message=f"{result.status}: {message}" if outcome == "skipped" else message,
-            output="\n".join(result.log_tail[-TAIL_LINES:]) if outcome == "failed" else "",
-            file=file,
+            name=f"{result.image} / {check.name}",
+            classname=f"{suite}.{result.image}",
+            outcome="passed" if check.passed else "failed",
+            time_s=check.duration_s,
+            message="" if check.passed else f"{check.status}: {check.detail}",
+            output="" if check.passed else "\n".join(result.log_tail[-TAIL_LINES:]),
         )
+        for check in result.checks
     ]
+    return [build, *checks]
 
 
 def junit_xml(

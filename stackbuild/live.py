@@ -224,7 +224,7 @@ class LiveView:
         columns, height = self.size()
         width = columns - 1  # the last column would wrap on some terminals
         color = self.color
-        failed = sum(status == "failed" for status in self.settled.values())
+        failed = sum(status in ("failed", "test-failed") for status in self.settled.values())
         blocked = sum(status == "blocked" for status in self.settled.values())
         header = [(f"[{len(self.settled)}/{self.total}]", BOLD)]
         header.append((f" {human_duration(now - (self.began or now))}", ""))

@@ -1,6 +1,7 @@
 """Log files: one per image build plus the run log, through concurrent-log-handler.
 
     .stackbuild/logs/<image>.log        the build output of that image
+    .stackbuild/logs/<image>.test.log   the output of its checks (``tests:``)
     .stackbuild/logs/stackbuild.log     what each run did, one line per event
     .stackbuild/logs/.locks/            the handlers' lock files, kept in one place
 
@@ -166,10 +167,13 @@ class RunLogs:
                 "log lines that cannot be written are dropped"
             )
 
-    def open_image(self, image: str) -> ImageLog:
-        path = self.state.log_path(image)
+    def open_image(self, image: str, suffix: str = ".log") -> ImageLog:
+        """The build log of ``image``; ``suffix=".test.log"``: the log of its checks."""
+        path = self.state.log_path(image, suffix)
         with self._lock:
-            logger = logging.getLogger(f"stackbuild.image.{os.getpid()}.{self.dir}.{image}")
+            logger = logging.getLogger(
+                f"stackbuild.image.{os.getpid()}.{self.dir}.{image}{suffix}"
+            )
             logger.setLevel(logging.INFO)
             logger.propagate = False
             handler = _handler(path, self.lock_dir, self._write_failed)

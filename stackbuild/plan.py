@@ -16,6 +16,11 @@ from stackbuild.fingerprint import ImageInputs
 BUILD = "build"
 SKIP = "skip"
 PROMOTE = "promote"  # up to date, but its release tags in the registry lag (plan --push)
+TEST = "test"  # built already (this fingerprint exists here); only its checks run again
+
+# where ``existing`` (make_plan) says a fingerprint exists
+LOCAL_ENGINE = "local engine"
+REGISTRY = "registry"
 
 # how many file-level reasons to list before summarising the rest
 MAX_FILE_REASONS = 10
@@ -35,7 +40,7 @@ class Reason:
 @dataclass(frozen=True)
 class Step:
     image: str
-    action: str  # BUILD | SKIP | PROMOTE
+    action: str  # BUILD | SKIP | TEST | PROMOTE
     reasons: tuple[Reason, ...]
     fingerprint: str
     parents: tuple[str, ...]
@@ -76,12 +81,18 @@ class Plan:
     def to_build(self) -> list[str]:
         return [s.image for s in self.steps if s.action == BUILD]
 
+    @property
+    def to_test(self) -> list[str]:
+        """The images only tested: built already, their checks changed or did not pass."""
+        return [s.image for s in self.steps if s.action == TEST]
+
     def to_json(self) -> dict:
         return {
             "steps": [s.to_json() for s in self.steps],
             "summary": {
                 "build": sum(s.action == BUILD for s in self.steps),
                 "skip": sum(s.action == SKIP for s in self.steps),
+                "test": sum(s.action == TEST for s in self.steps),
                 "promote": sum(s.action == PROMOTE for s in self.steps),
             },
         }
@@ -192,13 +203,21 @@ def make_plan(
     context_rel: Mapping[str, str],
     existing: Mapping[str, str] | None,
     force: Collection[str] = (),
+    tests: Mapping[str, str] | None = None,
+    tested: Mapping[str, str | None] | None = None,
 ) -> Plan:
-    """Decide build or skip for each image of ``order`` (topological).
+    """Decide build, skip or test for each image of ``order`` (topological).
 
     ``existing`` maps an image to where its fingerprint already exists
-    ("local engine", "registry"); ``None`` means offline: nothing was asked,
-    so everything is built.
+    (``LOCAL_ENGINE``, ``REGISTRY``); ``None`` means offline: nothing was asked,
+    so everything is built. ``tests``: each image's tests hash now ("" without
+    checks); ``tested``: the hash whose checks passed at its current fingerprint
+    (None: they did not). An image to skip on this engine whose checks did not pass
+    as they are now is tested again (``TEST``), not rebuilt: checks are not in the
+    fingerprint. One only in the registry passed them where it was built.
     """
+    tests = tests or {}
+    tested = tested or {}
     steps: list[Step] = []
     action_of: dict[str, str] = {}
     for name in order:
@@ -214,9 +233,20 @@ def make_plan(
             reasons.append(Reason("not-checked", "not checked (offline)"))
         elif name in existing:
             action = SKIP
-            reasons.append(
-                Reason("up-to-date", f"up to date: this fingerprint exists ({existing[name]})")
-            )
+            passed = tested.get(name)
+            if tests.get(name) and existing[name] != REGISTRY and passed != tests[name]:
+                action = TEST
+                if passed is None:
+                    reasons.append(Reason("tests-not-passed", (
+                        f"built ({existing[name]}), but its tests did not pass at this "
+                        "fingerprint (they failed, were skipped or never ran here)")))  # fmt: skip
+                else:
+                    reasons.append(Reason("tests-changed", "tests changed"))
+            else:
+                where = existing[name]
+                reasons.append(
+                    Reason("up-to-date", f"up to date: this fingerprint exists ({where})")
+                )
         else:
             action = BUILD
         if action == BUILD:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from stackbuild.graph import StackGraph
 from stackbuild.layers import StackAccount
-from stackbuild.plan import BUILD, PROMOTE, ImageNotes, Plan, short
+from stackbuild.plan import BUILD, PROMOTE, TEST, ImageNotes, Plan, short
 
 # how many warnings of one image ``plan`` lists before pointing at ``why``
 MAX_PLAN_WARNINGS = 5
@@ -31,9 +31,11 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) ->
 
 
 def plan_text(plan: Plan, stack_name: str) -> str:
-    to_build = len(plan.to_build)
+    to_build, to_test = len(plan.to_build), len(plan.to_test)
     total = len(plan.steps)
-    lines = [f"plan for {stack_name}: {to_build} to build, {total - to_build} up to date"]
+    tested = f", {to_test} to test" if to_test else ""
+    lines = [f"plan for {stack_name}: {to_build} to build{tested}, "
+             f"{total - to_build - to_test} up to date"]  # fmt: skip
     promote = sum(step.action == PROMOTE for step in plan)
     if promote:  # up to date too: only their release tags move
         lines[0] += f" ({promote} to promote)"
@@ -180,7 +182,7 @@ def why_text(plan: Plan, image: str, notes: ImageNotes | None = None) -> str:
     """The plan of one image in full; with ``notes``, also every warning of its Dockerfile
     and the ONBUILD triggers it declares or runs."""
     step = plan.step(image)
-    verdict = "will be built" if step.action == BUILD else "is up to date"
+    verdict = {BUILD: "will be built", TEST: "will be tested"}.get(step.action, "is up to date")
     lines = [f"{image} {verdict} ({step.fingerprint})"]
     lines += [f"  - {reason.detail}" for reason in step.reasons]
     if step.parents:

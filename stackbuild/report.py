@@ -31,13 +31,15 @@ COLOURS = {
     "skip": "#9ad29a",  # up to date
     "failed": "#ec7f7f",  # failed in the last run, still to build
     "built": "#9ad29a",
+    "test-failed": "#ec7f7f",  # built, a check failed
+    "tested": "#9ad29a",  # built earlier, its checks passed now
     "blocked": "#cfcfcf",
     "cancelled": "#cfcfcf",
     "up-to-date": "#d7ecd7",
 }
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) (.*)$")
 _START = re.compile(r"^build (\S+) (\S+) on (.+)$")
-_ENDS = ("built", "failed", "blocked", "cancelled")
+_ENDS = ("built", "failed", "blocked", "cancelled", "test-failed", "tested")
 
 
 @dataclass

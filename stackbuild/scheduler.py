@@ -26,9 +26,10 @@ back to ready (``Schedule.requeue``), at most ``retries`` times. A pool that
 will never have a slot again raises ``NoSlotsLeft``; the nodes still to start
 then fail with its message.
 
-Statuses: ``pending``, ``running``, ``built``, ``failed``, ``blocked``,
+Statuses: ``pending``, ``running``, ``built``, ``failed``, ``test-failed``
+(built, but a check of it failed: a failure like any other), ``blocked``,
 ``cancelled``. Nodes outside ``todo`` have no status here; the caller shows
-them as ``up-to-date``.
+them as ``up-to-date`` (or ``tested``: only its checks ran).
 
 Priority (``priority="critical-path"``, the default): the weighted length of
 the longest path from the node down to a leaf, counting only to-do nodes,
@@ -78,6 +79,8 @@ class Status(StrEnum):
     RUNNING = "running"
     BUILT = "built"
     FAILED = "failed"
+    TEST_FAILED = "test-failed"  # built, but a check failed: it blocks like a failed build
+    TESTED = "tested"  # not built (it exists), its checks ran again and passed
     BLOCKED = "blocked"
     CANCELLED = "cancelled"
     UP_TO_DATE = "up-to-date"  # not to do: the plan found it built
@@ -235,12 +238,14 @@ class Schedule:
         self._running += 1
 
     def finish(
-        self, name: str, ok: bool, cancelled: bool = False, error: str | None = None
-    ) -> list[str]:
+        self, name: str, ok: bool, cancelled: bool = False, error: str | None = None,
+        failed_as: Status = Status.FAILED,
+    ) -> list[str]:  # fmt: skip
         """Record the end of a running node; return the nodes this blocked or cancelled.
 
         ``ok`` -> built; its children whose to-do parents are all built become
-        ready. Not ``ok`` -> failed (or cancelled with ``cancelled=True``);
+        ready. Not ``ok`` -> failed, or ``failed_as`` (``test-failed``), or cancelled
+        with ``cancelled=True``;
         every pending to-do descendant becomes blocked (cancelled) with
         ``blocked_by == name``. With ``fail_fast`` a failure also cancels every
         other pending node; running ones are left to finish.
@@ -260,7 +265,7 @@ class Schedule:
                     self._push(c)
             return []
 
-        self._status[i] = Status.CANCELLED if cancelled else Status.FAILED
+        self._status[i] = Status.CANCELLED if cancelled else failed_as
         if error:
             self._errors[name] = error
         affected = self._stop_descendants(i, Status.CANCELLED if cancelled else Status.BLOCKED)
@@ -431,7 +436,7 @@ class SchedulerEvent:
 def run_threaded(
     schedule: Schedule,
     slots: int | SlotPool,
-    run: Callable[..., bool],
+    run: Callable[..., bool | Status],
     stop: threading.Event,
     on_event: Callable[[SchedulerEvent], None] | None = None,
     retries: int = 2,
@@ -461,26 +466,33 @@ def run_threaded(
     pool: SlotPool = Slots(slots) if isinstance(slots, int) else slots
     with_slot = not isinstance(slots, int)
     emit = on_event or _ignore
-    results: queue.SimpleQueue[tuple[str, Any, bool, str | None, float, bool]] = (
+    results: queue.SimpleQueue[tuple[str, Any, bool, str | None, float, bool, Status]] = (
         queue.SimpleQueue()
     )
 
     def job(name: str, slot: Any) -> None:
         started = time.monotonic()
-        ok, error, retry = False, None, False
+        ok, error, retry, failed_as = False, None, False, Status.FAILED
         try:
-            ok = bool(run(name, slot) if with_slot else run(name))
+            outcome = run(name, slot) if with_slot else run(name)
+            if isinstance(outcome, Status):
+                ok = outcome in (Status.BUILT, Status.TESTED)
+                failed_as = Status.FAILED if ok else outcome
+            else:
+                ok = bool(outcome)
         except RetryElsewhere as exc:
             retry, error = True, str(exc) or "its slot broke"
         except Exception as exc:  # a failed build, not a scheduler crash
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:  # always post, or the coordinator would wait forever
-            results.put((name, slot, ok, error, time.monotonic() - started, retry))
+            results.put((name, slot, ok, error, time.monotonic() - started, retry, failed_as))
 
     def finish(name: str, ok: bool, *, cancelled: bool = False, error: str | None = None,
-               duration: float = 0.0, slot: Any = None) -> None:  # fmt: skip
+               duration: float = 0.0, slot: Any = None,
+               failed_as: Status = Status.FAILED) -> None:  # fmt: skip
         """Record the end of ``name``; say so, and what it blocked or cancelled."""
-        affected = schedule.finish(name, ok, cancelled=cancelled, error=error)
+        affected = schedule.finish(name, ok, cancelled=cancelled, error=error,
+                                   failed_as=failed_as)  # fmt: skip
         emit(SchedulerEvent("finished", name, schedule.status(name), duration=duration,
                             error=error, slot=slot))  # fmt: skip
         for other in affected:
@@ -517,7 +529,7 @@ def run_threaded(
                         break
                     raise RuntimeError(f"slot pool gave no slot to {schedule.peek()!r} while idle")
                 try:
-                    name, slot, ok, error, duration, retry = results.get()
+                    name, slot, ok, error, duration, retry, failed_as = results.get()
                 except KeyboardInterrupt:
                     stop.set()  # drain: running jobs see stop and abort
                     interrupted = True
@@ -537,7 +549,8 @@ def run_threaded(
                         error = f"{error} (gave up after {attempts[name] - 1} attempts)"
                 else:
                     pool.release(slot)
-                finish(name, ok, cancelled=cancelled, error=error, duration=duration, slot=slot)
+                finish(name, ok, cancelled=cancelled, error=error, duration=duration, slot=slot,
+                       failed_as=failed_as)  # fmt: skip
         except BaseException:
             # The coordinator itself broke (on_event raised, ...): make the running
             # jobs abort, so leaving the executor block does not wait for full builds.

@@ -4,7 +4,7 @@
       images/<image>.json   inputs, fingerprint, duration, tags of the last good build
       hashcache.json        file digests keyed on (path, size, mtime, inode)
       graph.json            the resolved DAG, keyed on what decides it (see graph.py)
-      logs/                 one log per image + stackbuild.log (see logs.py)
+      logs/                 one log per image (and its checks) + stackbuild.log (logs.py)
       run.lock              held by a running build; a second run waits or refuses
 
 Every write goes to a temporary file in the same directory and is renamed
@@ -50,6 +50,9 @@ class BuildRecord:
     tags: list[str] = field(default_factory=list)
     image_id: str | None = None
     engine: str | None = None
+    # the tests hash (checks.checks_digest) whose checks passed on this build; "" when it
+    # has none, None when they were not run (--no-test): the next run runs them
+    tests: str | None = None
 
     def to_json(self) -> dict:
         return {
@@ -61,6 +64,7 @@ class BuildRecord:
             "tags": self.tags,
             "image_id": self.image_id,
             "engine": self.engine,
+            "tests": self.tests,
         }
 
     @classmethod
@@ -74,6 +78,7 @@ class BuildRecord:
             tags=list(data.get("tags", [])),
             image_id=data.get("image_id"),
             engine=data.get("engine"),
+            tests=data.get("tests"),
         )
 
 
@@ -91,8 +96,9 @@ class StateDir:
     def record_path(self, image: str) -> Path:
         return self.images / f"{safe_filename(image)}.json"
 
-    def log_path(self, image: str) -> Path:
-        return self.logs / f"{safe_filename(image)}.log"
+    def log_path(self, image: str, suffix: str = ".log") -> Path:
+        """``logs/<image>.log``, the build's; ``suffix=".test.log"``: its checks'."""
+        return self.logs / f"{safe_filename(image)}{suffix}"
 
     def load_record(self, image: str) -> BuildRecord | None:
         try:

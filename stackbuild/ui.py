@@ -84,10 +84,14 @@ class PlainReporter:
 
     def image_finished(self, result: ImageResult) -> None:
         with self.lock:
-            self.done += result.status in ("built", "failed")
+            self.done += result.status in ("built", "failed", "test-failed", "tested")
+        passed = sum(check.passed for check in result.checks)
+        tested = f", {passed}/{len(result.checks)} checks passed" if result.checks else ""
         detail = {
-            "built": f"in {result.duration_s:.1f}s {short(result.fingerprint)}",
+            "built": f"in {result.duration_s:.1f}s {short(result.fingerprint)}{tested}",
+            "tested": f"in {result.duration_s:.1f}s{tested}",
             "failed": f"after {result.duration_s:.1f}s: {result.error or 'see log'}",
+            "test-failed": f"{result.error or 'see log'}",
             "blocked": f"({result.error})" if result.error else "",
             "cancelled": "",
         }.get(result.status, "")
@@ -168,10 +172,17 @@ def summary(results: list[ImageResult], tail_lines: int = 15, engines: bool = Fa
     """
     headers, rows = summary_rows(results, engines)
     parts = [table(rows, headers)]
+    checks = [[r.image, c.name, c.status, f"{c.duration_s:.1f}s", c.detail or ""]
+              for r in results for c in r.checks]  # fmt: skip
+    if checks:
+        parts.append("\n" + table(checks, ["IMAGE", "CHECK", "RESULT", "DURATION", "WHY"]))
+    skipped = [r.image for r in results if r.tests_skipped]
+    if skipped:
+        parts.append(f"\nchecks skipped (--no-test): {', '.join(skipped)}")
     for r in results:
-        if r.status == "failed":
-            parts.append(f"\n--- {r.image} failed: {r.error or 'see log'}")
+        if r.status in ("failed", "test-failed"):
+            parts.append(f"\n--- {r.image} {r.status}: {r.error or 'see log'}")
             parts += [f"    {line}" for line in r.log_tail[-tail_lines:]]
-            parts.append(f"    full log: {r.log}")
+            parts.append(f"    full log: {r.test_log if r.status == 'test-failed' else r.log}")
     parts.append("\n" + status_counts(results))
     return "\n".join(parts)

@@ -17,7 +17,10 @@
 - failures on request: ``fail=`` (builds that fail), ``die_building=`` (builds that
   kill the engine), ``dead`` (the engine stops answering: every call raises
   ``EngineUnreachable``), ``check_pins`` (a build whose pin names no local image fails,
-  as on a real engine), and ``fail_next`` / ``fail_always`` to make any call raise.
+  as on a real engine), and ``fail_next`` / ``fail_always`` to make any call raise;
+- checks (``run_check``): each passes (exit 0, HTTP 200) unless ``check_outcomes`` maps
+  ``(image, check name)`` to what it should report instead; a check of an image the
+  engine does not hold reports that, as the real one does.
 
 Registry failures use ``stackbuild.errors.registry_error``, the classifier the real
 engine's errors go through, so "not found" is ``RegistryNotFound`` here as there.
@@ -43,10 +46,12 @@ from stackbuild.backends.contract import (
     BuildResult,
     ByteWriter,
     Cancelled,
+    CheckRequest,
     LocalImage,
     LogSink,
     ManifestUnreachable,
 )
+from stackbuild.checks import CheckOutcome
 from stackbuild.errors import EngineUnreachable, StackbuildError, registry_error
 from stackbuild.layers import ImageLayers, Layer
 from stackbuild.refs import fingerprint12, repository_of, split_reference
@@ -155,6 +160,9 @@ class FakeBackend:
         self.id_format = id_format  # the id of a build: {image}, {fingerprint12}
         self.dead = False
         self.requests: dict[str, BuildRequest] = {}  # image -> its last build request
+        # (image, check name) -> what run_check reports; any other check passes
+        self.check_outcomes: dict[tuple[str, str], CheckOutcome] = {}
+        self.check_requests: list[CheckRequest] = []  # every check asked for, in order
         # image -> the warnings its build reports (a real one: a cache_from out of reach)
         self.build_warnings: dict[str, tuple[str, ...]] = {}
         self.indexes: dict[str, Any] = {}  # normal_ref -> the image index put there
@@ -301,6 +309,30 @@ class FakeBackend:
         self._leave("build", request.image)
         warnings = self.build_warnings.get(request.image, ())
         return BuildResult(ok=True, image_id=image_id, warnings=warnings)
+
+    def run_check(
+        self, request: CheckRequest, log: LogSink, cancel: threading.Event
+    ) -> CheckOutcome:
+        what = f"{request.image}:{request.name}"
+        with self.lock:
+            self.check_requests.append(request)
+        self._enter("run_check", what)
+        if self._find(request.ref) is None:
+            return CheckOutcome(error=f"no such image on the engine at {self.name}: "
+                                      f"{request.ref}")  # fmt: skip
+        if cancel.is_set():
+            return CheckOutcome(cancelled=True)
+        outcome = self.check_outcomes.get((request.image, request.name))
+        outcome = outcome or CheckOutcome(exit_code=0, http_status=200)
+        for line in (outcome.stdout + outcome.stderr).splitlines():
+            log(line)
+        self._leave("run_check", what)
+        return outcome
+
+    def remove_check_containers(self, run_id: str) -> list[str]:
+        self._enter("remove_check_containers", run_id)
+        self._leave("remove_check_containers", run_id)
+        return []  # its checks leave no containers
 
     def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
         self._enter("fingerprinted_images")

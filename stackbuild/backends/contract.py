@@ -13,11 +13,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
+from stackbuild.checks import CheckOutcome
 from stackbuild.context import ContextFile
 from stackbuild.layers import ImageLayers
 
 FINGERPRINT_LABEL = "stackbuild.fingerprint"
 IMAGE_LABEL = "stackbuild.image"
+CHECK_LABEL = "stackbuild.check"  # on every check container: the id of the run that made it
+SCRIPT_DIR = "/.stackbuild-check"  # where a script check's file is copied in its container
 # seconds the last build of the image took before this one (see run/history.py)
 DURATION_LABEL = "stackbuild.duration"
 
@@ -60,6 +63,23 @@ class BuildResult:
     # what the person should hear although the build went on, e.g. a cache_from registry
     # that cannot be reached (the build ran without that cache)
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """One check to run in a fresh container of a local image (``Backend.run_check``)."""
+
+    image: str  # ``ref`` as the stack names it, for messages
+    ref: str  # the local image: an id or a reference
+    run_id: str  # the CHECK_LABEL value: ``remove_check_containers(run_id)`` finds them
+    name: str = ""  # the check's name, for messages
+    argv: tuple[str, ...] = ()  # the command; empty: the image's own (serve)
+    script: bytes | None = None  # copied to SCRIPT_DIR/script_name and run as the command
+    script_name: str = "check"
+    port: int | None = None  # serve: published on 127.0.0.1, then ``path`` is fetched
+    path: str = "/"
+    timeout: float = 60.0  # s, then the container is killed: ``CheckOutcome.timed_out``
+    network: str = "none"  # "none" | "bridge"
 
 
 LogSink = Callable[[str], None]
@@ -118,6 +138,16 @@ class Backend(Protocol):
     def build(self, request: BuildRequest, log: LogSink, cancel: threading.Event) -> BuildResult:
         """Build, tag and label one image, streaming its output lines to ``log``; a set
         ``cancel`` aborts it (``BuildResult.cancelled``)."""
+
+    def run_check(
+        self, request: CheckRequest, log: LogSink, cancel: threading.Event
+    ) -> CheckOutcome:
+        """Run one check in a fresh container labelled ``CHECK_LABEL=run_id``, streaming its
+        output to ``log``; kill it after ``timeout`` or once ``cancel`` is set. The container
+        is removed before this returns, however it ends."""
+
+    def remove_check_containers(self, run_id: str) -> list[str]:
+        """Force-remove every container labelled ``CHECK_LABEL=run_id``; their ids."""
 
     # -- what the engine holds
 

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 from stackbuild.backends import artifacts
+from stackbuild.backends.checks import remove_check_containers, run_check
 from stackbuild.backends.contract import (
     FINGERPRINT_LABEL,
     Attachment,
@@ -43,6 +44,7 @@ from stackbuild.backends.contract import (
     BuildResult,
     ByteWriter,
     Cancelled,
+    CheckRequest,
     LocalImage,
     LogSink,
     engine_platform_of,
@@ -53,6 +55,7 @@ from stackbuild.backends.manifests import (
     put_manifest,
     retag_manifest,
 )
+from stackbuild.checks import CheckOutcome
 from stackbuild.dockerfile import pin_references
 from stackbuild.errors import (
     EngineUnreachable,
@@ -530,6 +533,16 @@ class DockerEngine:
             response.close()
 
     # -- Backend protocol --------------------------------------------------------------
+
+    def run_check(
+        self, request: CheckRequest, log: LogSink, cancel: threading.Event
+    ) -> CheckOutcome:
+        """Run one check in a fresh container (``backends.checks``); always removed."""
+        return run_check(self, request, log, cancel)
+
+    def remove_check_containers(self, run_id: str) -> list[str]:
+        """Force-remove the containers of the checks of run ``run_id``."""
+        return remove_check_containers(self, run_id)
 
     def fingerprinted_images(self) -> dict[str, list[LocalImage]]:
         """Every local image with a fingerprint label, by fingerprint, in one API call.

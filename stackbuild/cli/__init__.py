@@ -1,5 +1,5 @@
-"""The ``stackbuild`` command line: plan, build, refresh, lock, graph, ls, why, verify, save,
-load, schema, init, layers, report, ci.
+"""The ``stackbuild`` command line: plan, build, test, refresh, lock, graph, ls, why, verify,
+save, load, schema, init, layers, report, ci.
 
 The top layer. ``cli`` (this module) is the group: the global options, exit codes and
 signals. Each command is a module of ``cli/commands/`` that imports what it needs and
@@ -42,6 +42,7 @@ COMMANDS = {
     "plan": ("plan", "plan"),
     "why": ("why", "why"),
     "build": ("build", "build"),
+    "test": ("test", "test_command"),
     "refresh": ("build", "refresh_command"),
     "lock": ("lock", "lock_command"),
     "graph": ("graph", "graph"),

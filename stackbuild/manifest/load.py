@@ -34,6 +34,11 @@ Decisions:
   (``"depends_on"``), of each list item (``"depends_on[0]"``, ``"tags[1]"``) and of
   each key of its mappings (``"build_args.GREETING"``). ``Stack.locations`` does the
   same for the top level (``"registry"``, ``"builders[0]"``, ``"defaults.build_args.TZ"``).
+* ``tests``: ``defaults.tests`` come first, then the image's own; an own check with the
+  name of a default one replaces it. A check is exactly one of ``run`` (a list is an
+  argv, a string runs with ``sh -c``), ``script`` (a file of the context) or ``serve``;
+  its name defaults to the command, the script or ``serve :PORT/PATH`` and is unique
+  within the image.
 * Errors name the file as the caller gave it (``stack.yaml``, not an absolute path).
 * ``jsonschema`` is imported only for a manifest the fast schema check cannot certify
   (one with a mistake), so a valid stack never pays its ~70 ms at start-up.
@@ -51,7 +56,14 @@ from pathlib import Path
 from typing import Any
 
 from stackbuild.errors import ManifestError
-from stackbuild.manifest.model import EngineSpec, ImageSpec, Location, Stack
+from stackbuild.manifest.model import (
+    DEFAULT_CHECK_TIMEOUT,
+    CheckSpec,
+    EngineSpec,
+    ImageSpec,
+    Location,
+    Stack,
+)
 from stackbuild.manifest.schema import check_schema, value_kind
 from stackbuild.manifest.yaml import YamlDocument, YamlPath, load_yaml_file
 from stackbuild.refs import is_reference, tag_template_problem
@@ -169,6 +181,10 @@ class StackChecker:
         default_args = self.strings(("defaults", "build_args"), defaults.get("build_args", {}))
         default_labels = self.strings(("defaults", "labels"), defaults.get("labels", {}))
         default_platform = self.one_or_many(("defaults",), defaults)
+        self.default_tests: list[tuple[YamlPath, dict[str, Any]]] = [
+            (("defaults", "tests", index), check)
+            for index, check in enumerate(defaults.get("tests", []))
+        ]
         self.default_cache = defaults.get("cache_from")
         builders = self.builders(data.get("builders", []))
         images: dict[str, ImageSpec] = {}
@@ -292,6 +308,130 @@ class StackChecker:
             cache_from=cache_from,
             location=doc.key_location(base),
             key_locations=_KeyLocations(doc, base, spec),
+            tests=self.image_tests(name, context, spec.get("tests", [])),
+        )
+
+    def image_tests(
+        self, image: str, context: Path, own: list[dict[str, Any]]
+    ) -> tuple[CheckSpec, ...]:
+        """``defaults.tests`` then the image's own (an own check replaces a default of
+        its name), each checked; problems are recorded, bad checks left out."""
+        base: YamlPath = ("images", image, "tests")
+        defaults: dict[str, CheckSpec] = {}
+        for path, written in self.default_tests:
+            check = self.check(image, context, path, written)
+            if check is not None:
+                defaults.setdefault(check.name, check)
+        mine: dict[str, CheckSpec] = {}
+        for index, written in enumerate(own):
+            check = self.check(image, context, base + (index,), written)
+            if check is None:
+                continue
+            if check.name in mine:
+                self.problem(
+                    f"image {image!r} has two checks named {check.name!r}; give one of them "
+                    "another `name:`",
+                    base + (index,),
+                )
+                continue
+            mine[check.name] = check
+        merged = {name: c for name, c in defaults.items() if name not in mine}
+        return tuple(merged.values()) + tuple(mine.values())
+
+    def check(
+        self, image: str, context: Path, path: YamlPath, written: dict[str, Any]
+    ) -> CheckSpec | None:
+        """One check of ``tests:`` (schema-valid already): what a schema cannot say."""
+        kinds = [kind for kind in ("run", "script", "serve") if kind in written]
+        index = path[-1]
+        where = f"tests[{index}] of image {image!r}"
+        if path[0] == "defaults":
+            where = f"defaults.tests[{index}]"
+        if len(kinds) != 1:
+            what = "none of" if not kinds else "more than one of"
+            self.problem(
+                f"{where} has {what} run, script and serve; give it exactly one, e.g. "
+                "`run: [httpd, -h]`",
+                path,
+            )
+            return None
+        kind = kinds[0]
+        expect = written.get("expect", {})
+        if kind == "serve":
+            wrong = [key for key in ("exit", "stderr") if key in expect]
+        else:
+            wrong = ["status"] if "status" in expect else []
+        if wrong:
+            fix = "use `status:` (the HTTP status)" if kind == "serve" else "use `exit:`"
+            self.problem(
+                f"expect.{wrong[0]} does not apply to a {kind} check ({where}); {fix}",
+                path + ("expect", wrong[0]),
+            )
+            return None
+        regex = expect.get("regex")
+        if regex is not None:
+            try:
+                re.compile(regex)
+            except re.error as error:
+                self.problem(
+                    f"expect.regex of {where} is not a valid regular expression: {error}; "
+                    "fix it (Python syntax)",
+                    path + ("expect", "regex"),
+                )
+                return None
+        argv: tuple[str, ...] = ()
+        script = script_path = None
+        port = None
+        url_path = "/"
+        if kind == "run":
+            run = written["run"]
+            argv = ("sh", "-c", run) if isinstance(run, str) else tuple(map(str, run))
+            name = run if isinstance(run, str) else " ".join(argv)
+        elif kind == "script":
+            script = posixpath.normpath(written["script"])
+            resolved = self.inside_root(
+                str(context), written["script"], ("script", image), path + ("script",),
+                "its context directory",
+            )  # fmt: skip
+            if resolved is None:
+                return None
+            if not os.path.isfile(resolved):
+                self.problem(
+                    f"script {written['script']!r} of {where} does not exist (looked for "
+                    f"{resolved}); create it or fix the path (relative to the context "
+                    f"directory of image {image!r})",
+                    path + ("script",),
+                )
+                return None
+            script_path = Path(resolved)
+            name = script
+        else:
+            serve = written["serve"]
+            port = serve["port"]
+            if port > 65535:
+                self.problem(
+                    f"serve.port of {where} must be a port number (1-65535), got {port}",
+                    path + ("serve", "port"),
+                )
+                return None
+            url_path = serve.get("path", "/")
+            name = f"serve :{port}{url_path}"
+        return CheckSpec(
+            name=written.get("name", name),
+            kind=kind,
+            argv=argv,
+            script=script,
+            script_path=script_path,
+            port=port,
+            path=url_path,
+            expect_exit=expect.get("exit", 0),
+            expect_status=expect.get("status", 200),
+            expect_stdout=expect.get("stdout"),
+            expect_stderr=expect.get("stderr"),
+            expect_regex=regex,
+            timeout=float(written.get("timeout", DEFAULT_CHECK_TIMEOUT)),
+            network="bridge" if kind == "serve" else written.get("network", "none"),
+            location=self.doc.location(path),
         )
 
     def cache_from(self, name: str, spec: dict[str, Any]) -> tuple[str, ...]:

@@ -24,6 +24,49 @@ class Location:
     col: int
 
 
+DEFAULT_CHECK_TIMEOUT = 60.0  # s, a check that runs longer is killed and reported timed out
+CHECK_KINDS = ("run", "script", "serve")
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One entry of ``tests:``: a check run in a fresh container of the just-built image.
+
+    ``kind`` says which of ``run`` (an argv; a shell string is ``("sh", "-c", text)``),
+    ``script`` (a file of the context, copied into the container and run) or ``serve``
+    (the container's ``port`` published on 127.0.0.1, ``path`` fetched over HTTP) it is.
+    ``expect_*``: the exit code (``run``/``script``) or HTTP status (``serve``) wanted,
+    substrings of stdout (the body for ``serve``) and stderr, a regex stdout (the body)
+    must match.
+    """
+
+    name: str
+    kind: str  # one of CHECK_KINDS
+    argv: tuple[str, ...] = ()  # run: the command; script: empty (the script is the command)
+    script: str | None = None  # script: posix path relative to the image's context
+    script_path: Path | None = None  # script: absolute, resolved
+    port: int | None = None  # serve: the container port
+    path: str = "/"  # serve: what to fetch
+    expect_exit: int = 0  # run/script: the exit code
+    expect_status: int = 200  # serve: the HTTP status
+    expect_stdout: str | None = None  # a substring of stdout (serve: of the body)
+    expect_stderr: str | None = None
+    expect_regex: str | None = None  # re.search over stdout (serve: the body)
+    timeout: float = DEFAULT_CHECK_TIMEOUT
+    network: str = "none"  # "none" | "bridge"; serve always has a bridge
+    location: Location = Location(1, 1)
+
+    def definition(self) -> dict[str, object]:
+        """What the check is, for its hash: everything but where it is written."""
+        return {
+            "name": self.name, "kind": self.kind, "argv": list(self.argv),
+            "script": self.script, "port": self.port, "path": self.path,
+            "exit": self.expect_exit, "status": self.expect_status, "stdout": self.expect_stdout,
+            "stderr": self.expect_stderr, "regex": self.expect_regex,
+            "timeout": self.timeout, "network": self.network,
+        }  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """One entry of ``images:``, with ``defaults`` already merged in."""
@@ -48,6 +91,7 @@ class ImageSpec:
     # image's own repository at latest); not part of the fingerprint
     cache_from: tuple[str, ...] = ()
     location: Location = Location(1, 1)  # the image's key under images:
+    tests: tuple[CheckSpec, ...] = ()  # defaults.tests, then its own (same name: its own)
     # where individual keys sit, for errors found later (unknown depends_on, cycles)
     key_locations: Mapping[str, Location] = field(default_factory=dict)
     # the stack.yaml image a per-platform node builds (stackbuild.platforms); None: itself

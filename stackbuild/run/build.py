@@ -5,10 +5,17 @@ The glue between the pure stages and the engine: it turns plan steps into
 scheduler, writes each image's log and, after every successful build, its
 record in ``.stackbuild/`` at once, so an interrupted or failed run keeps
 everything it finished and a rerun picks up where it stopped.
+
+An image with checks (``tests:``) runs them right after its build, in the same
+slot (``run.checks``): only then does it count as built. A failing check makes it
+``test-failed``: it blocks its descendants, keeps only its fingerprint tag and is not
+recorded, so the next run tests it again (without building it: it exists). An
+image built already whose checks changed (or never passed) is only tested.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
@@ -27,10 +34,11 @@ from stackbuild.backends.contract import (
 )
 from stackbuild.logs import BUILD_MARKER, RunLogs
 from stackbuild.manifest import render_tag
-from stackbuild.plan import BUILD, Plan
+from stackbuild.plan import BUILD, TEST, Plan
 from stackbuild.platforms import node_platform, platform_tag
 from stackbuild.refs import fingerprint12
 from stackbuild.run.attest import Attestor
+from stackbuild.run.checks import CheckRun, ImageChecks, checked_result, record_tested
 from stackbuild.run.history import duration_label
 from stackbuild.run.pool import EnginePool, EngineSlot
 from stackbuild.run.registry import RegistryHooks
@@ -45,6 +53,7 @@ class BuildOptions:
     fail_fast: bool = False
     no_cache: bool = False
     pull: bool = False
+    test: bool = True  # run each built image's checks (--no-test: False)
 
 
 def git_revision(root: Path) -> str | None:
@@ -133,6 +142,7 @@ class BuildRun:
         # several engines (stackbuild.run.pool): its slots replace -j
         self.pool = pool
         self.attestor = attestor  # provenance and SBOM of each built image (run.attest)
+        self.test_only: set[str] = set()  # the plan's TEST images: only their checks run
 
     def request_for(self, name: str) -> BuildRequest:
         spec = self.stack.images[name]
@@ -174,7 +184,62 @@ class BuildRun:
             cache_from=spec.cache_from,
         )
 
-    def build_one(self, name: str, slot: EngineSlot | None = None) -> bool:
+    def job(self, name: str, slot: EngineSlot | None = None) -> Status:
+        """What the scheduler runs for ``name``: its build (and checks), or only its checks."""
+        if name in self.test_only:
+            return self.test_one(name, slot)
+        return self.build_one(name, slot)
+
+    def run_checks(self, name: str, backend: Backend, image_id: str | None) -> CheckRun | None:
+        """The checks of a just-built image; None when it has none or --no-test."""
+        if not (image_id and self.options.test and self.stack.images[name].tests):
+            return None
+        return self.checks.run(name, backend, image_id)
+
+    def tests_recorded(self, name: str, checks: CheckRun | None) -> str | None:
+        """The tests hash the build's record keeps: None when its checks did not run."""
+        if checks is None and self.stack.images[name].tests:
+            return None  # --no-test: the next run tests it
+        return self.analysis.tests[name]
+
+    def test_one(self, name: str, slot: EngineSlot | None = None) -> Status:
+        """Run the checks of ``name``, built already (the plan's TEST): its checks changed
+        or never passed at this fingerprint. Passed: recorded, tagged, pushed if missing."""
+        fingerprint = self.analysis.inputs[name].fingerprint
+        copies = self.pool.local_copies(name) if self.pool else []
+        if not self.pool and name in self.local_images:
+            copies = [(self.backend, self.local_images[name])]
+        if slot:  # the slot's own engine first, when it holds a copy
+            copies.sort(key=lambda copy: copy[0] is not slot.backend)
+        repository = self.stack.reference(name)
+        tags = image_tags(repository, fingerprint, self.stack.images[name].tags,
+                          self.git_sha)  # fmt: skip
+        if not copies:
+            with self.lock:
+                self.results[name] = ImageResult(name, Status.FAILED, fingerprint,
+                                                 error="no engine holds it any more")  # fmt: skip
+            return Status.FAILED
+        backend, local = copies[0]
+        started = time.monotonic()
+        checks = self.checks.run(name, backend, local.id)
+        result = checked_result(self.analysis, name, checks, Status.TESTED, tags=tags,
+                                engine=backend.name,
+                                duration_s=time.monotonic() - started)  # fmt: skip
+        if result.status is Status.TESTED:
+            try:
+                for tag in tags:  # e.g. latest moved to another build since: point back
+                    if tag not in local.tags:
+                        backend.tag(local.id, tag)
+                record_tested(self.analysis, name, local.id, tags, backend.name)
+            except Exception as error:  # a full disk, the engine gone
+                result.status, result.error = Status.FAILED, str(error)
+        if result.status is Status.TESTED and self.registry_hooks:
+            self.registry_hooks.built_earlier(name, tags)
+        with self.lock:
+            self.results[name] = result
+        return result.status
+
+    def build_one(self, name: str, slot: EngineSlot | None = None) -> Status:
         """Build ``name``; with a builder pool on ``slot``'s engine. Raises RetryElsewhere
         when the build failed because that engine stopped answering."""
         backend = slot.backend if slot else self.backend
@@ -213,6 +278,11 @@ class BuildRun:
             raise RetryElsewhere(f"engine {backend.name} stopped answering")  # details: its log
         log(f"=== stackbuild: {'built' if result_ok else 'failed'} in {duration:.1f}s ===")
         log.close()
+        checks = self.run_checks(name, backend, image_id) if result_ok else None
+        if checks is not None and not checks.passed:  # kept, under its fingerprint tag only
+            result_ok = False
+            with contextlib.suppress(Exception):  # untagging is tidying: never worse than that
+                backend.remove_images(request.tags[1:])
         if result_ok and image_id:
             record = BuildRecord(
                 image=name,
@@ -223,6 +293,7 @@ class BuildRun:
                 tags=list(request.tags),
                 image_id=image_id,
                 engine=backend.name,
+                tests=self.tests_recorded(name, checks),
             )
             try:
                 self.analysis.state.save_record(record)
@@ -247,8 +318,15 @@ class BuildRun:
                 error=None if result_ok else (message or "build failed"),
                 engine=backend.name,
                 log_tail=[] if result_ok else log.tail(),
+                tests_skipped=not self.options.test and bool(self.stack.images[name].tests),
             )
-        return result_ok
+            if checks is not None:
+                outcome = self.results[name]
+                outcome.checks, outcome.test_log = checks.results, checks.log
+                if not checks.passed:
+                    outcome.status, outcome.error = Status.TEST_FAILED, checks.error()
+                    outcome.log_tail = checks.tail
+            return self.results[name].status
 
     def on_event(self, event: SchedulerEvent) -> None:
         name = event.name
@@ -272,7 +350,9 @@ class BuildRun:
                 result.status = Status.CANCELLED
                 result.error = "interrupted"
         else:
-            reason = f"parent failed: {event.blocked_by}" if event.blocked_by else None
+            culprit = self.results.get(event.blocked_by or "")
+            what = "test-failed" if culprit and culprit.status is Status.TEST_FAILED else "failed"
+            reason = f"parent {what}: {event.blocked_by}" if event.blocked_by else None
             result = ImageResult(
                 name, event.status, self.analysis.inputs[name].fingerprint, error=reason
             )
@@ -282,8 +362,11 @@ class BuildRun:
 
     def run(self) -> list[ImageResult]:
         """Build what the plan says; return one result per planned image, in plan order."""
-        todo = self.plan.to_build
-        up_to_date = [s for s in self.plan.steps if s.action != BUILD]
+        todo = [s.image for s in self.plan.steps
+                if s.action == BUILD or (s.action == TEST and self.options.test)]  # fmt: skip
+        self.test_only = {s.image for s in self.plan.steps if s.action == TEST}
+        scheduled = set(todo)
+        up_to_date = [s for s in self.plan.steps if s.image not in scheduled]
         for step in up_to_date:
             spec = self.stack.images[step.image]
             repository = self.stack.reference(step.image)
@@ -298,7 +381,8 @@ class BuildRun:
                     if tag not in copy.tags:
                         backend.tag(copy.id, tag)
             self.results[step.image] = ImageResult(
-                step.image, Status.UP_TO_DATE, step.fingerprint, tags=tags
+                step.image, Status.UP_TO_DATE, step.fingerprint, tags=tags,
+                tests_skipped=step.action == TEST,  # --no-test: its checks did not run
             )
         if self.registry_hooks:
             # children of registry-only images pin to the registry tag (pulled before use)
@@ -311,6 +395,7 @@ class BuildRun:
         self.reporter.start(len(todo), len(up_to_date))
         if todo:
             self.logs = RunLogs(self.analysis.state)
+            self.checks = ImageChecks(self.analysis, self.logs, self.stop)
             self.logs.run.info("run: %d to build, %d up to date", len(todo), len(up_to_date))
             try:
                 schedule = Schedule(
@@ -322,8 +407,9 @@ class BuildRun:
                 slots = self.pool if self.pool is not None else self.options.jobs
                 capacity = slots if isinstance(slots, int) else slots.capacity
                 self.reporter.scheduled(schedule, capacity, self.analysis.durations)
-                run_threaded(schedule, slots, self.build_one, self.stop, self.on_event)
+                run_threaded(schedule, slots, self.job, self.stop, self.on_event)
             finally:
+                self.checks.sweep()  # a check container an interrupt left behind
                 self.logs.close()
         if self.attestor:
             self.attestor.wait()

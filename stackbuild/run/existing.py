@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from stackbuild.analyze import Analysis
 from stackbuild.backends.contract import Backend, LocalImage
 from stackbuild.errors import RegistryError
+from stackbuild.plan import LOCAL_ENGINE, REGISTRY
 from stackbuild.refs import fingerprint12, repository_of
 
 CHECK_THREADS = 8  # registry look-ups at once (up-to-date checks, upstream digests)
@@ -77,8 +78,8 @@ class Existing:
 
     def where(self) -> dict[str, str]:
         """For ``Analysis.plan``: image -> where its fingerprint exists."""
-        found = {name: "registry" for name in self.remote}
-        found.update({name: "local engine" for name in self.local})
+        found = {name: REGISTRY for name in self.remote}
+        found.update({name: LOCAL_ENGINE for name in self.local})
         return found
 
 

@@ -52,8 +52,9 @@ INTERRUPTED = "interrupted: the next run promotes it"
 
 
 def passed(result: ImageResult) -> bool:
-    """Whether an image passed in this run: the one test release tags move on."""
-    return result.status in (Status.BUILT, Status.UP_TO_DATE)
+    """Whether an image passed in this run: the one test release tags move on
+    (``ImageResult.passed``: built, tested or up to date, and its checks passed)."""
+    return result.passed
 
 
 def decide(

@@ -347,6 +347,8 @@ class Refresh:
             {name: spec.context_rel for name, spec in analysis.stack.images.items()},
             existing.where(),
             with_nodes(analysis.stack, force),
+            analysis.tests,
+            analysis.tested,
         )
 
     def header(self) -> str:

@@ -229,3 +229,25 @@ def test_annotation_falls_back_to_the_manifest_entry() -> None:
 def test_annotation_escapes_what_github_reads_as_syntax() -> None:
     line = github_annotation("a,b:c.txt", 3, "t", "50% done\nnext")
     assert line == "::error file=a%2Cb%3Ac.txt,line=3,title=t::50%25 done%0Anext"
+
+
+def test_junit_gives_each_check_a_case_and_a_test_failed_image_fails_only_there() -> None:
+    from stackbuild.checks import CheckResult
+
+    checks = [CheckResult("version", "passed", 0.25),
+              CheckResult("page", "timed-out", 60.0, "timed out after 60s (killed)")]
+    mid = ImageResult("mid", Status.TEST_FAILED, FP, duration_s=3.0, checks=checks,
+                      error="check 'page' timed-out", log_tail=["stdout| nothing yet"])
+    root = parse(junit_xml([mid], "acme"))
+    check_schema(root)
+    suite = root.find("testsuite")
+    assert suite is not None
+    cases = {c.get("name"): c for c in suite}
+    assert list(cases) == ["mid", "mid / version", "mid / page"]
+    assert len(cases["mid"]) == 0 and len(cases["mid / version"]) == 0  # passed
+    assert cases["mid / page"].get("classname") == "acme.mid"
+    failure = cases["mid / page"].find("failure")
+    assert failure is not None
+    assert failure.get("message") == "timed-out: timed out after 60s (killed)"
+    assert "stdout| nothing yet" in (failure.text or "")
+    assert suite.get("failures") == "1" and root.get("tests") == "3"

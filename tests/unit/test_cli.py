@@ -87,7 +87,7 @@ def test_plan_offline_json_on_the_example_stack(example: Path) -> None:
     steps = {s["image"]: s for s in data["steps"]}
     assert {name: s["parents"] for name, s in steps.items()} == EXAMPLE_PARENTS
     assert all(s["action"] == "build" for s in data["steps"])
-    assert data["summary"] == {"build": 6, "skip": 0, "promote": 0}
+    assert data["summary"] == {"build": 6, "skip": 0, "test": 0, "promote": 0}
     order = [s["image"] for s in data["steps"]]
     for parent, child in EXAMPLE_EDGES:
         assert order.index(parent) < order.index(child)

@@ -123,3 +123,22 @@ def test_plan_json_has_the_documented_keys():
     assert step["parents"] == ["base"]
     assert step["reasons"][0] == {"code": "new-image", "detail": "never built here"}
     assert step["fingerprint"].startswith("sha256:")
+
+
+def test_changed_tests_of_a_built_image_plan_only_a_test():
+    from stackbuild.plan import TEST
+
+    now = chain()
+    existing = {"base": "local engine", "python": "local engine", "app": "registry"}
+    tests = {"base": "sha256:new", "python": "sha256:t", "app": "sha256:new"}
+    tested = {"base": "sha256:old", "python": None, "app": "sha256:old"}
+    plan = make_plan(["base", "python", "app"], now, now, CONTEXTS, existing, (), tests, tested)
+    assert [s.action for s in plan] == [TEST, TEST, SKIP]  # the registry's passed elsewhere
+    assert reasons(plan, "base") == ["tests changed"]
+    assert [r.code for r in plan.step("python").reasons] == ["tests-not-passed"]
+    assert plan.to_test == ["base", "python"] and plan.to_build == []
+    assert plan.to_json()["summary"] == {"build": 0, "skip": 1, "test": 2, "promote": 0}
+    same = make_plan(["base"], now, now, CONTEXTS, existing, (), tests, {"base": "sha256:new"})
+    assert same.step("base").action == SKIP
+    none = make_plan(["base"], now, now, CONTEXTS, existing, (), {"base": ""}, {"base": None})
+    assert none.step("base").action == SKIP  # no checks: nothing to test

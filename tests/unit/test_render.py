@@ -232,7 +232,7 @@ def test_plan_text_mixes_skip_and_build(diamond) -> None:
 def test_plan_json(diamond) -> None:
     existing = {"base": "local engine"}
     data = json.loads(render.plan_json(diamond.plan(existing, force=["left"])))
-    assert data["summary"] == {"build": 3, "skip": 1, "promote": 0}
+    assert data["summary"] == {"build": 3, "skip": 1, "test": 0, "promote": 0}
     steps = {s["image"]: s for s in data["steps"]}
     assert [s["image"] for s in data["steps"]] == ["base", "left", "right", "top"]
     assert steps["base"]["action"] == "skip"

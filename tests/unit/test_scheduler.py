@@ -490,3 +490,35 @@ def test_a_schedule_in_topological_order_does_not_import_networkx() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# -- test-failed: built, but a check failed ----------------------------------------------
+
+
+def test_a_test_failed_node_blocks_its_descendants_like_a_failed_build():
+    s = Schedule(FAMILY, FAMILY)
+    for name in ("base", "a"):
+        assert s.pop_ready() == name or s.start(name) is None  # base first, then a
+        if s.status(name) is not Status.RUNNING:
+            s.start(name)
+        s.finish(name, ok=name == "base", failed_as=Status.TEST_FAILED)
+    assert s.status("a") == "test-failed"
+    assert {n: s.status(n) for n in ("a1", "a2", "d")} == dict.fromkeys(("a1", "a2", "d"),
+                                                                         "blocked")  # fmt: skip
+    assert s.blocked_by("d") == "a"
+    assert s.status("b") == "pending"
+
+
+def test_a_job_returning_a_status_is_finished_as_that_status():
+    outcome = {"a": Status.TEST_FAILED, "b": Status.TESTED}
+    events: list[SchedulerEvent] = []
+
+    def job(name: str):
+        return outcome.get(name, True)
+
+    run_threaded(Schedule(FAMILY, FAMILY), 2, job, threading.Event(), events.append)
+    finished = {e.name: e.status for e in events if e.kind != "started"}
+    assert finished["a"] == "test-failed"
+    assert finished["b"] == "built"  # tested: a success, its children go on
+    assert finished["b1"] == "built"
+    assert {finished[n] for n in ("a1", "a2", "d")} == {"blocked"}

@@ -56,6 +56,11 @@ from stackbuild.scheduler import Status
 from stackbuild.state import StateDir
 from stackbuild.ui import make_reporter, summary
 
+NO_TEST = click.option(
+    "--no-test", "no_test", is_flag=True,
+    help="Do not run the images' checks (tests: in stack.yaml); the summary says so.",
+)  # fmt: skip
+
 
 def _install_stop_handlers(stop: threading.Event, notice: Callable[[str], None]) -> None:
     """Ctrl-C and SIGTERM: start nothing new, cancel running builds, keep what finished.
@@ -86,6 +91,7 @@ def _install_stop_handlers(stop: threading.Event, notice: Callable[[str], None])
 @PUSH_JOBS
 @PROMOTE
 @BUILDER
+@NO_TEST
 @SINCE
 @JUNIT
 @NO_PROVENANCE
@@ -106,6 +112,7 @@ def build(
     push_jobs: int,
     promote: str | None,
     builder_urls: tuple[str, ...],
+    no_test: bool,
     since: str | None,
     junit: Path | None,
     no_provenance: bool,
@@ -113,21 +120,22 @@ def build(
     """Build what changed, and everything built on it, in parallel.
 
     Upstream images are built on their stack.lock digests; an upstream the
-    lock lacks is resolved and added to it. With --push, each image's
-    fingerprint tag is pushed once built, and its release tags (latest, the
-    manifest's tags) are moved onto it after the run (see --promote); an
+    lock lacks is resolved and added to it. Each built image runs its checks
+    (tests: in stack.yaml) before it counts as built. With --push, each image's
+    fingerprint tag is pushed once built (and tested), and its release tags (latest,
+    the manifest's tags) are moved onto it after the run (see --promote); an
     image whose release tags lag is promoted without being rebuilt.
 
     \b
-    Exit codes: 0 nothing failed, 1 a build, push or promotion failed, 2 bad manifest or usage,
-    3 engine unreachable, 130 interrupted.
+    Exit codes: 0 nothing failed, 1 a build, check, push or promotion failed,
+    2 bad manifest or usage, 3 engine unreachable, 130 interrupted.
     """
     return _run_build(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=no_cache, pull=pull, backend_kind=backend_kind,
         force=force, no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=False,
         builder_urls=builder_urls, promote=promote, since=since, junit=junit,
-        provenance=not no_provenance,
+        provenance=not no_provenance, no_test=no_test,
     )
 
 
@@ -143,6 +151,7 @@ def build(
 @PUSH_JOBS
 @PROMOTE
 @BUILDER
+@NO_TEST
 @JUNIT
 @NO_PROVENANCE
 @pass_context
@@ -159,6 +168,7 @@ def refresh_command(
     push_jobs: int,
     promote: str | None,
     builder_urls: tuple[str, ...],
+    no_test: bool,
     junit: Path | None,
     no_provenance: bool,
 ) -> int:
@@ -179,7 +189,7 @@ def refresh_command(
         ctx, targets=targets, with_descendants=with_descendants, as_json=as_json, jobs=jobs,
         keep_going=keep_going, no_cache=False, pull=False, backend_kind=backend_kind,
         force=(), no_wait=no_wait, push=push, push_jobs=push_jobs, refresh=True,
-        builder_urls=builder_urls, promote=promote, junit=junit,
+        builder_urls=builder_urls, promote=promote, junit=junit, no_test=no_test,
         provenance=not no_provenance,
     )
 
@@ -203,6 +213,7 @@ def _run_build(
     builder_urls: tuple[str, ...] = (),
     promote: str | None = None,
     since: str | None = None,
+    no_test: bool = False,
     junit: Path | None = None,
     provenance: bool = True,
 ) -> int:
@@ -272,6 +283,7 @@ def _run_build(
             fail_fast=not keep_going,
             no_cache=no_cache,
             pull=pull,
+            test=not no_test,
         )
         pusher = None
         # provenance and SBOM of each built image, attached to it when pushed
@@ -306,7 +318,7 @@ def _run_build(
                     gates = fresh.save_gated(held_back(results))
         finally:
             reporter.close()
-    failed = any(r.status == Status.FAILED for r in results)
+    failed = any(r.status in (Status.FAILED, Status.TEST_FAILED) for r in results)
     interrupted = stop.is_set()
     text = summary(results, engines=pool is not None)
     if push:

@@ -48,10 +48,21 @@ def results(**statuses: Status) -> dict[str, ImageResult]:
 # -- the decision ------------------------------------------------------------------------
 
 
-def test_an_image_passes_when_built_or_up_to_date_only() -> None:
+def test_an_image_passes_when_built_tested_or_up_to_date_only() -> None:
     assert [s for s in Status if passed(ImageResult("a", s, "f"))] == [
-        Status.BUILT, Status.UP_TO_DATE
+        Status.BUILT, Status.TESTED, Status.UP_TO_DATE
     ]
+
+
+def test_a_test_failed_image_and_a_built_one_with_a_failed_check_do_not_pass() -> None:
+    from stackbuild.checks import CheckResult
+
+    assert not passed(ImageResult("a", Status.TEST_FAILED, "f"))
+    failed = ImageResult("a", Status.BUILT, "f", checks=[CheckResult("c", "failed")])
+    assert not passed(failed)
+    verdict = decide(ORDER, PARENTS, results(mid=Status.TEST_FAILED, leaf=Status.BLOCKED))
+    assert verdict["mid"] == "mid test-failed" and verdict["leaf"] == "ancestor mid test-failed"
+    assert verdict["tool"] is None
 
 
 def test_subtree_holds_back_a_failed_image_and_everything_built_on_it() -> None:

@@ -1,0 +1,364 @@
+"""Image checks (``tests:``) end to end: ``stackbuild build`` and ``stackbuild test`` as
+subprocesses against a real Docker engine, with the stacks of ``test_build``.
+
+What a user sees: each check's status and duration in ``--json``, the test log, a
+test-failed image kept under its fingerprint tag and blocking its descendants, a rerun
+that tests again without building, and no check container left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackbuild.state import StateDir
+from tests.helpers import TEST_LABEL, wait_until
+from tests.integration.test_build import (
+    REPO,
+    build,
+    by_short_name,
+    child,
+    recorded,
+    run_cli,
+    start_cli,
+    statuses,
+    write_stack,
+)
+
+docker = pytest.mark.docker
+
+CHECK_LABEL = "stackbuild.check"
+
+
+def check_containers(client: Any, image_ids: set[str]) -> list[dict]:
+    """Check containers (any run's) made from one of ``image_ids``."""
+    found = client.api.containers(all=True, filters={"label": CHECK_LABEL})
+    return [c for c in found if c.get("ImageID") in image_ids]
+
+
+def image_ids(results: dict[str, dict], client: Any) -> set[str]:
+    """Ids of the images the results' fingerprint tags name (the ones still there)."""
+    tags = [tag for result in results.values() for tag in result["tags"][:1]]
+    return {client.api.inspect_image(tag)["Id"] for tag in tags if _exists(client, tag)}
+
+
+def checks_of(result: dict) -> dict[str, dict]:
+    return {check["name"]: check for check in result["checks"]}
+
+
+def check_log(root: Path, prefix: str, name: str) -> str:
+    return StateDir(root).log_path(f"{prefix}/{name}", ".test.log").read_text()
+
+
+def set_manifest(root: Path, old: str, new: str) -> None:
+    path = root / "stack.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+@docker
+def test_a_failing_check_blocks_descendants_keeps_the_image_and_a_rerun_only_tests(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
+) -> None:
+    write_stack(
+        tmp_path,
+        unique,
+        {"mid": child("base", "mid"), "leaf": child("mid", "leaf"), "sib": child("base", "sib")},
+        manifest={
+            "mid": "tests:\n"
+            "  - {name: marker, run: [cat, /m-mid], expect: {stdout: mid}}\n"
+            "  - {name: broken, run: 'echo it broke >&2; exit 3'}",
+            "sib": "tests:\n  - {run: [cat, /m-sib], expect: {regex: '^sib$'}}",
+        },
+    )
+
+    results, proc = build(tmp_path, "-j", "2", expect=1)
+
+    assert statuses(results) == {"base": "built", "mid": "test-failed", "leaf": "blocked",
+                                 "sib": "built"}  # fmt: skip
+    assert results["leaf"]["error"] == f"parent test-failed: {unique}/mid"
+    mid = results["mid"]
+    assert {n: c["status"] for n, c in checks_of(mid).items()} == {
+        "marker": "passed", "broken": "failed"}  # fmt: skip
+    assert "exit code 3, expected 0" in checks_of(mid)["broken"]["detail"]
+    assert all(c["duration_s"] > 0 for c in mid["checks"])
+    assert checks_of(results["sib"])["cat /m-sib"]["status"] == "passed"
+    assert results["sib"]["tests"] == "passed" and mid["tests"] == "failed"
+    log = check_log(tmp_path, unique, "mid")
+    assert "stderr| it broke" in log and "stdout| mid" in log
+    assert mid["test_log"].endswith(".test.log")
+    assert "mid test-failed: check 'broken' failed" in proc.stderr
+    # kept for inspection under its fingerprint tag only; not recorded as built
+    fingerprint_tag, latest = mid["tags"][0], f"{unique}/mid:latest"
+    kept = docker_client.api.inspect_image(fingerprint_tag)["Id"]
+    assert latest not in (docker_client.api.inspect_image(kept).get("RepoTags") or [])
+    assert recorded(tmp_path) == ["base", "sib"]
+    assert check_containers(docker_client, image_ids(results, docker_client)) == []
+
+    # the rerun only tests mid again: no build
+    plan = json.loads(run_cli(tmp_path, "plan", "--json").stdout)
+    actions = {s["image"].partition("/")[2]: s["action"] for s in plan["steps"]}
+    assert actions == {"base": "skip", "mid": "test", "sib": "skip", "leaf": "build"}
+    again, _ = build(tmp_path, expect=1)
+    assert statuses(again)["mid"] == "test-failed"
+    assert again["mid"]["duration_s"] < 60 and not again["mid"]["log"]  # not built
+    assert docker_client.api.inspect_image(fingerprint_tag)["Id"] == kept
+
+    # fixed: tested (not rebuilt), recorded; its child builds on the same image
+    set_manifest(tmp_path, "exit 3'}", "exit 0'}")
+    fixed, _ = build(tmp_path)
+    assert statuses(fixed) == {"base": "up-to-date", "mid": "tested", "leaf": "built",
+                               "sib": "up-to-date"}  # fmt: skip
+    assert docker_client.api.inspect_image(f"{unique}/mid:latest")["Id"] == kept
+    assert recorded(tmp_path) == ["base", "leaf", "mid", "sib"]
+
+
+@docker
+def test_a_changed_check_reruns_only_that_images_checks(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
+) -> None:
+    write_stack(
+        tmp_path, unique, {"app": child("base", "app"), "top": child("app", "top")},
+        manifest={"app": "tests:\n  - {name: marker, run: [cat, /m-app]}"},
+    )  # fmt: skip
+    build(tmp_path)
+    set_manifest(tmp_path, "run: [cat, /m-app]}", "run: [cat, /m-app], expect: {stdout: app}}")
+
+    plan = json.loads(run_cli(tmp_path, "plan", "--json").stdout)
+    steps = by_short_name(plan["steps"])
+    assert steps["app"]["action"] == "test"
+    assert [r["code"] for r in steps["app"]["reasons"]] == ["tests-changed"]
+    assert steps["top"]["action"] == "skip"
+    results, _ = build(tmp_path)
+    assert statuses(results) == {"base": "up-to-date", "app": "tested", "top": "up-to-date"}
+    assert checks_of(results["app"])["marker"]["status"] == "passed"
+    plan = json.loads(run_cli(tmp_path, "plan", "--json").stdout)
+    assert {s["action"] for s in plan["steps"]} == {"skip"}
+
+
+@docker
+def test_a_hanging_check_is_killed_at_its_timeout_and_no_container_survives(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
+) -> None:
+    write_stack(
+        tmp_path, unique, {"app": child("base", "app")},
+        manifest={"app": "tests:\n  - {name: hangs, run: [sleep, '600'], timeout: 2}"},
+    )  # fmt: skip
+
+    started = time.monotonic()
+    results, _ = build(tmp_path, expect=1)
+
+    assert time.monotonic() - started < 120
+    app = results["app"]
+    assert app["status"] == "test-failed"
+    assert checks_of(app)["hangs"]["status"] == "timed-out"
+    assert "timed out after 2s" in checks_of(app)["hangs"]["detail"]
+    assert "killed after 2s" in check_log(tmp_path, unique, "app")
+    assert check_containers(docker_client, image_ids(results, docker_client)) == []
+
+
+@docker
+def test_a_command_not_in_the_image_is_a_clear_failure(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
+) -> None:
+    write_stack(
+        tmp_path, unique, {"app": child("base", "app")},
+        manifest={"app": "tests:\n  - {run: [no-such-tool, --version]}"},
+    )  # fmt: skip
+
+    results, proc = build(tmp_path, expect=1)
+
+    check = checks_of(results["app"])["no-such-tool --version"]
+    assert check["status"] == "failed"
+    assert check["detail"].startswith("command not found in the image: 'no-such-tool'")
+    assert "command not found in the image" in proc.stderr
+
+
+@docker
+def test_a_serve_check_fetches_the_page_of_a_busybox_httpd(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
+) -> None:
+    web = (
+        "FROM {r}/base\nRUN mkdir -p /www && echo '<p>served</p>' > /www/index.html\n"
+        'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
+    )
+    write_stack(
+        tmp_path, unique, {"web": web},
+        manifest={"web": "tests:\n"
+                  "  - {name: page, serve: {port: 8080}, expect: {stdout: '<p>served</p>'}}\n"
+                  "  - {name: missing, serve: {port: 8080, path: /nope}, "
+                  "expect: {status: 404}}"},
+    )  # fmt: skip
+
+    results, _ = build(tmp_path)
+
+    assert {n: c["status"] for n, c in checks_of(results["web"]).items()} == {
+        "page": "passed", "missing": "passed"}  # fmt: skip
+    assert "HTTP 200" in check_log(tmp_path, unique, "web")
+
+
+@docker
+def test_the_test_command_runs_the_checks_of_built_images(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
+) -> None:
+    write_stack(
+        tmp_path, unique, {"app": child("base", "app"), "other": child("base", "other")},
+        manifest={"app": "tests:\n  - {name: marker, run: [cat, /m-app]}",
+                  "other": "tests:\n  - {name: marker, run: [cat, /m-other]}"},
+    )  # fmt: skip
+    build(tmp_path, f"{unique}/app")
+
+    proc = run_cli(tmp_path, "test", "--json", f"{unique}/app")
+    assert proc.returncode == 0, proc.stderr
+    results = by_short_name(json.loads(proc.stdout)["results"])
+    assert statuses(results) == {"app": "tested"}
+    assert checks_of(results["app"])["marker"]["status"] == "passed"
+
+    proc = run_cli(tmp_path, "test", "--json")  # other is not built
+    assert proc.returncode == 1
+    assert f"{unique}/other is not built at its current fingerprint" in proc.stderr
+    assert f"stackbuild build {unique}/other" in proc.stderr
+    assert json.loads(proc.stdout)["not_built"] == [f"{unique}/other"]
+
+    set_manifest(tmp_path, "run: [cat, /m-app]}", "run: [cat, /m-app], expect: {exit: 1}}")
+    proc = run_cli(tmp_path, "test", f"{unique}/app")
+    assert proc.returncode == 1
+    assert "test-failed" in proc.stdout and "exit code 0, expected 1" in proc.stdout
+
+
+@docker
+def test_no_test_skips_the_checks_and_the_next_build_runs_them(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
+) -> None:
+    write_stack(
+        tmp_path, unique, {"app": child("base", "app")},
+        manifest={"app": "tests:\n  - {name: marker, run: [cat, /m-app]}"},
+    )  # fmt: skip
+
+    results, proc = build(tmp_path, "--no-test")
+    assert results["app"]["status"] == "built" and results["app"]["tests"] == "skipped"
+    assert "checks skipped (--no-test)" in proc.stderr
+
+    results, _ = build(tmp_path)
+    assert results["app"]["status"] == "tested"
+
+
+@docker
+def test_ctrl_c_during_a_check_leaves_no_check_container(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
+) -> None:
+    write_stack(
+        tmp_path, unique, {"app": child("base", "app")},
+        manifest={"app": "tests:\n  - {name: hangs, run: [sleep, '600']}"},
+    )  # fmt: skip
+    proc = start_cli(tmp_path, "build", "--json")
+    try:
+        def running() -> bool:
+            found = docker_client.api.containers(filters={"label": CHECK_LABEL})
+            return any(f"{unique}/app" in str(c.get("Image")) or c.get("Command", "").startswith(
+                "sleep 600") for c in found)  # fmt: skip
+
+        assert wait_until(running, 120), "the check never started"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    ids = {docker_client.api.inspect_image(t)["Id"]
+           for t in (f"{unique}/app:latest",) if _exists(docker_client, t)}  # fmt: skip
+    labelled = docker_client.api.containers(all=True, filters={"label": CHECK_LABEL})
+    assert not [c for c in labelled if c.get("ImageID") in ids or "sleep 600" in
+                str(c.get("Command"))]  # fmt: skip
+
+
+def _exists(client: Any, ref: str) -> bool:
+    try:
+        client.api.inspect_image(ref)
+    except Exception:
+        return False
+    return True
+
+
+@docker
+def test_the_example_stack_passes_its_checks(
+    tmp_path: Path, unique: str, docker_client: Any, cleanup_images, registry: Any
+) -> None:
+    """The repository's own stack.yaml, its images renamed into a test registry path."""
+    shutil.copytree(REPO / "images", tmp_path / "images", symlinks=True)
+    busybox = tmp_path / "images/base/rootfs/bin/busybox"
+    if not busybox.exists():  # scripts/prepare-example.sh puts it there
+        shutil.copy("/usr/bin/busybox", busybox)
+    text = (REPO / "stack.yaml").read_text()
+    text = text.replace("version: 1\n", f"version: 1\nregistry: {registry.address}/{unique}\n")
+    text = text.replace("  labels:\n", f"  labels:\n    {TEST_LABEL}: {unique}\n")
+    (tmp_path / "stack.yaml").write_text(text)
+
+    proc = run_cli(tmp_path, "build", "--json", "-j", "3", timeout=300)
+
+    assert proc.returncode == 0, proc.stderr
+    results = {r["image"]: r for r in json.loads(proc.stdout)["results"]}
+    assert {r["status"] for r in results.values()} == {"built"}
+    assert checks_of(results["site-hello"])["serves the greeting"]["status"] == "passed"
+    assert checks_of(results["runner"])["run-job prints its version"]["status"] == "passed"
+    assert "stdout| run-job 1.0.0" in StateDir(tmp_path).log_path("runner", ".test.log").read_text()
+
+
+@pytest.mark.registry
+@docker
+def test_a_failing_check_holds_back_its_subtrees_release_tags_and_the_fix_only_tests(
+    registry: Any, unique: str, cleanup_images: set[str], tmp_path: Path
+) -> None:
+    """Issue 12's "done when", with a real check: base moves, mid's check fails on the
+    new base; mid's and leaf's release tags stay exactly where they were while tool's
+    move; once the check is fixed, mid is only tested (not rebuilt) and promoted."""
+    from tests.helpers import BASE_DOCKERFILE
+    from tests.integration.test_promote import RELEASE, digests, stack_with_tags
+    from tests.integration.test_registry import by_image, json_out
+    from tests.integration.test_registry import run_cli as run_registry_cli
+
+    prefix = f"{registry.address}/{unique}"
+    #   base ─┬─ mid ── leaf
+    #         └─ tool
+    stack = stack_with_tags(tmp_path, unique, prefix, {
+        "base": BASE_DOCKERFILE + "COPY base.txt /base.txt\n",
+        "mid": f"FROM {prefix}/base\nCOPY mid.txt /mid.txt\n",
+        "leaf": f"FROM {prefix}/mid\nCOPY leaf.txt /leaf.txt\n",
+        "tool": f"FROM {prefix}/base\nCOPY tool.txt /tool.txt\n",
+    })  # fmt: skip
+    set_manifest(stack, "    context: mid\n", "    context: mid\n    tests:\n"
+                 "      - {name: base is v1, run: [cat, /base.txt], expect: {stdout: v1}}\n")
+    (stack / "base" / "base.txt").write_text("base v1\n")
+    names = ["base", "mid", "leaf", "tool"]
+    first = by_image(json_out(run_registry_cli(stack, "build", "--push", "--json")))
+    assert {r["promotion"]["state"] for r in first.values()} == {"promoted"}
+    before = digests(registry, unique, names)
+
+    (stack / "base" / "base.txt").write_text("base v2\n")  # the update breaks mid's check
+    held = by_image(json_out(run_registry_cli(stack, "build", "--push", "--json"), code=1))
+
+    assert {n: r["status"] for n, r in held.items()} == {
+        "base": "built", "mid": "test-failed", "leaf": "blocked", "tool": "built"}  # fmt: skip
+    after = digests(registry, unique, names)
+    assert {n: after[n] for n in ("mid", "leaf")} == {n: before[n] for n in ("mid", "leaf")}
+    assert after["tool"] != before["tool"] and after["base"] != before["base"]
+    assert held["mid"]["pushed"] == []  # not even its fingerprint tag: it did not pass
+    assert held["mid"]["promotion"] is None or held["mid"]["promotion"]["state"] != "promoted"
+
+    set_manifest(stack, "expect: {stdout: v1}", "expect: {stdout: v2}")
+    fixed = by_image(json_out(run_registry_cli(stack, "build", "--push", "--json")))
+    assert {n: r["status"] for n, r in fixed.items()} == {
+        "base": "up-to-date", "mid": "tested", "leaf": "built", "tool": "up-to-date"}  # fmt: skip
+    assert fixed["mid"]["log"] is None  # tested, not built
+    assert fixed["mid"]["promotion"]["state"] == "promoted"
+    final = digests(registry, unique, names)
+    assert final["mid"] != before["mid"] and set(final["mid"].values()) != {None}
+    assert all(tag in RELEASE for tag in final["mid"])
