@@ -175,3 +175,20 @@ def example_stack(root: Path, prefix: str) -> Path:
     manifest = manifest.replace("  labels:\n", f"  labels:\n    {TEST_LABEL}: {prefix}\n", 1)
     (root / "stack.yaml").write_text(manifest)
     return root / "stack.yaml"
+
+
+def fake_stack(root: Path, dockerfiles: Mapping[str, str], *, registry: str = "reg",
+               each: tuple[str, ...] = (), extra: Mapping[str, tuple[str, ...]] | None = None,
+               ) -> Path:  # fmt: skip
+    """stack.yaml under ``root`` for the fake engine: one context per image (its
+    Dockerfile and a file ``f`` holding its name), ``each`` line under every image and
+    ``extra`` lines under one."""
+    lines = ["version: 1", f"registry: {registry}", "images:"]
+    for name, dockerfile in dockerfiles.items():
+        (root / name).mkdir()
+        (root / name / "Dockerfile").write_text(dockerfile)
+        (root / name / "f").write_text(name)
+        lines += [f"  {name}:", f"    context: {name}"]
+        lines += [f"    {line}" for line in (*each, *(extra or {}).get(name, ()))]
+    (root / "stack.yaml").write_text("\n".join(lines) + "\n")
+    return root / "stack.yaml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,21 +204,31 @@ def test_a_second_run_builds_nothing_and_an_arm64_arg_rebuilds_only_arm64(two: P
 # -- publishing and emulation ------------------------------------------------------------
 
 
-def test_a_pushed_multi_platform_image_gets_one_index_per_tag(two: Path) -> None:
-    from stackbuild.run.promote import HELD_BACK, PROMOTED
-    from stackbuild.run.publish import INDEX_TYPE, publish_indexes
-    from stackbuild.run.results import ImageResult, Promotion
-    from stackbuild.scheduler import Status
+def pushed_nodes(stack: Path, status: str) -> tuple[FakeBackend, Any, dict[str, Any]]:
+    """Every node of ``stack`` in the fake registry under its fingerprint12 tag, with its
+    result of ``status`` (built: pushed in this run)."""
+    from stackbuild.run.results import ImageResult
 
     backend = FakeBackend()
-    analysis = analyze(two)
+    analysis = analyze(stack)
     results = {}
     for name in analysis.selected:
         fingerprint = analysis.inputs[name].fingerprint
         ref = f"reg/{name.split('[')[0]}:{fingerprint[7:19]}"
         backend.add_image(f"sha256:id-{name}", (ref,))
         backend.push(ref, lambda line: None)
-        results[name] = ImageResult(name, Status.BUILT, fingerprint, tags=[ref], pushed=[ref])
+        pushed = [ref] if status == "built" else []
+        results[name] = ImageResult(name, status, fingerprint, tags=[ref], pushed=pushed)
+    return backend, analysis, results
+
+
+def test_a_pushed_multi_platform_image_gets_one_index_per_tag(two: Path) -> None:
+    from stackbuild.run.promote import HELD_BACK, PROMOTED
+    from stackbuild.run.publish import INDEX_TYPE, publish_indexes
+    from stackbuild.run.results import Promotion
+    from stackbuild.scheduler import Status
+
+    backend, analysis, results = pushed_nodes(two, Status.BUILT)
     # promotion held back: only the immutable fingerprint12 index is put
     for result in results.values():
         result.promotion = Promotion(HELD_BACK, reason="ancestor base failed")
@@ -328,19 +339,12 @@ def test_a_node_goes_to_a_native_engine_first_and_to_emulation_when_none_is_free
 def test_an_index_already_in_the_registry_is_not_put_again(two: Path) -> None:
     from stackbuild.run.promote import PROMOTED
     from stackbuild.run.publish import publish_indexes
-    from stackbuild.run.results import ImageResult, Promotion
+    from stackbuild.run.results import Promotion
     from stackbuild.scheduler import Status
 
-    backend = FakeBackend()
-    analysis = analyze(two)
-    results = {}
-    for name in analysis.selected:
-        fingerprint = analysis.inputs[name].fingerprint
-        ref = f"reg/{name.split('[')[0]}:{fingerprint[7:19]}"
-        backend.add_image(f"sha256:id-{name}", (ref,))
-        backend.push(ref, lambda line: None)
-        results[name] = ImageResult(name, Status.UP_TO_DATE, fingerprint, tags=[ref],
-                                    promotion=Promotion(PROMOTED))
+    backend, analysis, results = pushed_nodes(two, Status.UP_TO_DATE)
+    for result in results.values():
+        result.promotion = Promotion(PROMOTED)
     def publish() -> list[str]:
         return publish_indexes(backend, analysis.stack, analysis.selected, results, None, print)
 

@@ -21,6 +21,7 @@ from stackbuild.run.build import BuildOptions, BuildRun, image_tags
 from stackbuild.run.existing import find_existing
 from stackbuild.ui import LiveReporter, PlainReporter
 from tests.fakes import FakeBackend, QuietReporter
+from tests.helpers import fake_stack
 from tests.terminal import FakeTerminal, screen
 
 FP = "sha256:" + "0123456789ab" + "c" * 52
@@ -80,15 +81,8 @@ DOCKERFILES = {
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Path:
-    lines = ["version: 1", "registry: reg", "images:"]
-    for name, dockerfile in DOCKERFILES.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "Dockerfile").write_text(dockerfile)
-        (tmp_path / name / "f").write_text(name)
-        lines += [f"  {name}:", f"    context: {name}"]
-    lines += ["    tags: ['v-{fingerprint12}', latest]"]  # solo's
-    (tmp_path / "stack.yaml").write_text("\n".join(lines) + "\n")
-    return tmp_path / "stack.yaml"
+    solo_tags = "tags: ['v-{fingerprint12}', latest]"
+    return fake_stack(tmp_path, DOCKERFILES, extra={"solo": (solo_tags,)})
 
 
 class Events(QuietReporter):

@@ -17,6 +17,7 @@ from stackbuild.run.build import BuildOptions, BuildRun
 from stackbuild.run.history import CREATED_LABEL, duration_of, fill_from_registry
 from stackbuild.run.results import ImageResult
 from tests.fakes import FakeBackend, FakeRegistry, Manifest, QuietReporter
+from tests.helpers import fake_stack
 
 
 def config(created: str | None = None, **labels: str) -> dict:
@@ -57,13 +58,7 @@ DOCKERFILES = {"base": "FROM scratch\n", "a": "FROM reg/base\n", "b": "FROM reg/
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Path:
-    lines = ["version: 1", "registry: reg", "images:"]
-    for name, dockerfile in DOCKERFILES.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "Dockerfile").write_text(dockerfile)
-        lines += [f"  {name}:", f"    context: {name}"]
-    (tmp_path / "stack.yaml").write_text("\n".join(lines) + "\n")
-    return tmp_path / "stack.yaml"
+    return fake_stack(tmp_path, DOCKERFILES)
 
 
 class Order(QuietReporter):

@@ -23,6 +23,7 @@ from stackbuild.run.upstream import refresh
 from stackbuild.scheduler import Status
 from stackbuild.ui import PlainReporter
 from tests.fakes import FakeBackend, FakeRegistry
+from tests.helpers import fake_stack
 
 UP = "up/stream:1"
 OLD = "sha256:" + "0" * 64
@@ -106,15 +107,8 @@ def test_a_parent_outside_the_run_counts_as_passed() -> None:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Path:
-    lines = ["version: 1", "registry: reg", "images:"]
-    for name, dockerfile in DOCKERFILES.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "Dockerfile").write_text(dockerfile)
-        (tmp_path / name / "f").write_text(name)
-        lines += [f"  {name}:", f"    context: {name}", "    tags: [stable]"]
-    (tmp_path / "stack.yaml").write_text("\n".join(lines) + "\n")
     write_lock(tmp_path / "stack.lock", {UP: OLD})
-    return tmp_path / "stack.yaml"
+    return fake_stack(tmp_path, DOCKERFILES, each=("tags: [stable]",))
 
 
 def engine(registry: FakeRegistry | None = None, fail: tuple[str, ...] = ()) -> FakeBackend:
