@@ -829,7 +829,7 @@ def bench_provenance(ctx: Context) -> None:
     directory = ctx.stack_dir("example")
     directory.mkdir(parents=True)
     shutil.copytree(REPO / "images", directory / "images", symlinks=True)
-    busybox = directory / "images/base/rootfs/bin/busybox"
+    busybox = directory / "images/base/arch/amd64/bin/busybox"  # prepare-example.sh's
     if not busybox.exists():
         busybox.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(os.environ.get("BUSYBOX", "/usr/bin/busybox"), busybox)

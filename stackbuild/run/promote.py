@@ -83,13 +83,21 @@ def decide(
         elif cause:
             decision[name] = f"ancestor {cause} {results[cause].status}"
         elif not passed(results[name]):
-            decision[name] = f"{name} {results[name].status}"
+            decision[name] = _failure(results[name])
         elif mode == ALL and failing:
             named = ", ".join(f"{n} {results[n].status}" for n in failing[:3])
             decision[name] = f"--promote all: {named}" + (" ..." if len(failing) > 3 else "")
         else:
             decision[name] = None
     return decision
+
+
+def _failure(result: ImageResult) -> str:
+    """Why a failing image holds its release tags back: its status, and for a failed
+    check which one (``check 'name' failed: ...``), so a held-back refresh names it."""
+    if result.status is Status.TEST_FAILED and result.error:
+        return f"{result.image} {result.status}: {result.error}"
+    return f"{result.image} {result.status}"
 
 
 def release_refs(analysis: Analysis, name: str, tags: Sequence[str] = (),

@@ -294,8 +294,9 @@ def test_the_example_stack_passes_its_checks(
 ) -> None:
     """The repository's own stack.yaml, its images renamed into a test registry path."""
     shutil.copytree(REPO / "images", tmp_path / "images", symlinks=True)
-    busybox = tmp_path / "images/base/rootfs/bin/busybox"
+    busybox = tmp_path / "images/base/arch/amd64/bin/busybox"
     if not busybox.exists():  # scripts/prepare-example.sh puts it there
+        busybox.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy("/usr/bin/busybox", busybox)
     text = (REPO / "stack.yaml").read_text()
     text = text.replace("version: 1\n", f"version: 1\nregistry: {registry.address}/{unique}\n")

@@ -120,7 +120,7 @@ def test_a_stack_builds_across_the_pool_on_exactly_its_parents(
     again = by_image(json_out(run_cli(stack, "build", "--json")))
     assert {r["status"] for r in again.values()} == {"up-to-date"}
     plan = json_out(run_cli(stack, "plan", "--json"))
-    assert plan["summary"] == {"build": 0, "skip": 4, "test": 0}
+    assert plan["summary"] == {"build": 0, "skip": 4, "test": 0, "promote": 0}
 
 
 def test_killing_an_engine_mid_build_moves_its_work_and_the_run_completes(

@@ -238,3 +238,38 @@ def test_refresh_push_keeps_the_old_pin_when_an_image_on_it_fails(
     for name, result in by_image(document).items():
         want = fingerprint_digest(registry, unique, result)
         assert digests(registry, unique, [name])[name] == dict.fromkeys(RELEASE, want)
+
+
+def test_refresh_push_with_a_failing_check_keeps_the_pin_and_names_image_and_check(
+    registry: Any, docker_backend: DockerEngine, unique: str, cleanup_images: set[str],
+    tmp_path: Path,
+) -> None:
+    """Issue 12's refresh gate with a real check: the upstream moves to something app's
+    check rejects; stack.lock keeps the old pin, exit 1, and stderr names app and its
+    check."""
+    prefix = f"{registry.address}/{unique}"
+    upstream = f"{prefix}/upstream:1"
+    old = publish_upstream(docker_backend, upstream, unique, "v1", tmp_path / "up1")
+    stack = stack_with_tags(tmp_path / "stack", unique, prefix, {
+        "app": f"FROM {upstream}\nCOPY app.txt /app.txt\n",
+    })  # fmt: skip
+    manifest = stack / "stack.yaml"
+    manifest.write_text(manifest.read_text().replace(
+        "    context: app\n", "    context: app\n    tests:\n"
+        "      - {name: marker is v1, run: [cat, /marker], expect: {stdout: v1}}\n"))
+    json_out(run_cli(stack, "build", "--push", "--json"))
+    lock = (stack / "stack.lock").read_text()
+    assert f"{upstream}: {old}" in lock
+    before = digests(registry, unique, ["app"])
+
+    publish_upstream(docker_backend, upstream, unique, "v2", tmp_path / "up2")
+    proc = run_cli(stack, "refresh", "--push", "--json")
+    document = json_out(proc, code=1)
+    assert statuses(by_image(document)) == {"app": "test-failed"}
+    assert (stack / "stack.lock").read_text() == lock  # the old pin stays
+    gate_of = {g["ref"]: g for g in document["upstreams"]}[upstream]
+    assert gate_of["status"] == "held-back"
+    assert gate_of["held_back"][0]["image"] == "app"
+    assert "check 'marker is v1' failed" in gate_of["held_back"][0]["reason"]
+    assert "app (app test-failed: check 'marker is v1' failed" in proc.stderr
+    assert digests(registry, unique, ["app"]) == before  # release tags untouched

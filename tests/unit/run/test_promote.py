@@ -64,6 +64,11 @@ def test_a_test_failed_image_and_a_built_one_with_a_failed_check_do_not_pass() -
     verdict = decide(ORDER, PARENTS, results(mid=Status.TEST_FAILED, leaf=Status.BLOCKED))
     assert verdict["mid"] == "mid test-failed" and verdict["leaf"] == "ancestor mid test-failed"
     assert verdict["tool"] is None
+    named = results(mid=Status.TEST_FAILED)
+    named["mid"].error = "check 'prints its version' failed: exit 1, wanted 0"
+    assert decide(ORDER, PARENTS, named)["mid"] == (
+        "mid test-failed: check 'prints its version' failed: exit 1, wanted 0"
+    )
 
 
 def test_subtree_holds_back_a_failed_image_and_everything_built_on_it() -> None:
