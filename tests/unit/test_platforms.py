@@ -26,8 +26,9 @@ DOCKERFILES = {
 }
 
 
-def write_stack(root: Path, images: str, defaults: str = "") -> Path:
-    for name, dockerfile in DOCKERFILES.items():
+def write_stack(root: Path, images: str, defaults: str = "",
+                dockerfiles: dict[str, str] = DOCKERFILES) -> Path:  # fmt: skip
+    for name, dockerfile in dockerfiles.items():
         (root / name).mkdir(exist_ok=True)
         (root / name / "Dockerfile").write_text(dockerfile)
         (root / name / "f").write_text(name)
@@ -52,6 +53,14 @@ TWO_DEFAULTS = "defaults:\n  platforms: [linux/amd64, linux/arm64]\n"
 def two(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return write_stack(tmp_path, TWO, TWO_DEFAULTS)
+
+
+@pytest.fixture
+def two_on_debian(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``two`` with base built FROM the upstream debian:12."""
+    monkeypatch.chdir(tmp_path)
+    dockerfiles = {**DOCKERFILES, "base": "FROM debian:12\n"}
+    return write_stack(tmp_path, TWO, TWO_DEFAULTS, dockerfiles)
 
 
 def error_of(stack_file: Path) -> ManifestError:
@@ -148,15 +157,8 @@ def test_an_arm64_only_build_arg_changes_only_the_arm64_fingerprints(two: Path) 
     assert changed == {"site[linux/arm64]"}
 
 
-def test_a_per_platform_pin_in_the_lock_moves_only_that_platform(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    DOCKERFILES["base"] = "FROM debian:12\n"
-    try:
-        stack = write_stack(tmp_path, TWO, TWO_DEFAULTS)
-    finally:
-        DOCKERFILES["base"] = "FROM scratch\nCOPY f /f\n"
+def test_a_per_platform_pin_in_the_lock_moves_only_that_platform(two_on_debian: Path) -> None:
+    stack = two_on_debian
     index, amd, arm = "sha256:" + "1" * 64, "sha256:" + "2" * 64, "sha256:" + "3" * 64
     pins = {"debian:12": index, "debian:12[linux/amd64]": amd, "debian:12[linux/arm64]": arm}
     before = analyze(stack, pinned=pins).inputs
@@ -288,17 +290,10 @@ def test_a_platform_pin_is_that_platform_s_manifest_in_the_index() -> None:
     assert platform_digest("x:1", amd, ARM, lambda ref: single) == amd
 
 
-def test_a_moved_arm64_pin_names_only_the_arm64_nodes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_moved_arm64_pin_names_only_the_arm64_nodes(two_on_debian: Path) -> None:
     from stackbuild.run.upstream import moved_upstreams, upstream_refs
 
-    monkeypatch.chdir(tmp_path)
-    DOCKERFILES["base"] = "FROM debian:12\n"
-    try:
-        stack = write_stack(tmp_path, TWO, TWO_DEFAULTS)
-    finally:
-        DOCKERFILES["base"] = "FROM scratch\nCOPY f /f\n"
+    stack = two_on_debian
     analysis = analyze(stack, pinned={})
     refs = upstream_refs(analysis.graph, analysis.selected)
     assert refs == ["debian:12", "debian:12[linux/amd64]", "debian:12[linux/arm64]"]
