@@ -33,7 +33,7 @@ from stackbuild.backends.contract import (
     LocalImage,
 )
 from stackbuild.logs import BUILD_MARKER, RunLogs
-from stackbuild.manifest import render_tag
+from stackbuild.manifest import Stack, render_tag
 from stackbuild.plan import BUILD, TEST, Plan
 from stackbuild.platforms import node_platform, platform_tag
 from stackbuild.refs import fingerprint12
@@ -85,6 +85,14 @@ def image_tags(repository: str, fingerprint: str, templates: tuple[str, ...],
         # {fingerprint12} is the platform's own tag already, the first one
         tags = [tags[0]] + [platform_tag(t, platform) for t in tags[1:] if t != tags[0]]
     return [f"{repository}:{tag}" for tag in dict.fromkeys(tags)]
+
+
+def node_tags(stack: Stack, name: str, fingerprint: str, git_sha: str | None) -> list[str]:
+    """``image_tags`` of image (or platform node) ``name`` of ``stack``: its repository,
+    its manifest's tag templates, its platform's suffix."""
+    spec = stack.images[name]
+    return image_tags(stack.reference(name), fingerprint, spec.tags, git_sha,
+                      node_platform(spec))  # fmt: skip
 
 
 class Reporter(Protocol):
@@ -167,8 +175,7 @@ class BuildRun:
             image=name,
             repository=repository,
             fingerprint=fingerprint,
-            tags=tuple(image_tags(repository, fingerprint, spec.tags, self.git_sha,
-                                  node_platform(spec))),
+            tags=tuple(node_tags(self.stack, name, fingerprint, self.git_sha)),
             context_files=tuple(self.analysis.files[name]),
             context_entries=inputs.files,
             dockerfile_bytes=self.analysis.dockerfiles[name],
@@ -211,9 +218,7 @@ class BuildRun:
             copies = [(self.backend, self.local_images[name])]
         if slot:  # the slot's own engine first, when it holds a copy
             copies.sort(key=lambda copy: copy[0] is not slot.backend)
-        repository = self.stack.reference(name)
-        tags = image_tags(repository, fingerprint, self.stack.images[name].tags,
-                          self.git_sha)  # fmt: skip
+        tags = node_tags(self.stack, name, fingerprint, self.git_sha)
         if not copies:
             with self.lock:
                 self.results[name] = ImageResult(name, Status.FAILED, fingerprint,
@@ -368,10 +373,7 @@ class BuildRun:
         scheduled = set(todo)
         up_to_date = [s for s in self.plan.steps if s.image not in scheduled]
         for step in up_to_date:
-            spec = self.stack.images[step.image]
-            repository = self.stack.reference(step.image)
-            tags = image_tags(repository, step.fingerprint, spec.tags, self.git_sha,
-                              node_platform(spec))
+            tags = node_tags(self.stack, step.image, step.fingerprint, self.git_sha)
             local = self.local_images.get(step.image)
             copies = [(self.backend, local)] if local else []
             if self.pool:  # every engine's copy: a child may build on any of them

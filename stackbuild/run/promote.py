@@ -33,7 +33,7 @@ from stackbuild.backends.contract import Backend
 from stackbuild.errors import RegistryError, RegistryNotFound
 from stackbuild.plan import short
 from stackbuild.refs import split_reference
-from stackbuild.run.build import git_revision, image_tags
+from stackbuild.run.build import git_revision, node_tags
 from stackbuild.run.existing import CHECK_THREADS, fingerprint_ref
 from stackbuild.run.registry import RegistryDeadlines, RetryPolicy, T, with_logged_retries
 from stackbuild.run.results import (
@@ -106,9 +106,7 @@ def release_refs(analysis: Analysis, name: str, tags: Sequence[str] = (),
     a build would tag it now."""
     fingerprint = fingerprint_ref(analysis, name)
     if not tags:
-        spec = analysis.stack.images[name]
-        tags = image_tags(analysis.stack.reference(name), analysis.inputs[name].fingerprint,
-                          spec.tags, git_sha)  # fmt: skip
+        tags = node_tags(analysis.stack, name, analysis.inputs[name].fingerprint, git_sha)
     return fingerprint, [ref for ref in tags if ref != fingerprint]
 
 

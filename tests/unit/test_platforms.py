@@ -397,3 +397,18 @@ def test_a_platform_s_tags_name_it_once() -> None:
     assert image_tags("reg/app", fp, ("{fingerprint12}",), None) == [
         "reg/app:0123456789ab", "reg/app:latest",
     ]  # fmt: skip
+
+
+def test_promotion_moves_a_platform_nodes_own_release_tags(two: Path) -> None:
+    """Promotion moves a platform node's own release tags (``latest-linux-arm64``), the
+    ones its build tagged (``node_tags``): never the image's ``latest``, which holds the
+    index of all its platforms."""
+    from stackbuild.run.build import node_tags
+    from stackbuild.run.promote import release_refs
+
+    analysis = analyze(two)
+    node = "site[linux/arm64]"
+    tags = node_tags(analysis.stack, node, analysis.inputs[node].fingerprint, None)
+    fingerprint_ref, release = release_refs(analysis, node)
+    assert [fingerprint_ref, *release] == tags
+    assert "reg/site:latest-linux-arm64" in release and "reg/site:latest" not in release
