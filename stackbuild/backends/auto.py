@@ -1,5 +1,5 @@
-"""``--backend auto``, the default: BuildKit where the engine and a BuildKit-capable
-docker client answer, else the classic builder.
+"""``--backend auto``: BuildKit where the engine and a BuildKit-capable docker client
+answer, else the classic builder. Not the default yet (``docker`` is: issue 13).
 
 The choice is made on an engine's first build (``BuildKitBuilder.cli`` probes the
 clients once), so commands that build nothing (plan, ls, why) pay nothing for it. The
