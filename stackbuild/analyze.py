@@ -88,11 +88,11 @@ class Analysis:
     def notes_of(self, image: str) -> ImageNotes:
         return self.notes.get(image, NO_NOTES)
 
-    def weights(self) -> dict[str, float]:
-        """The scheduler's weight of every selected image: its last build duration (local,
-        or read from the registry into ``durations`` by ``run.history``), else an estimate
+    def weights(self, known: Mapping[str, float] | None = None) -> dict[str, float]:
+        """The scheduler's weight of every selected image: its last build duration
+        (``known`` adds durations found elsewhere, ``durations`` wins), else an estimate
         from its Dockerfile and context size, calibrated on those durations (``estimate``)."""
-        durations = self.durations
+        durations = {**(known or {}), **self.durations}
         if all(name in durations for name in self.selected):
             return durations  # every image built before: nothing to estimate or stat
         shapes = {
