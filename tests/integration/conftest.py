@@ -163,8 +163,13 @@ def remove_test_images(client: Any, prefix: str, extra_ids: Iterable[str] = ()) 
             or prefix in str(container.get("Command", ""))
             or any(n.lstrip("/").startswith(prefix) for n in names)
         ):
-            with contextlib.suppress(docker.errors.NotFound):
+            try:
                 api.remove_container(container["Id"], force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                if error.status_code != 409:  # 409: the engine is removing it already
+                    raise
     # children before parents: an image with children cannot be removed, even by force,
     # and untagging one only leaves it dangling
     tags_of: dict[str, list[str]] = {}
