@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -61,9 +62,27 @@ def frozen(engine: ExtraEngine) -> Iterator[None]:
     assert engine.pid is not None and engine.running
     os.kill(engine.pid, signal.SIGSTOP)
     try:
+        wait_until_stopped(engine.pid)
         yield
     finally:
         os.kill(engine.pid, signal.SIGCONT)
+
+
+def wait_until_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Wait until every thread of ``pid`` is stopped: kill() returns once SIGSTOP is queued,
+    and on a busy machine a thread of dockerd can still answer a request after that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue  # a thread that just ended
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.01)
+    pytest.fail(f"dockerd {pid} did not stop within {timeout}s of SIGSTOP")
 
 
 def gives_up(call: Callable[[], Any]) -> EngineUnreachable:
