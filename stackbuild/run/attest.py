@@ -60,8 +60,7 @@ def secret_values(secrets: Mapping[str, str]) -> list[str]:
 class Attestor:
     """Writes and attaches the attestations of one run; see the module docstring."""
 
-    def __init__(self, analysis: Analysis, builder: str, notify: Callable[[str], None],
-                 warm: bool = True) -> None:
+    def __init__(self, analysis: Analysis, builder: str, notify: Callable[[str], None]) -> None:
         self.analysis = analysis
         self.builder = builder  # "docker" | "buildkit", as --backend names it
         self.notify = notify
@@ -71,8 +70,6 @@ class Attestor:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stackbuild-attest")
         self._jobs: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
-        if warm:  # something will be built: import the SBOM library while the first builds
-            self._pool.submit(sbom.warm)
 
     def provenance_path(self, image: str) -> Path:
         return self.provenance_dir / f"{safe_filename(image)}.json"

@@ -9,6 +9,7 @@ from stackbuild.sbom import (
     document,
     packages,
     parse_apk_installed,
+    purl,
     python_dirs,
     wanted,
 )
@@ -80,3 +81,40 @@ def test_the_document_is_valid_cyclonedx_with_parents_and_upstreams() -> None:
     assert names["libc6"]["purl"] == "pkg:deb/debian/libc6@2.36-9?arch=amd64"
     assert names["base"]["version"] == "sha256:" + "b" * 64
     assert names["debian:12"]["type"] == "container"
+
+
+def test_package_urls_are_the_purl_libraries() -> None:
+    """The hand-written purls equal packageurl-python's (the purl project's own code) for
+    the versions real databases hold: epochs, ``+``, ``~``, spaces, pypi's names."""
+    from packageurl import PackageURL
+
+    cases = [
+        Package("deb", "libc6", "2.36-9+deb12u1", "amd64"),
+        Package("deb", "tzdata", "2024a-0+deb12u1", "all"),
+        Package("deb", "libgcc-s1", "12.2.0-14~bpo1", "arm64"),
+        Package("deb", "bash", "1:5.2.15-2+b2", ""),
+        Package("apk", "musl", "1.2.4-r2", "x86_64"),
+        Package("pypi", "Foo_Bar", "1.0.post1"),
+        Package("pypi", "zope.interface", "6.0"),
+        Package("pypi", "weird name", ""),
+    ]
+    for package in cases:
+        namespace = None if package.kind == "pypi" else "ubuntu"  # the os-release ID
+        expected = PackageURL(package.kind, namespace, package.name, package.version or None,
+                              qualifiers={"arch": package.arch} if package.arch else {})
+        assert purl(package, "ubuntu") == expected.to_string(), package
+
+
+def test_the_document_parses_with_the_cyclonedx_library() -> None:
+    from cyclonedx.model.bom import Bom
+
+    text = document(
+        "app", "reg/app", "sha256:" + "a" * 64,
+        [Package("deb", "libc6", "2.36-9", "amd64"), Package("pypi", "requests", "2.31.0")],
+        "debian", {"base": ("sha256:" + "b" * 64, "sha256:" + "c" * 64)}, {},
+        "0b6f8a3e-0000-4000-8000-000000000000", "2026-01-01T00:00:00Z",
+    )
+    bom = Bom.from_json(json.loads(text))  # type: ignore[attr-defined]
+    assert bom.metadata.component is not None and bom.metadata.component.name == "app"
+    assert {c.name for c in bom.components} == {"libc6", "requests", "base"}
+    assert str(bom.serial_number) == "0b6f8a3e-0000-4000-8000-000000000000"

@@ -287,8 +287,8 @@ def _run_build(
         )
         pusher = None
         # provenance and SBOM of each built image, attached to it when pushed
-        attestor = Attestor(analysis, backend_kind or stack.backend, reporter.message,
-                            warm=bool(plan_.to_build)) if provenance else None  # fmt: skip
+        attestor = (Attestor(analysis, backend_kind or stack.backend, reporter.message)
+                    if provenance else None)  # fmt: skip
         if push:
             # a pool pushes each image from an engine that holds it
             pusher = Pusher(PoolPushes(pool) if pool else backend, push_jobs,
