@@ -16,10 +16,11 @@ validator and parse it back with the library.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from urllib.parse import quote
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
@@ -141,6 +142,27 @@ def packages(files: Mapping[str, bytes]) -> list[Package]:
             if package:
                 found.add(package)
     return sorted(found)
+
+
+def filesystem_key(diff_ids: list[str]) -> str:
+    """What names an image's filesystem exactly: its layers' diff ids, bottom first
+    (content digests: the same list is the same bytes). Its package databases, so its
+    packages, follow from it: a rebuild that reused every layer needs no second look."""
+    return hashlib.sha256("\n".join(diff_ids).encode()).hexdigest()
+
+
+def contents_to_json(found: list[Package], distro: str) -> bytes:
+    """``found`` and ``distro`` (``packages``, ``os_id``) as the SBOM cache stores them."""
+    return json.dumps({"distro": distro, "packages": [list(astuple(p)) for p in found]}).encode()
+
+
+def contents_from_json(data: bytes) -> tuple[list[Package], str]:
+    """The inverse of ``contents_to_json``; ValueError for anything else."""
+    try:
+        record = json.loads(data)
+        return [Package(*map(str, p)) for p in record["packages"]], str(record["distro"])
+    except (TypeError, KeyError, AttributeError) as error:
+        raise ValueError(f"not an SBOM cache record: {error}") from error
 
 
 def purl(package: Package, distro: str) -> str:

@@ -91,6 +91,7 @@ class StateDir:
         self.logs = self.path / "logs"
         self.hash_cache = self.path / "hashcache.json"
         self.graph_cache = self.path / "graph.json"
+        self.sbom_cache = self.path / "sbom-cache"  # packages per filesystem (run/attest.py)
         self.lock_file = self.path / "run.lock"
 
     def record_path(self, image: str) -> Path:

@@ -3,9 +3,11 @@
 After a build, ``Attestor.built`` writes ``.stackbuild/provenance/<image>.json`` (the
 statement of ``stackbuild.provenance``, its subject the image id) and
 ``.stackbuild/sbom/<image>.cdx.json`` (``stackbuild.sbom``, from the package databases
-the engine reads out of the image without running it), on a thread of its own so the
-next builds do not wait for it. After a push, ``Attestor.attach`` names the pushed
-manifest as the subject and attaches both documents to it in the registry.
+the engine reads out of the image without running it, or from
+``.stackbuild/sbom-cache/`` when an image of the same layers was read before), on a
+thread of its own so the next builds do not wait for it. After a push,
+``Attestor.attach`` names the pushed manifest as the subject and attaches both
+documents to it in the registry.
 
 A failure to write them is reported, never a failed build (what was written is still
 attached); a failure to attach them is that image's push failure (its documents must
@@ -67,6 +69,7 @@ class Attestor:
         self.invocation_id = str(uuid.uuid4())
         self.provenance_dir = analysis.state.path / "provenance"
         self.sbom_dir = analysis.state.path / "sbom"
+        self.sbom_cache = analysis.state.sbom_cache  # by sbom.filesystem_key
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stackbuild-attest")
         self._jobs: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
@@ -108,12 +111,9 @@ class Attestor:
             statement = provenance.statement(spec, repository, image_id, inputs, parents, run,
                                              secrets)  # fmt: skip
             atomic_write(self.provenance_path(name), _json(statement))
-            files = backend.read_image_files(image_id, sbom.SEARCH_PATHS, sbom.wanted)
-            site_dirs = sbom.python_dirs(files)
-            if site_dirs:  # a second look, only at an image that has a python3
-                files.update(backend.read_image_files(image_id, site_dirs, sbom.wanted))
+            found, distro = self._contents(backend, image_id)
             document = sbom.document(
-                name, repository, image_id, sbom.packages(files), sbom.os_id(files),
+                name, repository, image_id, found, distro,
                 {p: (d, inputs.parents[p]) for p, d in parents.items() if p in inputs.parents},
                 inputs.upstream, str(uuid.uuid5(uuid.NAMESPACE_URL, self.invocation_id + name)),
                 run.finished_on,
@@ -122,6 +122,26 @@ class Attestor:
         except Exception as error:  # reported; the image is built all the same, and what
             # was written (the provenance, when only the SBOM failed) is attached
             self.notify(f"attest  {name}: provenance/SBOM not written: {error}")
+
+    def _contents(self, backend: Backend, image_id: str) -> tuple[list[sbom.Package], str]:
+        """The packages and distribution of ``image_id``'s filesystem: read through the
+        engine (a created container, ~50-300 ms), or from the cache when a filesystem
+        with the same layers was read before (one inspect)."""
+        layers = backend.image_layers(image_id)
+        diff_ids = [layer.diff_id for layer in layers.layers] if layers else []
+        cached = self.sbom_cache / f"{sbom.filesystem_key(diff_ids)}.json" if diff_ids else None
+        if cached is not None:
+            with contextlib.suppress(OSError, ValueError):  # absent or damaged: read again
+                return sbom.contents_from_json(cached.read_bytes())
+        files = backend.read_image_files(image_id, sbom.SEARCH_PATHS, sbom.wanted)
+        site_dirs = sbom.python_dirs(files)
+        if site_dirs:  # a second look, only at an image that has a python3
+            files.update(backend.read_image_files(image_id, site_dirs, sbom.wanted))
+        found, distro = sbom.packages(files), sbom.os_id(files)
+        if cached is not None:
+            with contextlib.suppress(OSError):  # a cache: the next run reads the image again
+                atomic_write(cached, sbom.contents_to_json(found, distro))
+        return found, distro
 
     def attach(self, name: str, subject_ref: str, log: LogSink, *, backend: Backend) -> None:
         """Attach ``name``'s documents to ``subject_ref`` ("repo@sha256:...", the pushed

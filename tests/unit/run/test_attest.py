@@ -108,3 +108,39 @@ def test_secret_values_come_from_env_and_files(tmp_path: Path, monkeypatch) -> N
     assert secret_values({"a": "env:SBT_A", "b": f"file:{tmp_path / 's'}",
                           "c": "env:SBT_UNSET_X", "d": "file:/nonexistent"}) == [
         "from-env", "from-file"]
+
+
+def test_an_image_of_layers_read_before_takes_its_packages_from_the_cache(
+    tmp_path: Path
+) -> None:
+    """A rebuild that reused every layer (a forced rebuild, a label change) has the same
+    filesystem: its SBOM lists the same packages without the engine reading it again; a
+    damaged cache entry is read again, never trusted."""
+    from stackbuild.layers import Layer
+
+    analysis = analyze(make_stack(tmp_path))
+    backend = FakeBackend()
+    layers = [Layer("sha256:" + "1" * 64, 10), Layer("sha256:" + "2" * 64, 20)]
+    first = backend.add_image("sha256:" + "a" * 64, layers=layers)
+    first.files["var/lib/dpkg/status"] = STATUS
+    backend.add_image("sha256:" + "b" * 64, layers=layers)  # same layers, files unknown
+    backend.add_image("sha256:" + "c" * 64, layers=[layers[0]])  # another filesystem
+
+    def sbom_of(image_id: str) -> list[str]:
+        attestor = Attestor(analysis, "docker", messages.append)
+        attestor.built("base", backend, image_id, {}, 0.0, 1.0)
+        attestor.wait()
+        document = json.loads((tmp_path / ".stackbuild/sbom/base.cdx.json").read_text())
+        return [c["name"] for c in document["components"]]
+
+    def reads() -> int:
+        return sum(call == "read_image_files" for call, _ in backend.calls)
+
+    messages: list[str] = []
+    assert sbom_of("sha256:" + "a" * 64) == ["libfake"] and reads() == 1
+    assert sbom_of("sha256:" + "b" * 64) == ["libfake"] and reads() == 1  # from the cache
+    assert sbom_of("sha256:" + "c" * 64) == [] and reads() == 2  # other layers: read
+    for entry in (tmp_path / ".stackbuild/sbom-cache").iterdir():
+        entry.write_text("{not json")
+    assert sbom_of("sha256:" + "b" * 64) == [] and reads() == 3  # read again: b has no files
+    assert messages == []
