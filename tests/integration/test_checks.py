@@ -142,64 +142,53 @@ def test_a_changed_check_reruns_only_that_images_checks(
 
 
 @docker
-def test_a_hanging_check_is_killed_at_its_timeout_and_no_container_survives(
+def test_a_hanging_check_a_missing_command_and_a_serve_check_each_end_as_they_should(
     tmp_path: Path, unique: str, docker_client: Any, cleanup_images
 ) -> None:
-    write_stack(
-        tmp_path, unique, {"app": child("base", "app")},
-        manifest={"app": "tests:\n  - {name: hangs, run: [sleep, '600'], timeout: 2}"},
-    )  # fmt: skip
-
-    started = time.monotonic()
-    results, _ = build(tmp_path, expect=1)
-
-    assert time.monotonic() - started < 120
-    app = results["app"]
-    assert app["status"] == "test-failed"
-    assert checks_of(app)["hangs"]["status"] == "timed-out"
-    assert "timed out after 2s" in checks_of(app)["hangs"]["detail"]
-    assert "killed after 2s" in check_log(tmp_path, unique, "app")
-    assert check_containers(docker_client, image_ids(results, docker_client)) == []
-
-
-@docker
-def test_a_command_not_in_the_image_is_a_clear_failure(
-    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
-) -> None:
-    write_stack(
-        tmp_path, unique, {"app": child("base", "app")},
-        manifest={"app": "tests:\n  - {run: [no-such-tool, --version]}"},
-    )  # fmt: skip
-
-    results, proc = build(tmp_path, expect=1)
-
-    check = checks_of(results["app"])["no-such-tool --version"]
-    assert check["status"] == "failed"
-    assert check["detail"].startswith("command not found in the image: 'no-such-tool'")
-    assert "command not found in the image" in proc.stderr
-
-
-@docker
-def test_a_serve_check_fetches_the_page_of_a_busybox_httpd(
-    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
-) -> None:
+    """Three images of one stack, one run (they share nothing but base): a check that
+    hangs is killed at its timeout, a command the image lacks is a clear failure, and a
+    serve check fetches a busybox httpd's pages; no check container survives."""
     web = (
         "FROM {r}/base\nRUN mkdir -p /www && echo '<p>served</p>' > /www/index.html\n"
         'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
     )
     write_stack(
-        tmp_path, unique, {"web": web},
-        manifest={"web": "tests:\n"
-                  "  - {name: page, serve: {port: 8080}, expect: {stdout: '<p>served</p>'}}\n"
-                  "  - {name: missing, serve: {port: 8080, path: /nope}, "
-                  "expect: {status: 404}}"},
+        tmp_path, unique, {"hangs": child("base", "hangs"), "lacks": child("base", "lacks"),
+                           "web": web},
+        manifest={
+            "hangs": "tests:\n  - {name: hangs, run: [sleep, '600'], timeout: 2}",
+            "lacks": "tests:\n  - {run: [no-such-tool, --version]}",
+            "web": "tests:\n"
+            "  - {name: page, serve: {port: 8080}, expect: {stdout: '<p>served</p>'}}\n"
+            "  - {name: missing, serve: {port: 8080, path: /nope}, expect: {status: 404}}",
+        },
     )  # fmt: skip
 
-    results, _ = build(tmp_path)
+    started = time.monotonic()
+    results, proc = build(tmp_path, "-j", "2", expect=1)
 
+    # the hanging check: killed at its timeout, reported as timed out
+    assert time.monotonic() - started < 120
+    hangs = results["hangs"]
+    assert hangs["status"] == "test-failed"
+    assert checks_of(hangs)["hangs"]["status"] == "timed-out"
+    assert "timed out after 2s" in checks_of(hangs)["hangs"]["detail"]
+    assert "killed after 2s" in check_log(tmp_path, unique, "hangs")
+
+    # a command not in the image: a clear failure
+    check = checks_of(results["lacks"])["no-such-tool --version"]
+    assert results["lacks"]["status"] == "test-failed"
+    assert check["status"] == "failed"
+    assert check["detail"].startswith("command not found in the image: 'no-such-tool'")
+    assert "command not found in the image" in proc.stderr
+
+    # the serve checks: the page, and a 404 where one is expected
+    assert results["web"]["status"] == "built"
     assert {n: c["status"] for n, c in checks_of(results["web"]).items()} == {
         "page": "passed", "missing": "passed"}  # fmt: skip
     assert "HTTP 200" in check_log(tmp_path, unique, "web")
+
+    assert check_containers(docker_client, image_ids(results, docker_client)) == []
 
 
 @docker
