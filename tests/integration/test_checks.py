@@ -119,16 +119,24 @@ def test_a_failing_check_blocks_descendants_keeps_the_image_and_a_rerun_only_tes
 
 
 @docker
-def test_a_changed_check_reruns_only_that_images_checks(
+def test_no_test_skips_the_checks_the_next_build_runs_them_and_a_changed_check_reruns(
     tmp_path: Path, unique: str, docker_client: Any, cleanup_images
 ) -> None:
+    """One stack through ``--no-test``, the build after it, and a changed check: only that
+    image's checks run again (its child is not rebuilt)."""
     write_stack(
         tmp_path, unique, {"app": child("base", "app"), "top": child("app", "top")},
         manifest={"app": "tests:\n  - {name: marker, run: [cat, /m-app]}"},
     )  # fmt: skip
-    build(tmp_path)
-    set_manifest(tmp_path, "run: [cat, /m-app]}", "run: [cat, /m-app], expect: {stdout: app}}")
 
+    results, proc = build(tmp_path, "--no-test")
+    assert results["app"]["status"] == "built" and results["app"]["tests"] == "skipped"
+    assert "checks skipped (--no-test)" in proc.stderr
+
+    results, _ = build(tmp_path)
+    assert results["app"]["status"] == "tested"
+
+    set_manifest(tmp_path, "run: [cat, /m-app]}", "run: [cat, /m-app], expect: {stdout: app}}")
     plan = json.loads(run_cli(tmp_path, "plan", "--json").stdout)
     steps = by_short_name(plan["steps"])
     assert steps["app"]["action"] == "test"
@@ -218,23 +226,6 @@ def test_the_test_command_runs_the_checks_of_built_images(
     proc = run_cli(tmp_path, "test", f"{unique}/app")
     assert proc.returncode == 1
     assert "test-failed" in proc.stdout and "exit code 0, expected 1" in proc.stdout
-
-
-@docker
-def test_no_test_skips_the_checks_and_the_next_build_runs_them(
-    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
-) -> None:
-    write_stack(
-        tmp_path, unique, {"app": child("base", "app")},
-        manifest={"app": "tests:\n  - {name: marker, run: [cat, /m-app]}"},
-    )  # fmt: skip
-
-    results, proc = build(tmp_path, "--no-test")
-    assert results["app"]["status"] == "built" and results["app"]["tests"] == "skipped"
-    assert "checks skipped (--no-test)" in proc.stderr
-
-    results, _ = build(tmp_path)
-    assert results["app"]["status"] == "tested"
 
 
 @docker
