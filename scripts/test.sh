@@ -10,4 +10,6 @@ scripts/setup.sh
 .venv/bin/lint-imports
 # integration tests fail (instead of skipping) when no engine answers
 export STACKBUILD_REQUIRE_DOCKER=1
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# --durations=15: the log ends with the slowest tests (the suite must stay well under
+# 15 minutes: they are where to look first)
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

@@ -10,6 +10,8 @@
 - ``unique``: a short prefix (``sbt-<8 hex>``) for the names of one test's images.
 - ``cleanup_images``: removes, at teardown, the images and containers of that test
   only (see ``remove_test_images``); other tests' and users' images are never touched.
+- ``example_run`` (session): the repository's example stack plus one image that fails,
+  built once for the tests that only read what that run left (report, layers, checks).
 - ``registry`` / ``auth_registry``: Debian's docker-registry on 127.0.0.1:<free port>
   (plain, or htpasswd auth), stoppable and restartable mid-test, removed at teardown
   with everything pushed to it (see tests/local_registry.py).
@@ -20,17 +22,22 @@ Image-building helpers (busybox rootfs, base context, requests) are in tests/hel
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
 from stackbuild.backends import open_backend
 from stackbuild.errors import BuildKitUnavailable
-from tests.helpers import TEST_LABEL, make_request, write_base_context
+from tests.helpers import TEST_LABEL, example_stack, make_request, write_base_context
 
 
 def _no_engine(reason: str) -> NoReturn:
@@ -237,3 +244,41 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     local = _registry(tmp_path_factory, {"stackbuild": "s3cret"})
     yield local
     local.close()
+
+
+@dataclass(frozen=True)
+class ExampleRun:
+    """One ``build -j 2 --json`` of the example stack plus ``<prefix>/broken`` (FROM base,
+    ``RUN exit 1``): exit 1, six images built (their checks passed), broken failed."""
+
+    stack: Path  # its stack.yaml
+    prefix: str  # every image is <prefix>/<name>
+    results: dict[str, dict]  # by short name (base, ..., broken), from --json
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def example_run(docker_client: Any, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[ExampleRun]:  # fmt: skip
+    """Built once per session: the tests using it only read what the run left (the
+    engine's images, ``.stackbuild/``); none of them builds in it again."""
+    prefix = new_unique()
+    root = tmp_path_factory.mktemp("example")
+    stack = example_stack(root, prefix)
+    broken = root / "images" / "broken"
+    broken.mkdir()
+    (broken / "Dockerfile").write_text(f"FROM {prefix}/base\nRUN exit 1\n")
+    with stack.open("a") as manifest:
+        manifest.write(f"  {prefix}/broken:\n    context: images/broken\n")
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "stackbuild", "-f", str(stack), "build", "-j", "2", "--json"],
+            capture_output=True, text=True, timeout=600,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+        )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr + proc.stdout
+        results = {r["image"].partition("/")[2]: r for r in json.loads(proc.stdout)["results"]}
+        yield ExampleRun(stack, prefix, results, proc.stderr)
+    finally:
+        remove_test_images(docker_client, prefix)

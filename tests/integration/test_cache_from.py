@@ -27,11 +27,12 @@ docker = pytest.mark.docker
 APP = "FROM scratch\nCOPY rootfs/ /\nRUN echo one > /one\nRUN echo {last} > /two\n"
 
 
-@pytest.fixture
-def fresh_engine() -> Iterator[ExtraEngine]:
-    """An empty engine of its own: a fresh CI runner (removed with all it holds)."""
-    with engines_or_skip(1) as (engine,):
-        yield engine
+@pytest.fixture(scope="module")
+def fresh_engines() -> Iterator[dict[str, ExtraEngine]]:
+    """An empty engine per backend: a fresh CI runner each (removed with all it holds),
+    started and stopped together."""
+    with engines_or_skip(2) as engines:
+        yield dict(zip(("docker", "buildkit"), engines, strict=True))
 
 
 def write_app(root: Path, prefix: str, registry: str, last: str, cache_from: str) -> Path:
@@ -64,8 +65,9 @@ def check(proc: Any, code: int = 0) -> None:
 @pytest.mark.parametrize("backend", ["docker", "buildkit"])
 def test_a_fresh_engine_rebuilds_only_the_changed_last_step(
     tmp_path: Path, unique: str, cleanup_images: set[str], registry: Any,
-    fresh_engine: ExtraEngine, backend: str, request: pytest.FixtureRequest,
+    fresh_engines: dict[str, ExtraEngine], backend: str, request: pytest.FixtureRequest,
 ) -> None:
+    fresh_engine = fresh_engines[backend]  # used by this test only: still empty
     if backend == "buildkit":
         request.getfixturevalue("buildkit_backend")  # skips where BuildKit cannot build
     address = f"{registry.address}/{unique}"

@@ -9,7 +9,6 @@ that tests again without building, and no check container left behind.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -18,9 +17,8 @@ from typing import Any
 import pytest
 
 from stackbuild.state import StateDir
-from tests.helpers import TEST_LABEL, wait_until
+from tests.helpers import wait_until
 from tests.integration.test_build import (
-    REPO,
     build,
     by_short_name,
     child,
@@ -121,16 +119,24 @@ def test_a_failing_check_blocks_descendants_keeps_the_image_and_a_rerun_only_tes
 
 
 @docker
-def test_a_changed_check_reruns_only_that_images_checks(
+def test_no_test_skips_the_checks_the_next_build_runs_them_and_a_changed_check_reruns(
     tmp_path: Path, unique: str, docker_client: Any, cleanup_images
 ) -> None:
+    """One stack through ``--no-test``, the build after it, and a changed check: only that
+    image's checks run again (its child is not rebuilt)."""
     write_stack(
         tmp_path, unique, {"app": child("base", "app"), "top": child("app", "top")},
         manifest={"app": "tests:\n  - {name: marker, run: [cat, /m-app]}"},
     )  # fmt: skip
-    build(tmp_path)
-    set_manifest(tmp_path, "run: [cat, /m-app]}", "run: [cat, /m-app], expect: {stdout: app}}")
 
+    results, proc = build(tmp_path, "--no-test")
+    assert results["app"]["status"] == "built" and results["app"]["tests"] == "skipped"
+    assert "checks skipped (--no-test)" in proc.stderr
+
+    results, _ = build(tmp_path)
+    assert results["app"]["status"] == "tested"
+
+    set_manifest(tmp_path, "run: [cat, /m-app]}", "run: [cat, /m-app], expect: {stdout: app}}")
     plan = json.loads(run_cli(tmp_path, "plan", "--json").stdout)
     steps = by_short_name(plan["steps"])
     assert steps["app"]["action"] == "test"
@@ -144,64 +150,53 @@ def test_a_changed_check_reruns_only_that_images_checks(
 
 
 @docker
-def test_a_hanging_check_is_killed_at_its_timeout_and_no_container_survives(
+def test_a_hanging_check_a_missing_command_and_a_serve_check_each_end_as_they_should(
     tmp_path: Path, unique: str, docker_client: Any, cleanup_images
 ) -> None:
-    write_stack(
-        tmp_path, unique, {"app": child("base", "app")},
-        manifest={"app": "tests:\n  - {name: hangs, run: [sleep, '600'], timeout: 2}"},
-    )  # fmt: skip
-
-    started = time.monotonic()
-    results, _ = build(tmp_path, expect=1)
-
-    assert time.monotonic() - started < 120
-    app = results["app"]
-    assert app["status"] == "test-failed"
-    assert checks_of(app)["hangs"]["status"] == "timed-out"
-    assert "timed out after 2s" in checks_of(app)["hangs"]["detail"]
-    assert "killed after 2s" in check_log(tmp_path, unique, "app")
-    assert check_containers(docker_client, image_ids(results, docker_client)) == []
-
-
-@docker
-def test_a_command_not_in_the_image_is_a_clear_failure(
-    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
-) -> None:
-    write_stack(
-        tmp_path, unique, {"app": child("base", "app")},
-        manifest={"app": "tests:\n  - {run: [no-such-tool, --version]}"},
-    )  # fmt: skip
-
-    results, proc = build(tmp_path, expect=1)
-
-    check = checks_of(results["app"])["no-such-tool --version"]
-    assert check["status"] == "failed"
-    assert check["detail"].startswith("command not found in the image: 'no-such-tool'")
-    assert "command not found in the image" in proc.stderr
-
-
-@docker
-def test_a_serve_check_fetches_the_page_of_a_busybox_httpd(
-    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
-) -> None:
+    """Three images of one stack, one run (they share nothing but base): a check that
+    hangs is killed at its timeout, a command the image lacks is a clear failure, and a
+    serve check fetches a busybox httpd's pages; no check container survives."""
     web = (
         "FROM {r}/base\nRUN mkdir -p /www && echo '<p>served</p>' > /www/index.html\n"
         'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
     )
     write_stack(
-        tmp_path, unique, {"web": web},
-        manifest={"web": "tests:\n"
-                  "  - {name: page, serve: {port: 8080}, expect: {stdout: '<p>served</p>'}}\n"
-                  "  - {name: missing, serve: {port: 8080, path: /nope}, "
-                  "expect: {status: 404}}"},
+        tmp_path, unique, {"hangs": child("base", "hangs"), "lacks": child("base", "lacks"),
+                           "web": web},
+        manifest={
+            "hangs": "tests:\n  - {name: hangs, run: [sleep, '600'], timeout: 2}",
+            "lacks": "tests:\n  - {run: [no-such-tool, --version]}",
+            "web": "tests:\n"
+            "  - {name: page, serve: {port: 8080}, expect: {stdout: '<p>served</p>'}}\n"
+            "  - {name: missing, serve: {port: 8080, path: /nope}, expect: {status: 404}}",
+        },
     )  # fmt: skip
 
-    results, _ = build(tmp_path)
+    started = time.monotonic()
+    results, proc = build(tmp_path, "-j", "2", expect=1)
 
+    # the hanging check: killed at its timeout, reported as timed out
+    assert time.monotonic() - started < 120
+    hangs = results["hangs"]
+    assert hangs["status"] == "test-failed"
+    assert checks_of(hangs)["hangs"]["status"] == "timed-out"
+    assert "timed out after 2s" in checks_of(hangs)["hangs"]["detail"]
+    assert "killed after 2s" in check_log(tmp_path, unique, "hangs")
+
+    # a command not in the image: a clear failure
+    check = checks_of(results["lacks"])["no-such-tool --version"]
+    assert results["lacks"]["status"] == "test-failed"
+    assert check["status"] == "failed"
+    assert check["detail"].startswith("command not found in the image: 'no-such-tool'")
+    assert "command not found in the image" in proc.stderr
+
+    # the serve checks: the page, and a 404 where one is expected
+    assert results["web"]["status"] == "built"
     assert {n: c["status"] for n, c in checks_of(results["web"]).items()} == {
         "page": "passed", "missing": "passed"}  # fmt: skip
     assert "HTTP 200" in check_log(tmp_path, unique, "web")
+
+    assert check_containers(docker_client, image_ids(results, docker_client)) == []
 
 
 @docker
@@ -231,23 +226,6 @@ def test_the_test_command_runs_the_checks_of_built_images(
     proc = run_cli(tmp_path, "test", f"{unique}/app")
     assert proc.returncode == 1
     assert "test-failed" in proc.stdout and "exit code 0, expected 1" in proc.stdout
-
-
-@docker
-def test_no_test_skips_the_checks_and_the_next_build_runs_them(
-    tmp_path: Path, unique: str, docker_client: Any, cleanup_images
-) -> None:
-    write_stack(
-        tmp_path, unique, {"app": child("base", "app")},
-        manifest={"app": "tests:\n  - {name: marker, run: [cat, /m-app]}"},
-    )  # fmt: skip
-
-    results, proc = build(tmp_path, "--no-test")
-    assert results["app"]["status"] == "built" and results["app"]["tests"] == "skipped"
-    assert "checks skipped (--no-test)" in proc.stderr
-
-    results, _ = build(tmp_path)
-    assert results["app"]["status"] == "tested"
 
 
 @docker
@@ -289,77 +267,14 @@ def _exists(client: Any, ref: str) -> bool:
 
 
 @docker
-def test_the_example_stack_passes_its_checks(
-    tmp_path: Path, unique: str, docker_client: Any, cleanup_images, registry: Any
-) -> None:
-    """The repository's own stack.yaml, its images renamed into a test registry path."""
-    shutil.copytree(REPO / "images", tmp_path / "images", symlinks=True)
-    busybox = tmp_path / "images/base/arch/amd64/bin/busybox"
-    if not busybox.exists():  # scripts/prepare-example.sh puts it there
-        busybox.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy("/usr/bin/busybox", busybox)
-    text = (REPO / "stack.yaml").read_text()
-    text = text.replace("version: 1\n", f"version: 1\nregistry: {registry.address}/{unique}\n")
-    text = text.replace("  labels:\n", f"  labels:\n    {TEST_LABEL}: {unique}\n")
-    (tmp_path / "stack.yaml").write_text(text)
-
-    proc = run_cli(tmp_path, "build", "--json", "-j", "3", timeout=300)
-
-    assert proc.returncode == 0, proc.stderr
-    results = {r["image"]: r for r in json.loads(proc.stdout)["results"]}
-    assert {r["status"] for r in results.values()} == {"built"}
+def test_the_example_stack_passes_its_checks(example_run: Any) -> None:
+    """The repository's own stack.yaml (the session's build of it, beside an image that
+    fails): every image built, its checks passed."""
+    results = example_run.results
+    assert {n: r["status"] for n, r in results.items() if n != "broken"} == dict.fromkeys(
+        ("base", "httpd", "tools", "site-hello", "site-ops", "runner"), "built")
+    assert results["broken"]["status"] == "failed"
     assert checks_of(results["site-hello"])["serves the greeting"]["status"] == "passed"
     assert checks_of(results["runner"])["run-job prints its version"]["status"] == "passed"
-    assert "stdout| run-job 1.0.0" in StateDir(tmp_path).log_path("runner", ".test.log").read_text()
-
-
-@pytest.mark.registry
-@docker
-def test_a_failing_check_holds_back_its_subtrees_release_tags_and_the_fix_only_tests(
-    registry: Any, unique: str, cleanup_images: set[str], tmp_path: Path
-) -> None:
-    """Issue 12's "done when", with a real check: base moves, mid's check fails on the
-    new base; mid's and leaf's release tags stay exactly where they were while tool's
-    move; once the check is fixed, mid is only tested (not rebuilt) and promoted."""
-    from tests.helpers import BASE_DOCKERFILE
-    from tests.integration.test_promote import RELEASE, digests, stack_with_tags
-    from tests.integration.test_registry import by_image, json_out
-    from tests.integration.test_registry import run_cli as run_registry_cli
-
-    prefix = f"{registry.address}/{unique}"
-    #   base ─┬─ mid ── leaf
-    #         └─ tool
-    stack = stack_with_tags(tmp_path, unique, prefix, {
-        "base": BASE_DOCKERFILE + "COPY base.txt /base.txt\n",
-        "mid": f"FROM {prefix}/base\nCOPY mid.txt /mid.txt\n",
-        "leaf": f"FROM {prefix}/mid\nCOPY leaf.txt /leaf.txt\n",
-        "tool": f"FROM {prefix}/base\nCOPY tool.txt /tool.txt\n",
-    })  # fmt: skip
-    set_manifest(stack, "    context: mid\n", "    context: mid\n    tests:\n"
-                 "      - {name: base is v1, run: [cat, /base.txt], expect: {stdout: v1}}\n")
-    (stack / "base" / "base.txt").write_text("base v1\n")
-    names = ["base", "mid", "leaf", "tool"]
-    first = by_image(json_out(run_registry_cli(stack, "build", "--push", "--json")))
-    assert {r["promotion"]["state"] for r in first.values()} == {"promoted"}
-    before = digests(registry, unique, names)
-
-    (stack / "base" / "base.txt").write_text("base v2\n")  # the update breaks mid's check
-    held = by_image(json_out(run_registry_cli(stack, "build", "--push", "--json"), code=1))
-
-    assert {n: r["status"] for n, r in held.items()} == {
-        "base": "built", "mid": "test-failed", "leaf": "blocked", "tool": "built"}  # fmt: skip
-    after = digests(registry, unique, names)
-    assert {n: after[n] for n in ("mid", "leaf")} == {n: before[n] for n in ("mid", "leaf")}
-    assert after["tool"] != before["tool"] and after["base"] != before["base"]
-    assert held["mid"]["pushed"] == []  # not even its fingerprint tag: it did not pass
-    assert held["mid"]["promotion"] is None or held["mid"]["promotion"]["state"] != "promoted"
-
-    set_manifest(stack, "expect: {stdout: v1}", "expect: {stdout: v2}")
-    fixed = by_image(json_out(run_registry_cli(stack, "build", "--push", "--json")))
-    assert {n: r["status"] for n, r in fixed.items()} == {
-        "base": "up-to-date", "mid": "tested", "leaf": "built", "tool": "up-to-date"}  # fmt: skip
-    assert fixed["mid"]["log"] is None  # tested, not built
-    assert fixed["mid"]["promotion"]["state"] == "promoted"
-    final = digests(registry, unique, names)
-    assert final["mid"] != before["mid"] and set(final["mid"].values()) != {None}
-    assert all(tag in RELEASE for tag in final["mid"])
+    log = StateDir(example_run.stack.parent).log_path(f"{example_run.prefix}/runner", ".test.log")
+    assert "stdout| run-job 1.0.0" in log.read_text()

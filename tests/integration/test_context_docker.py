@@ -217,7 +217,8 @@ def cli_context() -> Iterator[Any]:
         pytest.skip("no docker CLI >= 25 to compare with")
     home = tempfile.mkdtemp(prefix="sbcli")  # short: unix socket paths are limited
     server = _FakeEngine(os.path.join(home, "engine.sock"), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()  # fmt: skip  # shutdown() waits one interval
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": home,

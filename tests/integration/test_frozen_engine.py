@@ -85,20 +85,27 @@ def wait_until_stopped(pid: int, timeout: float = 10.0) -> None:
     pytest.fail(f"dockerd {pid} did not stop within {timeout}s of SIGSTOP")
 
 
-def gives_up(call: Callable[[], Any]) -> EngineUnreachable:
-    """Run ``call`` (it must raise EngineUnreachable); fail, instead of hanging, when it is
-    still waiting after GUARD seconds."""
-    executor = ThreadPoolExecutor(max_workers=1)
-    future = executor.submit(call)
+def all_give_up(calls: dict[str, Callable[[], Any]]) -> dict[str, EngineUnreachable]:
+    """Run every call side by side (each must raise EngineUnreachable); fail, instead of
+    hanging, when one is still waiting after GUARD seconds. Side by side, the read
+    timeouts run out together instead of one after the other."""
+    executor = ThreadPoolExecutor(max_workers=len(calls))
+    futures = {what: executor.submit(call) for what, call in calls.items()}
+    deadline = time.monotonic() + GUARD
+    errors = {}
     try:
-        future.result(timeout=GUARD)
-    except EngineUnreachable as error:
-        return error
-    except FutureTimeout:
-        pytest.fail(f"still waiting on the frozen engine after {GUARD}s")
+        for what, future in futures.items():
+            try:
+                future.result(timeout=max(deadline - time.monotonic(), 0.1))
+            except EngineUnreachable as error:
+                errors[what] = error
+                continue
+            except FutureTimeout:
+                pytest.fail(f"{what}: still waiting on the frozen engine after {GUARD}s")
+            pytest.fail(f"{what}: the call returned although the engine is frozen")
     finally:
         executor.shutdown(wait=False)  # a stuck call ends once the engine is continued
-    pytest.fail("the call returned although the engine is frozen")
+    return errors
 
 
 def test_calls_that_should_return_give_up_on_a_frozen_engine_naming_it(
@@ -121,8 +128,9 @@ def test_calls_that_should_return_give_up_on_a_frozen_engine_naming_it(
                 "tag": lambda: sdk.tag(image, "sbt-frozen/base:other"),
                 "registry look-up": lambda: sdk.registry_digest("127.0.0.1:9/sbt-frozen/x:1"),
             }
-            for what, call in calls.items():
-                error = gives_up(call)
+            errors = all_give_up(calls)
+            assert set(errors) == set(calls)
+            for what, error in errors.items():
                 assert engine.url in str(error), (what, str(error))
                 assert "stopped answering" in str(error), (what, str(error))
                 assert error.exit_code == EXIT_UNREACHABLE
@@ -135,22 +143,38 @@ def test_calls_that_should_return_give_up_on_a_frozen_engine_naming_it(
 def test_plan_and_build_on_a_frozen_engine_exit_3_naming_it(
     engine: ExtraEngine, image: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "Dockerfile").write_text(f"FROM {image}\nLABEL a=1\n")
-    (tmp_path / "stack.yaml").write_text(
-        "version: 1\nimages:\n  sbt-frozen/app:\n    context: app\n"
-    )
+    commands = (["plan"], ["build"], ["lock"])
+    for command in commands:  # a checkout each: side by side, no run waits for another's lock
+        (tmp_path / command[0] / "app").mkdir(parents=True)
+        (tmp_path / command[0] / "app" / "Dockerfile").write_text(f"FROM {image}\nLABEL a=1\n")
+        (tmp_path / command[0] / "stack.yaml").write_text(
+            "version: 1\nimages:\n  sbt-frozen/app:\n    context: app\n"
+        )
     env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKER_HOST": engine.url, TIMEOUT_ENV: TIMEOUT}
     with frozen(engine):
-        for command in (["plan"], ["build"], ["lock"]):
-            try:
-                done = subprocess.run(
-                    [sys.executable, "-m", "stackbuild", "-f", str(tmp_path / "stack.yaml"),
-                     *command],
-                    capture_output=True, text=True, env=env, timeout=GUARD,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"{command} still waiting on the frozen engine after {GUARD}s")
-            assert done.returncode == EXIT_UNREACHABLE, (command, done.stderr)
-            assert "Traceback" not in done.stderr
-            assert engine.url in done.stderr and "stopped answering" in done.stderr, done.stderr
+        # side by side: their read timeouts run out together
+        running = [
+            subprocess.Popen(
+                [sys.executable, "-m", "stackbuild", "-f",
+                 str(tmp_path / command[0] / "stack.yaml"), *command],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )  # fmt: skip
+            for command in commands
+        ]
+        try:
+            ended = []
+            for command, proc in zip(commands, running, strict=True):
+                try:
+                    _, stderr = proc.communicate(timeout=GUARD)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"{command} still waiting on the frozen engine after {GUARD}s")
+                ended.append((command, proc.returncode, stderr))
+        finally:
+            for proc in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+    for command, code, stderr in ended:
+        assert code == EXIT_UNREACHABLE, (command, stderr)
+        assert "Traceback" not in stderr
+        assert engine.url in stderr and "stopped answering" in stderr, stderr

@@ -52,8 +52,9 @@ def test_a_fresh_checkout_reads_the_build_duration_from_the_registry(
     second = tmp_path / "ci-2"
     shutil.copytree(first.parent, second, symlinks=True,
                     ignore=shutil.ignore_patterns(".stackbuild"))
+    # changed, and quick: the label written is the duration known before the build
     (second / "app" / "Dockerfile").write_text(
-        (second / "app" / "Dockerfile").read_text().replace("one", "two")
+        (second / "app" / "Dockerfile").read_text().replace("sleep 3 && echo one", "echo two")
     )
     analysis = analyze(second / "stack.yaml")
     assert analysis.durations == {}  # no history on this runner

@@ -1,5 +1,6 @@
-"""``stackbuild layers`` on the example stack, built for real, against what
-``docker image inspect`` and ``docker history`` say of the same images."""
+"""``stackbuild layers`` on the example stack, built for real (the session's
+``example_run``), against what ``docker image inspect`` and ``docker history`` say of
+the same images."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import example_stack
-
 REPO = Path(__file__).resolve().parents[2]
 FROM_PARENT = {"httpd": "base", "tools": "base", "site-hello": "httpd", "site-ops": "httpd",
                "runner": "tools"}
+
+
 def stackbuild(stack: Path, *args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "stackbuild", "-f", str(stack), *args],
@@ -43,14 +44,13 @@ def history_sizes(image_id: str) -> list[int]:
 
 @pytest.mark.docker
 def test_layers_counts_base_once_and_saves_the_sum_of_sizes_minus_what_is_stored(
-    tmp_path: Path, unique: str, cleanup_images: set[str], docker_client: Any
+    example_run: Any,
 ) -> None:
-    stack = example_stack(tmp_path, unique)
-    stackbuild(stack, "build")
+    stack = example_run.stack  # the session's build of it, with one image that failed
     report = json.loads(stackbuild(stack, "layers", "--json").stdout)
     images = {i["name"].partition("/")[2]: i for i in report["images"]}
     assert set(images) == {"base", *FROM_PARENT}
-    assert report["missing"] == []
+    assert report["missing"] == [f"{example_run.prefix}/broken"]  # not built: no layers
     inspect = {name: docker_json("image", "inspect", image["id"])[0]
                for name, image in images.items()}
     sizes = {name: history_sizes(image["id"]) for name, image in images.items()}

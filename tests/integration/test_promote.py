@@ -2,9 +2,8 @@
 a pin only once the images on it were promoted. Real engine, real registry, the CLI as a
 subprocess (helpers of test_registry.py).
 
-An image is made to fail by ``break_image``: today a build step that fails while the
-image's context file says "broken"; once images have tests, a failing check can take
-its place there, and every test below reads the same.
+An image is made to fail by a check of its own (``tests:``) that a change below it
+breaks, or by a build step that fails on what its upstream holds.
 """
 
 from __future__ import annotations
@@ -29,20 +28,6 @@ from tests.integration.test_registry import (
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 
 RELEASE = ("latest", "stable")  # every image's release tags: latest and `tags: [stable]`
-
-
-def gate(name: str) -> str:
-    """Dockerfile lines that fail the image while its ``<name>.txt`` says "broken"."""
-    return (f"COPY {name}.txt /{name}.txt\n"
-            f"RUN if grep -q broken /{name}.txt; then echo '{name} is broken'; exit 1; fi\n")
-
-
-def break_image(stack: Path, name: str) -> None:
-    (stack / name / f"{name}.txt").write_text("broken\n")
-
-
-def fix_image(stack: Path, name: str) -> None:
-    (stack / name / f"{name}.txt").write_text(f"{name}, fixed\n")
 
 
 def stack_with_tags(directory: Path, unique: str, prefix: str, dockerfiles: dict[str, str]
@@ -71,18 +56,32 @@ def statuses(results: dict[str, dict]) -> dict[str, str]:
     return {name: result["status"] for name, result in results.items()}
 
 
+def set_manifest(stack: Path, old: str, new: str) -> None:
+    path = stack / "stack.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
 def test_a_failing_mid_image_holds_back_its_subtree_until_it_is_fixed(
     registry: Any, unique: str, cleanup_images: set[str], tmp_path: Path
 ) -> None:
+    """Issue 12's "done when": base moves and mid's check fails on the new base; mid's
+    and leaf's release tags stay exactly where they were while tool's move, --promote all
+    moves nothing, and once the check is fixed, mid is only tested (not rebuilt) and
+    promoted."""
     prefix = f"{registry.address}/{unique}"
     #   base ─┬─ mid ── leaf
     #         └─ tool
     stack = stack_with_tags(tmp_path, unique, prefix, {
         "base": BASE_DOCKERFILE + "COPY base.txt /base.txt\n",
-        "mid": f"FROM {prefix}/base\n" + gate("mid"),
+        "mid": f"FROM {prefix}/base\nCOPY mid.txt /mid.txt\n",
         "leaf": f"FROM {prefix}/mid\nCOPY leaf.txt /leaf.txt\n",
         "tool": f"FROM {prefix}/base\nCOPY tool.txt /tool.txt\n",
     })
+    set_manifest(stack, "    context: mid\n", "    context: mid\n    tests:\n"
+                 "      - {name: base is v1, run: [cat, /base.txt], expect: {stdout: v1}}\n")
+    (stack / "base" / "base.txt").write_text("base v1\n")
     names = ["base", "mid", "leaf", "tool"]
 
     # all green: every image's release tags point at its fingerprint tag's manifest
@@ -98,32 +97,33 @@ def test_a_failing_mid_image_holds_back_its_subtree_until_it_is_fixed(
     assert f"push {prefix}/base:latest" not in push_log
     before = digests(registry, unique, names)
 
-    # base changes and mid breaks; with --promote all, nothing moves at all
+    # base changes and mid's check fails on it; with --promote all, nothing moves at all
     (stack / "base" / "base.txt").write_text("base v2\n")
-    break_image(stack, "mid")
     proc = run_cli(stack, "build", "--push", "--promote", "all", "--json", "-j", "2")
     held = by_image(json_out(proc, code=1))
-    assert statuses(held) == {"base": "built", "mid": "failed", "leaf": "blocked",
+    assert statuses(held) == {"base": "built", "mid": "test-failed", "leaf": "blocked",
                               "tool": "built"}  # fmt: skip
     assert digests(registry, unique, names) == before
+    assert held["mid"]["pushed"] == []  # not even its fingerprint tag: it did not pass
     for name in ("base", "tool"):  # their fingerprint tags are in, for later
         assert held[name]["pushed"] == held[name]["tags"][:1]
         assert fingerprint_digest(registry, unique, held[name]) is not None
         assert held[name]["promotion"]["state"] == "held-back"
-        assert held[name]["promotion"]["reason"] == "--promote all: mid failed, leaf blocked"
+        assert held[name]["promotion"]["reason"] == (
+            "--promote all: mid test-failed, leaf blocked")
     assert "held back 4 image(s)" in proc.stderr
 
-    # the plan sees base and tool up to date with release tags behind
+    # the plan sees base and tool up to date with release tags behind, mid to test again
     steps = by_image(json_out(run_cli(stack, "plan", "--push", "--json")), "steps")
     assert {name: s["action"] for name, s in steps.items()} == {
-        "base": "promote", "mid": "build", "leaf": "build", "tool": "promote"}
+        "base": "promote", "mid": "test", "leaf": "build", "tool": "promote"}
     assert steps["base"]["reasons"][0]["code"] == "release-tags-behind"
 
     # --promote subtree: base and tool promoted without a rebuild; mid and leaf stay put
     proc = run_cli(stack, "build", "--push", "--json", "-j", "2")
     subtree = by_image(json_out(proc, code=1))
-    assert statuses(subtree) == {"base": "up-to-date", "mid": "failed", "leaf": "blocked",
-                                 "tool": "up-to-date"}  # fmt: skip
+    assert statuses(subtree) == {"base": "up-to-date", "mid": "test-failed",
+                                 "leaf": "blocked", "tool": "up-to-date"}  # fmt: skip
     after = digests(registry, unique, names)
     for name in ("mid", "leaf"):
         assert after[name] == before[name]
@@ -131,20 +131,24 @@ def test_a_failing_mid_image_holds_back_its_subtree_until_it_is_fixed(
         want = fingerprint_digest(registry, unique, subtree[name])
         assert after[name] == dict.fromkeys(RELEASE, want) and want != before[name]["latest"]
         assert subtree[name]["promotion"]["promoted"] == [f"{prefix}/{name}:{t}" for t in RELEASE]
-    assert subtree["mid"]["promotion"]["reason"] == "mid failed"
-    assert subtree["leaf"]["promotion"]["reason"] == "ancestor mid failed"
+    assert subtree["mid"]["promotion"]["reason"].startswith(
+        "mid test-failed: check 'base is v1' failed")
+    assert subtree["leaf"]["promotion"]["reason"] == "ancestor mid test-failed"
     assert subtree["leaf"]["promotion"]["held_back"] == [f"{prefix}/leaf:{t}" for t in RELEASE]
-    assert "mid: latest, stable (mid failed)" in proc.stderr
+    assert "mid: latest, stable (mid test-failed: check 'base is v1' failed" in proc.stderr
 
-    # fixed: only mid and what stands on it are rebuilt, and everything is promoted
-    fix_image(stack, "mid")
+    # the check fixed: mid is only tested (not rebuilt), leaf built on it, all promoted
+    set_manifest(stack, "expect: {stdout: v1}", "expect: {stdout: v2}")
     fixed = by_image(json_out(run_cli(stack, "build", "--push", "--json", "-j", "2")))
-    assert statuses(fixed) == {"base": "up-to-date", "mid": "built", "leaf": "built",
+    assert statuses(fixed) == {"base": "up-to-date", "mid": "tested", "leaf": "built",
                                "tool": "up-to-date"}  # fmt: skip
+    assert fixed["mid"]["log"] is None  # tested, not built
     for name, result in fixed.items():
         assert result["promotion"]["state"] == "promoted"
         want = fingerprint_digest(registry, unique, result)
+        assert want is not None, name
         assert digests(registry, unique, [name])[name] == dict.fromkeys(RELEASE, want)
+    assert digests(registry, unique, ["mid"])["mid"] != before["mid"]
 
 
 def test_a_run_interrupted_before_promotion_is_promoted_by_the_next_without_rebuilding(
@@ -195,6 +199,9 @@ def test_refresh_push_keeps_the_old_pin_when_an_image_on_it_fails(
     registry: Any, docker_backend: DockerEngine, unique: str, cleanup_images: set[str],
     tmp_path: Path,
 ) -> None:
+    """Issue 12's refresh gate: the upstream moves to something app's build and checked's
+    check reject; stack.lock keeps the old pin, exit 1, naming each image (and the check).
+    Once it moves to something good, all is rebuilt, promoted, and only then pinned."""
     prefix = f"{registry.address}/{unique}"
     upstream, other = f"{prefix}/upstream:1", f"{prefix}/other:1"
     old = publish_upstream(docker_backend, upstream, unique, "v1", tmp_path / "up1")
@@ -202,31 +209,39 @@ def test_refresh_push_keeps_the_old_pin_when_an_image_on_it_fails(
     stack = stack_with_tags(tmp_path / "stack", unique, prefix, {
         "app": f"FROM {upstream}\nRUN if grep -q bad /marker; then echo bad; exit 1; fi\n",
         "app-child": f"FROM {prefix}/app\nCOPY app-child.txt /child.txt\n",
+        "checked": f"FROM {upstream}\nCOPY checked.txt /checked.txt\n",
         "side": f"FROM {other}\nCOPY side.txt /side.txt\n",
     })
+    set_manifest(stack, "    context: checked\n", "    context: checked\n    tests:\n"
+                 "      - {name: marker is a version, run: [cat, /marker],"
+                 " expect: {regex: '^v[0-9]+$'}}\n")
     json_out(run_cli(stack, "build", "--push", "--json"))
     lock = (stack / "stack.lock").read_text()
     assert f"{upstream}: {old}" in lock
-    before = digests(registry, unique, ["app", "app-child"])
+    on_upstream = ["app", "app-child", "checked"]
+    before = digests(registry, unique, on_upstream)
 
-    # overnight the upstream moves to something that breaks app: the pin stays
+    # overnight the upstream moves to something that breaks app and checked: the pin stays
     bad = publish_upstream(docker_backend, upstream, unique, "bad", tmp_path / "up2")
     proc = run_cli(stack, "refresh", "--push", "--json")
     document = json_out(proc, code=1)
     assert (stack / "stack.lock").read_text() == lock
     assert statuses(by_image(document)) == {"app": "failed", "app-child": "blocked",
+                                            "checked": "test-failed",
                                             "side": "up-to-date"}  # fmt: skip
     gates = {g["ref"]: g for g in document["upstreams"]}
     assert gates[other]["status"] == "unchanged" and gates[other]["held_back"] == []
     assert gates[upstream]["status"] == "held-back"
     assert (gates[upstream]["old"], gates[upstream]["new"]) == (old, bad)
-    assert gates[upstream]["held_back"] == [
-        {"image": "app", "reason": "app failed"},
-        {"image": "app-child", "reason": "ancestor app failed"},
-    ]
+    held_back = {h["image"]: h["reason"] for h in gates[upstream]["held_back"]}
+    assert set(held_back) == {"app", "app-child", "checked"}
+    assert held_back["app"] == "app failed"
+    assert held_back["app-child"] == "ancestor app failed"
+    assert "check 'marker is a version' failed" in held_back["checked"]
     assert f"refresh: {upstream}: held back at" in proc.stderr
     assert "app (app failed)" in proc.stderr
-    assert digests(registry, unique, ["app", "app-child"]) == before
+    assert "checked (checked test-failed: check 'marker is a version' failed" in proc.stderr
+    assert digests(registry, unique, on_upstream) == before  # release tags untouched
 
     # it moves again, to something good: rebuilt, promoted, and then pinned
     good = publish_upstream(docker_backend, upstream, unique, "v2", tmp_path / "up3")
@@ -238,38 +253,3 @@ def test_refresh_push_keeps_the_old_pin_when_an_image_on_it_fails(
     for name, result in by_image(document).items():
         want = fingerprint_digest(registry, unique, result)
         assert digests(registry, unique, [name])[name] == dict.fromkeys(RELEASE, want)
-
-
-def test_refresh_push_with_a_failing_check_keeps_the_pin_and_names_image_and_check(
-    registry: Any, docker_backend: DockerEngine, unique: str, cleanup_images: set[str],
-    tmp_path: Path,
-) -> None:
-    """Issue 12's refresh gate with a real check: the upstream moves to something app's
-    check rejects; stack.lock keeps the old pin, exit 1, and stderr names app and its
-    check."""
-    prefix = f"{registry.address}/{unique}"
-    upstream = f"{prefix}/upstream:1"
-    old = publish_upstream(docker_backend, upstream, unique, "v1", tmp_path / "up1")
-    stack = stack_with_tags(tmp_path / "stack", unique, prefix, {
-        "app": f"FROM {upstream}\nCOPY app.txt /app.txt\n",
-    })  # fmt: skip
-    manifest = stack / "stack.yaml"
-    manifest.write_text(manifest.read_text().replace(
-        "    context: app\n", "    context: app\n    tests:\n"
-        "      - {name: marker is v1, run: [cat, /marker], expect: {stdout: v1}}\n"))
-    json_out(run_cli(stack, "build", "--push", "--json"))
-    lock = (stack / "stack.lock").read_text()
-    assert f"{upstream}: {old}" in lock
-    before = digests(registry, unique, ["app"])
-
-    publish_upstream(docker_backend, upstream, unique, "v2", tmp_path / "up2")
-    proc = run_cli(stack, "refresh", "--push", "--json")
-    document = json_out(proc, code=1)
-    assert statuses(by_image(document)) == {"app": "test-failed"}
-    assert (stack / "stack.lock").read_text() == lock  # the old pin stays
-    gate_of = {g["ref"]: g for g in document["upstreams"]}[upstream]
-    assert gate_of["status"] == "held-back"
-    assert gate_of["held_back"][0]["image"] == "app"
-    assert "check 'marker is v1' failed" in gate_of["held_back"][0]["reason"]
-    assert "app (app test-failed: check 'marker is v1' failed" in proc.stderr
-    assert digests(registry, unique, ["app"]) == before  # release tags untouched

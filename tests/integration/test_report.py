@@ -1,5 +1,6 @@
 """``stackbuild report`` rendered by a real headless Chromium, and ``graph --format
-svg`` drawn by Graphviz, on the example stack built for real (one image failing)."""
+svg`` drawn by Graphviz, on the example stack built for real (one image failing: the
+session's ``example_run``)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.helpers import example_stack
 
 REPO = Path(__file__).resolve().parents[2]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -49,17 +48,11 @@ def chromium(browser: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.docker
 def test_the_report_renders_in_chromium_with_graph_timeline_and_layers(
-    tmp_path: Path, unique: str, cleanup_images: set[str], docker_client: Any
+    tmp_path: Path, example_run: Any
 ) -> None:
     browser = need("chromium", "chromium")
     need("dot", "graphviz")
-    stack = example_stack(tmp_path / "stack", unique)
-    broken = tmp_path / "stack" / "images" / "broken"
-    broken.mkdir()
-    (broken / "Dockerfile").write_text(f"FROM {unique}/base\nRUN exit 1\n")
-    with stack.open("a") as manifest:
-        manifest.write(f"  {unique}/broken:\n    context: images/broken\n")
-    stackbuild(stack, "build", "-j", "2", expect=1)
+    stack, unique = example_run.stack, example_run.prefix  # built -j 2; broken failed
     images = 7
 
     # graph --format svg: one node per image (Graphviz's <g class="node">)
