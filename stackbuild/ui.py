@@ -184,8 +184,6 @@ def summary(results: list[ImageResult], tail_lines: int = 15, engines: bool = Fa
             parts.append(f"\n--- {r.image} {r.status}: {r.error or 'see log'}")
             parts += [f"    {line}" for line in r.log_tail[-tail_lines:]]
             parts.append(f"    full log: {r.test_log if r.status == 'test-failed' else r.log}")
-    parts.append("\n" + status_counts(results))
-    builders = builders_line(results)
-    if builders:
-        parts.append(builders)
+    builders = builders_line(results)  # just above the counts, which stay the last line
+    parts.append("\n" + (f"{builders}\n" if builders else "") + status_counts(results))
     return "\n".join(parts)
