@@ -86,6 +86,24 @@ def status_counts(results: Iterable[ImageResult]) -> str:
     return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
+BUILDER_NAMES = {"docker": "docker (the classic builder)"}
+
+
+def builders_line(results: Iterable[ImageResult]) -> str | None:
+    """``"builder: buildkit"``: which builder ran this run's builds (``--backend auto``
+    chooses per engine), the images of each when they differ; None when none ran."""
+    images: dict[str, list[str]] = {}
+    for r in results:
+        if r.builder:
+            images.setdefault(r.builder, []).append(r.image)
+    if not images:
+        return None
+    if len(images) == 1:
+        return f"builder: {BUILDER_NAMES.get(next(iter(images)), next(iter(images)))}"
+    return "builder: " + "; ".join(f"{BUILDER_NAMES.get(b, b)}: {', '.join(names)}"
+                                   for b, names in images.items())  # fmt: skip
+
+
 # -- JUnit
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, TextIO
 
-from stackbuild.ci_reports import status_counts, summary_rows
+from stackbuild.ci_reports import builders_line, status_counts, summary_rows
 from stackbuild.plan import short
 from stackbuild.render import table
 from stackbuild.run.results import ImageResult
@@ -184,5 +184,6 @@ def summary(results: list[ImageResult], tail_lines: int = 15, engines: bool = Fa
             parts.append(f"\n--- {r.image} {r.status}: {r.error or 'see log'}")
             parts += [f"    {line}" for line in r.log_tail[-tail_lines:]]
             parts.append(f"    full log: {r.test_log if r.status == 'test-failed' else r.log}")
-    parts.append("\n" + status_counts(results))
+    builders = builders_line(results)  # just above the counts, which stay the last line
+    parts.append("\n" + (f"{builders}\n" if builders else "") + status_counts(results))
     return "\n".join(parts)

@@ -29,7 +29,7 @@ BUILDERS: dict[str, type[ClassicBuilder] | type[BuildKitBuilder] | type[AutoBuil
 
 
 def open_backend(
-    kind: str = ClassicBuilder.kind,
+    kind: str = AutoBuilder.kind,
     url: str | None = None,
     tls: Mapping[str, str | bool] | None = None,
     name: str | None = None,

@@ -19,7 +19,14 @@ engine's version: the probes cost every run 0.5-2 s at its first build.
 
 What is sent: the context tar of ``write_context_tar`` on stdin (``docker build
 -f NAME -``), the same bytes the SDK backend sends, so both hash and send
-exactly ``request.context_files``.
+exactly ``request.context_files``. Except when the Dockerfile is not one of those
+files (it lies outside the context, or the context's .dockerignore names it): the
+tar hides it through its .dockerignore, which the engine applies to a tar with the
+classic builder and BuildKit does not (``COPY .`` would copy the Dockerfile). Then
+the same tar is unpacked into a private directory, without the Dockerfile and the
+.dockerignore made to hide it, and sent as a directory, the Dockerfile beside it
+with a Dockerfile-specific ignore file that excludes nothing (the files are
+filtered already): ``COPY .`` sees what the classic builder's sees.
 
 Secrets: ``env:NAME`` goes to the CLI as ``--secret id=ID,env=NAME`` (a client
 that lacks ``env=`` gets a 0600 file in a private temporary directory,
@@ -61,7 +68,7 @@ from typing import IO
 
 from stackbuild.backends.contract import BuildRequest, BuildResult, LogSink
 from stackbuild.backends.engine import DEFAULT_HOST, CancelWatch, DockerEngine, pull_allowed
-from stackbuild.context import write_context_tar
+from stackbuild.context import DOCKERIGNORE, write_context_tar
 from stackbuild.errors import BuildKitUnavailable, StackbuildError
 from stackbuild.files import atomic_write
 
@@ -431,6 +438,34 @@ class _ProcessGroup:
 # --------------------------------------------------------------------------- backend
 
 
+def _unpacked(
+    tar: IO[bytes], tmp: Path, dockerfile: bytes, dockerfile_name: str, sent: set[str]
+) -> tuple[str, str]:
+    """The context tar unpacked into ``tmp/context``, but for the Dockerfile (written to
+    ``tmp/dockerfile/``) and the .dockerignore that only hid it: ``(-f, context)`` paths.
+
+    For a Dockerfile that is not a context file: BuildKit ignores a tar context's
+    .dockerignore, so the tar's way of hiding it from ``COPY .`` does not work there.
+    """
+    import tarfile  # lazily, as context.py does
+
+    directory, dockerfile_dir = tmp / "context", tmp / "dockerfile"
+    directory.mkdir()
+    dockerfile_dir.mkdir()
+    hidden = {dockerfile_name} | ({DOCKERIGNORE} if DOCKERIGNORE not in sent else set())
+    with tarfile.open(fileobj=tar, mode="r:") as archive:
+        members = [m for m in archive.getmembers() if m.name not in hidden]
+        # our own tar, checked against the fingerprint as it was written: trusted
+        archive.extractall(directory, members=members, filter="fully_trusted")
+    tar.seek(0)
+    (dockerfile_dir / "Dockerfile").write_bytes(dockerfile)
+    # beside the Dockerfile, it replaces the context's .dockerignore: nothing more to drop
+    (dockerfile_dir / "Dockerfile.dockerignore").write_text(
+        "# stackbuild: the context holds only the files it hashed\n"
+    )
+    return str(dockerfile_dir / "Dockerfile"), str(directory)
+
+
 class BuildKitBuilder:
     """Builds with BuildKit through the docker CLI (``--backend buildkit``), on the engine
     it is given; every other operation is the engine client's.
@@ -542,8 +577,14 @@ class BuildKitBuilder:
                 expected=request.context_entries,
             )
             context.seek(0)
+            sent = {f.path for f in request.context_files}
+            dockerfile_arg, context_arg = request.dockerfile_name, "-"  # in the tar on stdin
+            if request.dockerfile_name not in sent:  # hidden by the tar's .dockerignore
+                dockerfile_arg, context_arg = _unpacked(
+                    context, Path(tmp), dockerfile, request.dockerfile_name, sent
+                )
             iidfile = Path(tmp, "iid")
-            args = [*cli.build_command(), "--progress=plain", "-f", request.dockerfile_name]
+            args = [*cli.build_command(), "--progress=plain", "-f", dockerfile_arg]
             args += ["--iidfile", str(iidfile)]
             for tag in request.tags:
                 args += ["-t", tag]
@@ -561,7 +602,7 @@ class BuildKitBuilder:
                 args.append("--pull")
             args += cache_args(cache_from, request, cli.buildx)
             args += self._secret_args(secrets, cli, Path(tmp))
-            args.append("-")  # the context tar comes on stdin
+            args.append(context_arg)  # "-": the context tar comes on stdin
 
             env = cli.environment(self._cli_environ(engine, tmp))
             mask = _Masker(s.value for s in secrets)

@@ -61,8 +61,12 @@ class BuildResult:
     error: str | None = None  # one line for a person
     cancelled: bool = False
     # what the person should hear although the build went on, e.g. a cache_from registry
-    # that cannot be reached (the build ran without that cache)
+    # that cannot be reached (the build ran without that cache), or ``--backend auto``
+    # building with the classic builder because BuildKit is not there
     warnings: tuple[str, ...] = ()
+    # the builder that ran it, as --backend names it: "buildkit" | "docker" (classic);
+    # None when unknown (a fake backend)
+    builder: str | None = None
 
 
 @dataclass(frozen=True)

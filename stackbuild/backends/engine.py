@@ -300,8 +300,12 @@ class DockerEngine:
         return f"DockerEngine({self.name!r}, {self.builder.kind})"
 
     def build(self, request: BuildRequest, log: LogSink, cancel: threading.Event) -> BuildResult:
-        """Build, tag and label one image with this engine's builder."""
-        return self.builder.build(self, request, log, cancel)
+        """Build, tag and label one image with this engine's builder; the result names
+        the builder that ran it (``auto``'s choice, not "auto")."""
+        result = self.builder.build(self, request, log, cancel)
+        if result.builder is None:
+            result.builder = self.builder.kind
+        return result
 
     # -- connection and errors ---------------------------------------------------------
 

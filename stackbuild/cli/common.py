@@ -39,10 +39,11 @@ KEEP_GOING = click.option(
     help="After a failure, go on with independent images, or start nothing new.",
 )
 BACKEND = click.option(
-    "--backend", "backend_kind", type=click.Choice(["docker", "buildkit", "auto"]),
+    "--backend", "backend_kind", type=click.Choice(["auto", "buildkit", "docker"]),
     default=None,
-    help="Build with the docker SDK (classic builder), BuildKit, or auto: BuildKit where "
-         "it answers, else classic. [default: stack.yaml's]",
+    help="Build with auto: BuildKit where the engine and a BuildKit-capable docker client "
+         "answer, else the classic builder (with a warning saying why); buildkit; or docker: "
+         "the docker SDK's classic builder. [default: stack.yaml's `backend:`, else auto]",
 )
 NO_WAIT = click.option(
     "--no-wait", is_flag=True,

@@ -22,7 +22,7 @@ from stackbuild.run.upstream import pinned_analysis
 Warn = Callable[[str], None]
 
 
-def open_engine(kind: str = "docker") -> Backend:
+def open_engine(kind: str = "auto") -> Backend:
     """The engine of DOCKER_HOST (and its defaults), pinged: it answers, or exit 3."""
     backend = open_backend(kind)
     backend.ping()

@@ -202,7 +202,7 @@ class StackChecker:
             registry=data.get("registry"),
             images=images,
             builders=builders,
-            backend=data.get("backend", "docker"),
+            backend=data.get("backend", "auto"),
             locations=self.top_locations(),
             given_path=doc.display_path,
         )

@@ -118,7 +118,7 @@ class Stack:
     registry: str | None
     images: Mapping[str, ImageSpec]  # in file order
     builders: tuple[EngineSpec, ...] = ()
-    backend: str = "docker"  # "docker" (SDK, classic builder) | "buildkit" | "auto"
+    backend: str = "auto"  # "auto" (BuildKit, else classic) | "buildkit" | "docker" (classic)
     locations: Mapping[str, Location] = field(default_factory=dict)  # top-level keys
     given_path: str = ""  # stack.yaml as the user named it (for messages); "" if unknown
 

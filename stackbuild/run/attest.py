@@ -64,7 +64,7 @@ class Attestor:
 
     def __init__(self, analysis: Analysis, builder: str, notify: Callable[[str], None]) -> None:
         self.analysis = analysis
-        self.builder = builder  # "docker" | "buildkit", as --backend names it
+        self.builder = builder  # as --backend names it: "auto" | "buildkit" | "docker"
         self.notify = notify
         self.invocation_id = str(uuid.uuid4())
         self.provenance_dir = analysis.state.path / "provenance"
@@ -81,16 +81,18 @@ class Attestor:
         return self.sbom_dir / f"{safe_filename(image)}.cdx.json"
 
     def built(self, name: str, backend: Backend, image_id: str,
-              parent_ids: Mapping[str, str], started: float, finished: float) -> None:
+              parent_ids: Mapping[str, str], started: float, finished: float,
+              builder: str | None = None) -> None:
         """Queue the documents of ``name``, just built as ``image_id`` on ``backend`` from
-        parents ``parent_ids`` (name -> image id or local reference); unix times."""
+        parents ``parent_ids`` (name -> image id or local reference); unix times;
+        ``builder`` the one that ran the build ("buildkit" | "docker", auto's choice)."""
         job = self._pool.submit(self._write, name, backend, image_id, dict(parent_ids),
-                                started, finished)  # fmt: skip
+                                started, finished, builder or self.builder)  # fmt: skip
         with self._lock:
             self._jobs[name] = job
 
     def _write(self, name: str, backend: Backend, image_id: str, parent_ids: dict[str, str],
-               started: float, finished: float) -> None:
+               started: float, finished: float, builder: str) -> None:
         # the last build's documents describe another image: never attach those
         for stale in (self.provenance_path(name), self.sbom_path(name)):
             with contextlib.suppress(OSError):
@@ -105,7 +107,7 @@ class Attestor:
             secrets = secret_values(spec.secrets)
             run = provenance.RunInfo(
                 stackbuild_version=__version__, engine_version=backend.engine_version(),
-                backend=self.builder, invocation_id=self.invocation_id,
+                backend=builder, invocation_id=self.invocation_id,
                 started_on=rfc3339(started), finished_on=rfc3339(finished),
             )
             statement = provenance.statement(spec, repository, image_id, inputs, parents, run,

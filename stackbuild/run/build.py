@@ -261,6 +261,8 @@ class BuildRun:
 
         started, started_at = time.monotonic(), time.time()
         message: str | None  # the error of a failed build, one line
+        builder: str | None = None  # the builder that ran it (auto's choice)
+        warnings: tuple[str, ...] = ()
         try:
             if slot:  # parents built on other engines are pulled onto this one
                 request = slot.prepare(request, sink)
@@ -274,7 +276,10 @@ class BuildRun:
             result_ok, message, image_id = False, str(error), None
         else:
             result_ok, message, image_id = result.ok, result.error, result.image_id
-            for warning in result.warnings:  # e.g. a cache_from registry out of reach
+            builder, warnings = result.builder, result.warnings
+            # e.g. a cache_from registry out of reach, auto's fallback to the classic builder
+            for warning in warnings:
+                self.logs.run.warning("%s: %s", name, warning)
                 self.reporter.message(f"warning: {name}: {warning}")
         duration = time.monotonic() - started
         if slot and not result_ok and not self.stop.is_set() and slot.broken():
@@ -309,7 +314,8 @@ class BuildRun:
                 self.image_ids[name] = image_id
                 parent_ids = {p: self.image_ids[p] for p in self.analysis.inputs[name].parents}
             if self.attestor:  # before the push below, which attaches what it writes
-                self.attestor.built(name, backend, image_id, parent_ids, started_at, time.time())
+                self.attestor.built(name, backend, image_id, parent_ids, started_at, time.time(),
+                                    builder=builder)  # fmt: skip
             if self.registry_hooks:  # pushed on the registry's own threads; children go on
                 self.registry_hooks.built(name, list(request.tags))
         with self.lock:
@@ -322,6 +328,8 @@ class BuildRun:
                 log=str(log.path),
                 error=None if result_ok else (message or "build failed"),
                 engine=backend.name,
+                builder=builder,
+                warnings=list(warnings),
                 log_tail=[] if result_ok else log.tail(),
                 tests_skipped=not self.options.test and bool(self.stack.images[name].tests),
             )

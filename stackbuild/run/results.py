@@ -47,6 +47,8 @@ class ImageResult:
     log: str | None = None
     error: str | None = None
     engine: str | None = None
+    builder: str | None = None  # "buildkit" | "docker" (classic): what built it, if it built
+    warnings: list[str] = field(default_factory=list)  # what its build warned about
     log_tail: list[str] = field(default_factory=list)
     pushed: list[str] = field(default_factory=list)  # confirmed by the registry
     promotion: Promotion | None = None  # with --push: where its release tags went
@@ -80,6 +82,8 @@ class ImageResult:
             "log": self.log,
             "error": self.error,
             "engine": self.engine,
+            "builder": self.builder,
+            "warnings": self.warnings,
             "pushed": self.pushed,
             "promotion": self.promotion.to_json() if self.promotion else None,
             "tests": self.tests,

@@ -216,3 +216,14 @@ def test_summary_without_failures_has_no_tail() -> None:
     text = summary(_results()[:2])
     assert "---" not in text and "full log" not in text
     assert text.splitlines()[-1] == "1 up-to-date, 1 built"
+
+
+def test_the_summary_says_which_builder_built() -> None:
+    app, lib = ImageResult("app", "built", FP), ImageResult("lib", "built", FP)
+    assert "builder" not in summary([app])  # none known (a fake backend): no line
+    app.builder, lib.builder = "buildkit", "buildkit"
+    assert summary([app, lib]).splitlines()[-2:] == ["builder: buildkit", "2 built"]
+    lib.builder = "docker"  # a pool: auto chose per engine
+    assert summary([app, lib]).splitlines()[-2] == (
+        "builder: buildkit: app; docker (the classic builder): lib"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -32,9 +33,16 @@ def test_without_buildkit_it_builds_classic_but_not_a_platform_node(
     monkeypatch.setattr(auto.ClassicBuilder, "build", classic)
     builder = auto.AutoBuilder()
     lines: list[str] = []
-    engine: object = object()
-    assert builder.build(engine, request("base"), lines.append, threading.Event()).ok  # type: ignore[arg-type]
+    engine: object = SimpleNamespace(name="unix:///var/run/docker.sock")
+    first = builder.build(engine, request("base"), lines.append, threading.Event())  # type: ignore[arg-type]
+    assert first.ok and first.builder == "docker"
+    # the fallback is said once, naming why, in the result and the image's log
+    (warning,) = first.warnings
+    assert "classic builder" in warning and "no docker client here builds" in warning
+    assert any(warning in line for line in lines)
+    second = builder.build(engine, request("app"), lines.append, threading.Event())  # type: ignore[arg-type]
+    assert second.ok and second.builder == "docker" and second.warnings == ()
     refused = builder.build(engine, request("base[linux/arm64]"), lines.append,  # type: ignore[arg-type]
                             threading.Event())  # fmt: skip
     assert not refused.ok and "needs BuildKit: no docker client here" in (refused.error or "")
-    assert built == ["base"]
+    assert built == ["base", "app"]

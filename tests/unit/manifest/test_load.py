@@ -9,6 +9,7 @@ import pytest
 
 from stackbuild.errors import EXIT_USAGE, ManifestError
 from stackbuild.manifest import Location, load_stack
+from stackbuild.manifest.schema import stack_schema
 from tests.unit.manifest.stacks import EXAMPLE, assert_error, error_for, write
 
 # --- loads ------------------------------------------------------------------------------
@@ -77,6 +78,12 @@ def test_numbers_and_booleans_are_passed_as_written(stack_root: Path) -> None:
     base = load_stack("stack.yaml").images["base"]
     assert base.build_args == {"VERSION": "1.10", "DEBUG": "true", "JOBS": "0x10", "NAME": "1.10"}
     assert base.labels == {"build": "7"}
+
+
+def test_without_a_backend_key_the_backend_is_auto_as_the_schema_says(stack_root: Path) -> None:
+    write(stack_root, "version: 1\nimages:\n  base: {context: images/base}\n")
+    assert load_stack("stack.yaml").backend == "auto"  # BuildKit, else the classic builder
+    assert stack_schema()["properties"]["backend"]["default"] == "auto"
 
 
 def test_builders_with_tls_paths_made_absolute(stack_root: Path) -> None:
