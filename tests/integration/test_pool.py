@@ -200,7 +200,9 @@ def test_killing_an_engine_mid_build_moves_its_work_and_the_run_completes(
     }, registry=prefix)
     add_builders(stack, engines)
     alpha, beta = engines
-    proc = run_cli(stack, "build", "--json", popen=True)
+    # the classic builder: the test waits for the RUN step's container, which BuildKit
+    # (the default) does not make
+    proc = run_cli(stack, "build", "--json", "--backend", "docker", popen=True)
     try:
         on_beta = None
         seen = []
