@@ -98,10 +98,10 @@ def builders_line(results: Iterable[ImageResult]) -> str | None:
             images.setdefault(r.builder, []).append(r.image)
     if not images:
         return None
-    if len(images) == 1:
-        return f"builder: {BUILDER_NAMES.get(next(iter(images)), next(iter(images)))}"
-    return "builder: " + "; ".join(f"{BUILDER_NAMES.get(b, b)}: {', '.join(names)}"
-                                   for b, names in images.items())  # fmt: skip
+    named = {BUILDER_NAMES.get(builder, builder): names for builder, names in images.items()}
+    if len(named) == 1:
+        return f"builder: {next(iter(named))}"
+    return "builder: " + "; ".join(f"{b}: {', '.join(names)}" for b, names in named.items())
 
 
 # -- JUnit

@@ -91,11 +91,21 @@ class StateDir:
         self.logs = self.path / "logs"
         self.hash_cache = self.path / "hashcache.json"
         self.graph_cache = self.path / "graph.json"
+        self.provenance = self.path / "provenance"
+        self.sboms = self.path / "sbom"
         self.sbom_cache = self.path / "sbom-cache"  # packages per filesystem (run/attest.py)
         self.lock_file = self.path / "run.lock"
 
     def record_path(self, image: str) -> Path:
         return self.images / f"{safe_filename(image)}.json"
+
+    def provenance_path(self, image: str) -> Path:
+        """``provenance/<image>.json``: the last build's provenance statement."""
+        return self.provenance / f"{safe_filename(image)}.json"
+
+    def sbom_path(self, image: str) -> Path:
+        """``sbom/<image>.cdx.json``: the last build's CycloneDX SBOM."""
+        return self.sboms / f"{safe_filename(image)}.cdx.json"
 
     def log_path(self, image: str, suffix: str = ".log") -> Path:
         """``logs/<image>.log``, the build's; ``suffix=".test.log"``: its checks'."""

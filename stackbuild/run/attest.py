@@ -31,7 +31,6 @@ from stackbuild.analyze import Analysis
 from stackbuild.backends.contract import Attachment, Backend, LogSink
 from stackbuild.files import atomic_write
 from stackbuild.refs import split_reference
-from stackbuild.state import safe_filename
 
 SECRET_FILE_LIMIT = 1 << 20  # bytes of a secret file read to keep its value out
 
@@ -67,18 +66,16 @@ class Attestor:
         self.builder = builder  # as --backend names it: "auto" | "buildkit" | "docker"
         self.notify = notify
         self.invocation_id = str(uuid.uuid4())
-        self.provenance_dir = analysis.state.path / "provenance"
-        self.sbom_dir = analysis.state.path / "sbom"
         self.sbom_cache = analysis.state.sbom_cache  # by sbom.filesystem_key
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stackbuild-attest")
         self._jobs: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
 
     def provenance_path(self, image: str) -> Path:
-        return self.provenance_dir / f"{safe_filename(image)}.json"
+        return self.analysis.state.provenance_path(image)
 
     def sbom_path(self, image: str) -> Path:
-        return self.sbom_dir / f"{safe_filename(image)}.cdx.json"
+        return self.analysis.state.sbom_path(image)
 
     def built(self, name: str, backend: Backend, image_id: str,
               parent_ids: Mapping[str, str], started: float, finished: float,

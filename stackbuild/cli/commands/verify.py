@@ -32,7 +32,7 @@ from stackbuild.fingerprint import ImageInputs
 from stackbuild.manifest import load_stack
 from stackbuild.plan import Reason, explain_changes, short
 from stackbuild.refs import is_reference, registry_host, split_reference
-from stackbuild.state import StateDir, safe_filename
+from stackbuild.state import StateDir
 
 
 @dataclass
@@ -65,8 +65,7 @@ def locate(backend: Backend, state: StateDir, ref: str) -> Found:
         found.subjects = {d for d in (image_id, digest) if d}
         name = labels.get(IMAGE_LABEL, "")
         try:
-            local = json.loads(state.path.joinpath(
-                "provenance", f"{safe_filename(name)}.json").read_bytes())
+            local = json.loads(state.provenance_path(name).read_bytes())
             if provenance.inputs_of(local).subject in found.subjects:
                 found.statement, found.statement_from = local, "local file"
         except (OSError, ValueError):
