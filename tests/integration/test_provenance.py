@@ -288,3 +288,35 @@ def test_a_secret_never_reaches_provenance_sbom_labels_or_the_registry(
                             text=True, check=True).stdout
     assert secret not in labels
     assert os.environ.get(env_name) is None
+
+
+def test_a_rebuild_on_the_same_layers_lists_the_same_packages_from_the_sbom_cache(
+    tmp_path: Path, registry: Any, unique: str, cleanup_images: set[str]
+) -> None:
+    """A forced rebuild that reuses every layer takes its SBOM's packages from
+    .stackbuild/sbom-cache/ (no new entry: nothing read again) and lists the same ones; a
+    changed package database makes new layers, a new entry and the new package."""
+    stack = make_stack(tmp_path / "stack", unique, f"{registry.address}/{unique}")
+    cache = stack / ".stackbuild/sbom-cache"
+
+    def packages(name: str) -> dict[str, str]:
+        bom = json.loads((stack / f".stackbuild/sbom/{name}.cdx.json").read_text())
+        return {c["name"]: c["version"] for c in bom["components"] if c["type"] == "library"}
+
+    json_out(run_cli(stack, "build", "--json"))
+    first = {name: packages(name) for name in ("base", "app")}
+    assert first["base"]["libfake1"] == "1.2-3" and first["app"] == first["base"]
+    entries = sorted(p.name for p in cache.iterdir())
+    assert len(entries) == 2  # base's filesystem and app's
+
+    results = by_image(json_out(run_cli(stack, "build", "--json", "--force", "base",
+                                        "--force", "app")))  # fmt: skip
+    assert {r["status"] for r in results.values()} == {"built"}
+    assert {name: packages(name) for name in ("base", "app")} == first
+    assert sorted(p.name for p in cache.iterdir()) == entries  # from the cache
+
+    status = stack / "base/rootfs/var/lib/dpkg/status"
+    status.write_text(status.read_text().replace("Version: 1.2-3", "Version: 1.2-4"))
+    json_out(run_cli(stack, "build", "--json"))
+    assert packages("base")["libfake1"] == "1.2-4" == packages("app")["libfake1"]
+    assert len(list(cache.iterdir())) == 4
