@@ -14,6 +14,7 @@ import sys
 
 from stackbuild.cli.signals import (
     exit_interrupted,
+    exit_on_swallowed_interrupt,
     handle_signals,
     ignore_signals_at_exit,
     is_the_program,
@@ -100,6 +101,7 @@ def cli(ctx: click.Context, stack_file: Path) -> None:
 
 def main() -> None:
     atexit.register(ignore_signals_at_exit)
+    sys.unraisablehook = exit_on_swallowed_interrupt
     try:
         # inside the try: a signal the moment the handler is set is caught here too
         handle_signals(raise_interrupt)  # SIGTERM too: both are "interrupted", exit 130

@@ -38,6 +38,17 @@ def raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def exit_on_swallowed_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
+    """``sys.unraisablehook`` inside ``main``: a KeyboardInterrupt raised where Python cannot
+    propagate it (a weakref callback or ``__del__``, run during an import or a collection)
+    is only printed and then lost, and the command would go on as if never interrupted
+    (seen: a run waiting on its input for good after Ctrl-C). End at once, exit 130, as a
+    second signal does; any other unraisable error keeps Python's own report."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        exit_interrupted(signal.SIGINT, None)
+    sys.__unraisablehook__(unraisable)
+
+
 def handle_signals(handler: Callable[[int, FrameType | None], None]) -> None:
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may set handlers (and only it receives signals)

@@ -94,3 +94,39 @@ def test_importing_the_cli_leaves_the_importers_handlers_alone() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_an_interrupt_lost_in_a_finalizer_still_ends_the_command_with_130() -> None:
+    # Python only prints a KeyboardInterrupt raised in __del__ or a weakref callback (the
+    # signal landed there): the command must not go on waiting as if never interrupted
+    code = (
+        "import sys, time\n"
+        "from stackbuild.cli.signals import exit_on_swallowed_interrupt\n"
+        "sys.unraisablehook = exit_on_swallowed_interrupt\n"
+        "class Finalized:\n"
+        "    def __del__(self):\n"
+        "        raise KeyboardInterrupt\n"
+        "Finalized()\n"
+        "time.sleep(30)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert "interrupted" in done.stderr
+
+
+def test_other_errors_in_a_finalizer_are_reported_and_the_command_goes_on() -> None:
+    code = (
+        "import sys\n"
+        "from stackbuild.cli.signals import exit_on_swallowed_interrupt\n"
+        "sys.unraisablehook = exit_on_swallowed_interrupt\n"
+        "class Finalized:\n"
+        "    def __del__(self):\n"
+        "        raise ValueError('in a finalizer')\n"
+        "Finalized()\n"
+        "print('went on')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "went on" in done.stdout and "in a finalizer" in done.stderr
