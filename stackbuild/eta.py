@@ -1,7 +1,8 @@
 """How long a build run has left: the critical path of what remains.
 
 Pure: a snapshot of the scheduler's numbers taken when the run starts (each to-do
-image's weight, its last build duration, and its critical-path priority, the
+image's weight: its last build duration, else the estimate ``Analysis.weights``
+gives the scheduler (``stackbuild.estimate``); and its critical-path priority, the
 heaviest to-do path from it down to a leaf), then, as often as a live view
 redraws, the time left given which images have settled and how long the running
 ones have been at it. Nothing here walks the graph again: the scheduler's
@@ -21,8 +22,11 @@ from stackbuild.scheduler import Schedule
 @dataclass(frozen=True)
 class TimeLeft:
     """``seconds``: the estimate; ``unmeasured``: unfinished images with no past build,
-    counted as the scheduler counts them (one second each), so with any the estimate
-    is a lower bound; ``known``: whether any unfinished image has a past build at all."""
+    weighed as the scheduler weighs them (``Analysis.weights``: a guess from the
+    Dockerfile and context, ``stackbuild.estimate``, in the seconds of the measured
+    images); ``known``: whether ``seconds`` are seconds: some image of the run has a
+    past build, measured or calibrating the guesses (with none, the guesses are work
+    units, only their order means something)."""
 
     seconds: float
     unmeasured: int
@@ -33,20 +37,24 @@ class TimeLeft:
 class Estimate:
     """The run's to-do images: ``own`` each one's expected build seconds, ``below`` the
     heaviest to-do path strictly below it, ``measured`` those whose ``own`` is a past
-    build's duration; ``slots`` how many build at once."""
+    build's duration; ``slots`` how many build at once; ``calibrated`` whether some
+    duration was known (the others' estimates are then in seconds too)."""
 
     own: Mapping[str, float]
     below: Mapping[str, float]
     measured: frozenset[str]
     slots: int
+    calibrated: bool
 
     @classmethod
     def of(cls, schedule: Schedule, slots: int, durations: Mapping[str, float]) -> Estimate:
         """From a fresh ``schedule``'s weights and priorities; ``durations``: the past
-        builds' times the schedule was weighted with."""
+        builds' times the schedule was weighted with (``Analysis.weights``: those, and
+        for the other images estimates calibrated on them)."""
         own = {name: schedule.weight(name) for name in schedule.statuses()}
         below = {name: schedule.priority(name) - weight for name, weight in own.items()}
-        return cls(own, below, frozenset(own).intersection(durations), max(slots, 1))
+        calibrated = any(seconds > 0 for seconds in durations.values())
+        return cls(own, below, frozenset(own).intersection(durations), max(slots, 1), calibrated)
 
     def left(self, settled: Collection[str], running: Mapping[str, float]) -> TimeLeft:
         """The time left once ``settled`` images are done (built, failed, blocked or
@@ -56,15 +64,13 @@ class Estimate:
         and the remaining work shared by the slots."""
         critical = work = 0.0
         unmeasured = 0
-        known = False
         for name, own in self.own.items():
             if name in settled:
                 continue
             rest = max(own - running.get(name, 0.0), 0.0)  # an overrun build: any moment now
             critical = max(critical, rest + self.below[name])
             work += rest
-            if name in self.measured:
-                known = True
-            else:
+            if name not in self.measured:
                 unmeasured += 1
-        return TimeLeft(max(critical, work / self.slots), unmeasured, known)
+        # once the measured images are done, the rest's estimates are still in seconds
+        return TimeLeft(max(critical, work / self.slots), unmeasured, self.calibrated)

@@ -74,8 +74,8 @@ def fit(segments: list[tuple[str, str]], width: int, color: bool) -> str:
 def time_left_text(left: TimeLeft) -> str:
     if not left.known:
         return "time left unknown (no past builds)" if left.unmeasured else ""
-    if left.unmeasured:
-        return f"at least {human_duration(left.seconds)} left ({left.unmeasured} never built)"
+    if left.unmeasured:  # weighed by their estimates, as the scheduler weighs them
+        return f"~{human_duration(left.seconds)} left ({left.unmeasured} never built: estimated)"
     return f"~{human_duration(left.seconds)} left"
 
 

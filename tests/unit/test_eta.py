@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stackbuild.eta import Estimate
+from stackbuild.estimate import ImageShape, estimated_weights
+from stackbuild.eta import Estimate, TimeLeft
 from stackbuild.scheduler import Schedule
 
 CHAIN = {"a": [], "b": ["a"], "c": ["b"]}  # a -> b -> c
@@ -49,10 +50,18 @@ def test_a_failure_takes_what_it_blocked_out_of_the_estimate() -> None:
     assert estimate(parents, durations=durations).left({"a", "b", "c"}, {"d": 2.0}).seconds == 8.0
 
 
-def test_images_never_built_make_it_a_lower_bound_and_none_built_make_it_unknown() -> None:
-    some = estimate(CHAIN, durations={"a": 10.0, "b": 10.0})
-    left = some.left(set(), {})
-    assert (left.unmeasured, left.known) == (1, True)  # c counts one second, as it schedules
-    assert left.seconds == 21.0
-    none = estimate(CHAIN, durations={}).left(set(), {})
+def test_images_never_built_weigh_their_estimate_and_none_built_make_it_unknown() -> None:
+    # as build schedules: Analysis.weights, a known duration or an estimate in its seconds
+    shapes = {name: ImageShape(f"FROM scratch\nRUN make {name}\n") for name in CHAIN}
+    known = {"a": 10.0, "b": 10.0}
+    weights = estimated_weights(shapes, known)
+    assert weights["c"] == 10.0  # the same work as a's and b's: their seconds
+    chain = Estimate.of(Schedule(CHAIN, list(CHAIN), weights=weights), 4, known)
+    left = chain.left(set(), {})
+    assert (left.unmeasured, left.known, left.seconds) == (1, True, 30.0)
+    # a and b done: c alone is left, still an estimate in seconds, not "unknown"
+    assert chain.left({"a", "b"}, {"c": 4.0}) == TimeLeft(6.0, 1, True)
+    # nothing ever built: the estimates are work units, no seconds
+    units = estimated_weights(shapes, {})
+    none = Estimate.of(Schedule(CHAIN, list(CHAIN), weights=units), 4, {}).left(set(), {})
     assert (none.unmeasured, none.known) == (3, False)

@@ -16,7 +16,10 @@ import pytest
 
 from stackbuild.analyze import analyze
 from stackbuild.backends.contract import FINGERPRINT_LABEL, IMAGE_LABEL, LocalImage
+from stackbuild.eta import Estimate
+from stackbuild.live import time_left_text
 from stackbuild.refs import fingerprint12
+from stackbuild.render import human_duration
 from stackbuild.run.build import BuildOptions, BuildRun, image_tags
 from stackbuild.run.existing import find_existing
 from stackbuild.ui import LiveReporter, PlainReporter
@@ -294,6 +297,35 @@ def test_plain_reporter_and_logs_end_to_end(stack: Path) -> None:
     # every image's handler is closed again: the lock files are all in one place
     assert not list(analysis.state.logs.glob("*.lock"))
     assert list((analysis.state.logs / ".locks").iterdir())
+
+
+def test_the_live_view_s_time_left_weighs_images_as_the_scheduler_does(stack: Path) -> None:
+    """Never-built images weigh their estimate (stackbuild.estimate, calibrated on the
+    measured ones), not one second: the time left is the scheduler's critical path."""
+    analysis = analyze(stack)
+    analysis.durations.update({"base": 4.0, "left": 6.0, "right": 3.0})  # the rest: never built
+    plan = analysis.plan({})
+    heard: list[Estimate] = []
+
+    class Heard(QuietReporter):
+        def scheduled(self, schedule, slots: int, durations) -> None:
+            heard.append(Estimate.of(schedule, slots, durations))
+
+    BuildRun(analysis, plan, FakeBackend(), Heard(), BuildOptions(jobs=2), {}).run()
+    weights = analysis.weights()
+    (estimate,) = heard
+    assert dict(estimate.own) == {name: weights[name] for name in DOCKERFILES}
+    assert estimate.measured == {"base", "left", "right"}
+    assert estimate.own["top"] != 1.0  # an estimate in the measured images' seconds
+    left = estimate.left(set(), {})
+    assert left.unmeasured == 5 and left.known
+    paths = [["base", "left", "top"], ["base", "right", "top"], ["base", "solo"],
+             ["base", "bad", "bad-kid", "bad-grandkid"]]
+    critical = max(sum(weights[name] for name in path) for path in paths)
+    assert left.seconds == pytest.approx(max(critical, sum(weights.values()) / 2))
+    assert time_left_text(left) == (
+        f"~{human_duration(left.seconds)} left (5 never built: estimated)"
+    )
 
 
 def test_the_live_view_leaves_the_plain_reporters_lines_and_no_block(
