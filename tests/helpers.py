@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +22,12 @@ from stackbuild.backends.contract import FINGERPRINT_LABEL, IMAGE_LABEL, BuildRe
 from stackbuild.context import context_files
 
 BUSYBOX = Path("/usr/bin/busybox")
+# outside test data (BuildKit's parser tests, real Dockerfiles): shared/ beside the clone,
+# as in CI; a worktree elsewhere names it
+ORACLE = Path(
+    os.environ.get("STACKBUILD_ORACLE_DATA")
+    or Path(__file__).resolve().parents[1] / ".." / "shared" / "oracle-data"
+)
 TEST_LABEL = "stackbuild.test"  # value: the test's unique prefix; lets cleanup find dangling images
 
 BASE_DOCKERFILE = 'FROM scratch\nCOPY rootfs/ /\nCMD ["sh"]\n'

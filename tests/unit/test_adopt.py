@@ -19,9 +19,10 @@ from stackbuild.analyze import read_dockerfiles
 from stackbuild.cli import _main
 from stackbuild.graph import StackGraph, build_graph
 from stackbuild.manifest import load_stack
+from tests.helpers import ORACLE
 
 REPO = Path(__file__).resolve().parents[2]
-DOCKER_STACKS = Path("/work/shared/oracle-data/real/jupyter+docker-stacks")
+DOCKER_STACKS = ORACLE / "real" / "jupyter+docker-stacks"
 
 # jupyter/docker-stacks' declared hierarchy (its docs' image relationships), variants too
 DOCKER_STACKS_EDGES = {

@@ -3,7 +3,6 @@ cases of issue 10, and a seeded fuzz loop (issue 16)."""
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
@@ -14,14 +13,10 @@ import pytest
 from stackbuild import dockerfile as module
 from stackbuild.dockerfile import parse_dockerfile
 from stackbuild.errors import DockerfileError
+from tests.helpers import ORACLE
 
 buildkit = pytest.importorskip("dockerfile")  # BuildKit's own parser, a dependency
 
-# beside the repository's clone (CI: shared/ is a sibling); a worktree elsewhere names it
-ORACLE = Path(
-    os.environ.get("STACKBUILD_ORACLE_DATA")
-    or Path(__file__).resolve().parents[2] / ".." / "shared" / "oracle-data"
-)
 needs_oracle = pytest.mark.skipif(
     not ORACLE.is_dir(), reason=f"oracle data not checked out beside the repo ({ORACLE})"
 )
