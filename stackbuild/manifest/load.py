@@ -305,7 +305,8 @@ class StackChecker:
             platform_build_args=per_platform,
             tags=tuple(tags),
             secrets=secrets,
-            cache_from=cache_from,
+            cache_from=tuple(cache_from),
+            cache_locations=cache_from,
             location=doc.key_location(base),
             key_locations=_KeyLocations(doc, base, spec),
             tests=self.image_tests(name, context, spec.get("tests", [])),
@@ -434,20 +435,21 @@ class StackChecker:
             location=self.doc.location(path),
         )
 
-    def cache_from(self, name: str, spec: dict[str, Any]) -> tuple[str, ...]:
-        """The image's ``cache_from`` (else ``defaults.cache_from``) as full references:
-        ``registry`` is the image's own repository in the stack's registry, at latest."""
+    def cache_from(self, name: str, spec: dict[str, Any]) -> dict[str, Location]:
+        """The image's ``cache_from`` (else ``defaults.cache_from``) as full references,
+        each with where it is written: ``registry`` is the image's own repository in the
+        stack's registry, at latest."""
         path: YamlPath = ("images", name, "cache_from")
         written = spec.get("cache_from")
         if written is None:
             path, written = ("defaults", "cache_from"), self.default_cache
         if written is None:
-            return ()
+            return {}
         items = [(path, written)] if isinstance(written, str) else [
             (path + (index,), item) for index, item in enumerate(written)
         ]
         where = f"cache_from of image {name!r}" if path[0] == "images" else "defaults.cache_from"
-        out = []
+        out: dict[str, Location] = {}
         for at, item in items:
             if item == "registry":
                 registry = self.data.get("registry")
@@ -458,7 +460,7 @@ class StackChecker:
                         "127.0.0.1:5000/acme) or list the cache images", at,
                     )
                     continue
-                out.append(f"{registry}/{name}:latest")
+                out.setdefault(f"{registry}/{name}:latest", self.doc.location(at))
             elif isinstance(written, str):
                 self.problem(
                     f"{where} is {item!r}; write `registry` (the image's own repository in "
@@ -470,8 +472,8 @@ class StackChecker:
                     "ghcr.io/acme/base:main, or `registry`", at,
                 )
             else:
-                out.append(item)
-        return tuple(dict.fromkeys(out))
+                out.setdefault(item, self.doc.location(at))
+        return out
     def one_or_many(self, path: YamlPath, spec: Mapping[str, Any]) -> str | tuple[str, ...] | None:
         """``platform`` or ``platforms`` of a section; both given is a problem."""
         if "platform" in spec and "platforms" in spec:

@@ -90,6 +90,9 @@ class ImageSpec:
     # images whose layers a build may reuse, full references (``registry`` resolved to the
     # image's own repository at latest); not part of the fingerprint
     cache_from: tuple[str, ...] = ()
+    # where each of cache_from is written (the image's own list or defaults'), for the
+    # warning that names a cache stackbuild cannot reach
+    cache_locations: Mapping[str, Location] = field(default_factory=dict)
     location: Location = Location(1, 1)  # the image's key under images:
     tests: tuple[CheckSpec, ...] = ()  # defaults.tests, then its own (same name: its own)
     # where individual keys sit, for errors found later (unknown depends_on, cycles)

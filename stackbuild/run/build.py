@@ -95,6 +95,17 @@ def node_tags(stack: Stack, name: str, fingerprint: str, git_sha: str | None) ->
                       node_platform(spec))  # fmt: skip
 
 
+def located_warning(stack: Stack, name: str, warning: str) -> str:
+    """A build's warning about one of image ``name``'s ``cache_from`` references, led by
+    where stack.yaml writes it (``stack.yaml:5:16: cache_from ... cannot be used``);
+    any other warning as it is."""
+    spec = stack.images.get(name)
+    for ref, at in (spec.cache_locations if spec else {}).items():
+        if warning.startswith(f"cache_from {ref} "):
+            return f"{stack.display_path}:{at.line}:{at.col}: {warning}"
+    return warning
+
+
 class Reporter(Protocol):
     """What a build run tells the person watching (``ui.PlainReporter`` and its live view)."""
 
@@ -278,6 +289,7 @@ class BuildRun:
             result_ok, message, image_id = result.ok, result.error, result.image_id
             builder, warnings = result.builder, result.warnings
             # e.g. a cache_from registry out of reach, auto's fallback to the classic builder
+            warnings = tuple(located_warning(self.stack, name, w) for w in warnings)
             for warning in warnings:
                 self.logs.run.warning("%s: %s", name, warning)
                 self.reporter.message(f"warning: {name}: {warning}")

@@ -105,5 +105,8 @@ def test_an_unreachable_cache_registry_is_a_warning_and_the_build_runs(
                      "[127.0.0.1:1/nowhere/app:latest]")
     proc = run_cli(root, "build")
     check(proc)
-    assert f"warning: {unique}/app: cache_from 127.0.0.1:1/nowhere/app:latest" in proc.stderr
+    # led by where stack.yaml names it: line 5, `  cache_from: [127.0.0.1:1/...]`
+    where = f"{root / 'stack.yaml'}:5:16"  # run_cli names it by its absolute path
+    assert (f"warning: {unique}/app: {where}: cache_from 127.0.0.1:1/nowhere/app:latest"
+            in proc.stderr)  # fmt: skip
     assert "building without it" in proc.stderr

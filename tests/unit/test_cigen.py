@@ -254,3 +254,24 @@ def test_ci_github_offline_writes_a_job_per_image(tmp_path: Path) -> None:
     assert [job["script"] for name, job in pipeline.items() if name.startswith("build-")] == [
         ["stackbuild build base --push"], ["stackbuild build done --push"]
     ]  # -f stack.yaml, given as an absolute path of this machine: relative to the checkout
+
+
+def test_ci_github_stays_under_githubs_job_limit_by_default(tmp_path: Path) -> None:
+    count = cigen.GITHUB_LIMIT + 44  # independent images: one job each, unless capped
+    lines = ["version: 1", "registry: 127.0.0.1:5000/acme", "images:"]
+    for i in range(count):
+        (tmp_path / f"i{i}").mkdir()
+        (tmp_path / f"i{i}" / "Dockerfile").write_text("FROM scratch\n")
+        lines += [f"  i{i}:", f"    context: i{i}"]
+    stack = tmp_path / "stack.yaml"
+    stack.write_text("\n".join(lines) + "\n")
+    proc = run(stack, "ci", "github", "--offline")
+    assert proc.returncode == 0, proc.stderr
+    jobs = yaml.safe_load(proc.stdout)["jobs"]
+    assert len(jobs) == cigen.GITHUB_LIMIT  # a run with more is refused by GitHub
+    assert sorted(sum((images_of(job["steps"][-1]["run"]) for job in jobs.values()), [])) == (
+        sorted(f"i{i}" for i in range(count))
+    )
+    assert f"{cigen.GITHUB_LIMIT} job(s) for {count} image(s)" in proc.stderr
+    pipeline = yaml.safe_load(run(stack, "ci", "gitlab", "--offline").stdout)
+    assert sum(name.startswith("build-") for name in pipeline) == count  # no such limit

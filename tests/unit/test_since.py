@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stackbuild.manifest import load_stack
 from stackbuild.since import changes_since
@@ -252,3 +253,21 @@ def test_since_outside_a_git_repository_is_exit_2(tmp_path: Path) -> None:
     proc = run(tmp_path, "plan", "--offline", "--since", "main")
     assert proc.returncode == 2
     assert "is not in a git repository" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ci_since_has_jobs_only_for_what_changed(repo: Path) -> None:
+    (repo / "stack.yaml").write_text("registry: 127.0.0.1:5000/acme\n" + STACK)
+    commit(repo.parent, "a registry")
+    git(repo.parent, "checkout", "-q", "-b", "later")
+    proc = run(repo, "ci", "gitlab", "--offline", "--since", "feature")
+    assert proc.returncode == 0, proc.stderr
+    jobs = [name for name in yaml.safe_load(proc.stdout) if name.startswith("build-")]
+    assert jobs == [] and "0 job(s) for 0 image(s)" in proc.stderr  # nothing changed
+    (repo / "tool" / "t.sh").write_text("false\n")
+    commit(repo.parent)
+    proc = run(repo, "ci", "github", "--offline", "--since", "feature")
+    assert proc.returncode == 0, proc.stderr
+    jobs = yaml.safe_load(proc.stdout)["jobs"]
+    # tool changed, and base is its parent: offline, no registry says base is there
+    assert {job["name"] for job in jobs.values()} == {"base", "tool"}
+    assert jobs["build-tool"]["needs"] == ["build-base"]

@@ -39,7 +39,8 @@ def _options(command: Callable) -> Callable:
         SINCE,
         click.option(
             "--max-jobs", type=click.IntRange(min=1), default=None, metavar="N",
-            help="At most N jobs: images grouped by chains, then by level.",
+            help="At most N jobs: images grouped by chains, then by level. [default: "
+            f"github: {cigen.GITHUB_LIMIT}, the most one workflow run may have; gitlab: none]",
         ),
         click.option(
             "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -83,6 +84,8 @@ def ci() -> None:
 @pass_context
 def github(ctx: Context, runs_on: str, **kwargs: Any) -> int:
     """A GitHub Actions workflow (-o .github/workflows/stack.yml)."""
+    if kwargs["max_jobs"] is None:  # more jobs than a run may have: GitHub rejects the run
+        kwargs["max_jobs"] = cigen.GITHUB_LIMIT
     return _generate(ctx, "github", cigen.github_workflow, runs_on=runs_on, **kwargs)
 
 

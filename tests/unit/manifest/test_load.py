@@ -372,6 +372,12 @@ def test_cache_from_registry_is_the_images_own_repository(stack_root: Path) -> N
         "127.0.0.1:5000/acme/httpd:latest", "ghcr.io/acme/httpd:main"
     )
     assert images["quiet"].cache_from == ()  # an image's own list replaces the default
+    # where each is written, for the warning when it cannot be reached
+    assert images["base"].cache_locations == {"127.0.0.1:5000/acme/base:latest": Location(3, 24)}
+    assert images["httpd"].cache_locations == {
+        "127.0.0.1:5000/acme/httpd:latest": Location(8, 18),
+        "ghcr.io/acme/httpd:main": Location(8, 28),
+    }
 
 
 def test_no_cache_from_by_default(stack_root: Path) -> None:

@@ -390,4 +390,10 @@ def test_cache_from_reaches_the_backend_and_leaves_the_fingerprint_alone(stack: 
     assert backend.requests["top"].cache_from == ("reg/top:latest",)
     # the build went on without the cache, and the person heard why
     assert {r.image: r.status for r in results}["solo"] == "built"
-    assert messages == ["warning: solo: cache_from reg/solo:latest cannot be used (refused)"]
+    # ... and where stack.yaml names that cache (defaults' `registry`)
+    line = text.splitlines().index("defaults: {cache_from: registry}") + 1
+    where = f"{analysis.stack.display_path}:{line}:24"
+    assert messages == [f"warning: solo: {where}: cache_from reg/solo:latest cannot be used "
+                        "(refused)"]  # fmt: skip
+    solo = next(r for r in results if r.image == "solo")
+    assert solo.warnings == [f"{where}: cache_from reg/solo:latest cannot be used (refused)"]
