@@ -38,6 +38,7 @@ from stackbuild.lockfile import LOCK_NAME, parse_lock
 from stackbuild.manifest import Stack
 from stackbuild.manifest.yaml import load_yaml
 from stackbuild.plan import MAX_FILE_REASONS, Plan, Reason
+from stackbuild.platforms import split_node
 from stackbuild.state import STATE_DIRNAME, StateDir
 
 _STATUS = {"A": "added", "D": "removed", "M": "changed", "T": "changed"}
@@ -183,10 +184,16 @@ def _lock_reasons(
     stack: Stack, graph: StackGraph, ref: str, before: dict[str, str] | None,
     after: dict[str, str] | None,
 ) -> dict[str, list[Reason]]:
+    def pins_of(pins: dict[str, str], upstream: str) -> dict[str, str]:
+        # the index's pin and each platform's (``ref[linux/arm64]``): either may move alone
+        return {key: digest for key, digest in pins.items() if split_node(key)[0] == upstream}
+
     out: dict[str, list[Reason]] = {}
     for image in stack.images:
         for upstream in graph.upstream(image):
-            if before is None or after is None or before.get(upstream) != after.get(upstream):
+            if before is None or after is None or (
+                pins_of(before, upstream) != pins_of(after, upstream)
+            ):
                 detail = f"{LOCK_NAME}: the pin of {upstream} changed since {ref}"
                 out.setdefault(image, []).append(Reason("changed-since-lock", detail))
     return out

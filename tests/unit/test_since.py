@@ -177,6 +177,17 @@ def test_a_moved_pin_selects_the_images_built_on_that_upstream(repo: Path) -> No
     assert selected(repo) == {"lone": ["stack.lock: the pin of busybox:1.36 changed since main"]}
 
 
+def test_a_moved_platform_pin_alone_selects_the_images_built_on_that_upstream(
+    repo: Path,
+) -> None:
+    # refresh may move one platform's manifest (ref[linux/arm64]) while the index's stays
+    (repo / "stack.lock").write_text(
+        f"version: 1\nupstream:\n  busybox:1.36: {PIN_A}\n  busybox:1.36[linux/arm64]: {PIN_B}\n"
+    )
+    commit(repo.parent)
+    assert selected(repo) == {"lone": ["stack.lock: the pin of busybox:1.36 changed since main"]}
+
+
 def test_uncommitted_changes_are_not_counted(repo: Path) -> None:
     (repo / "base" / "x.txt").write_text("uncommitted\n")
     assert selected(repo) == {}
