@@ -125,6 +125,34 @@ def test_the_rerun_tests_again_without_building_then_builds_the_children(stack: 
     assert backend.requests["leaf"].pins == {"mid": "sha256:id-mid"}
 
 
+class MeetingBackend(FakeBackend):
+    """mid's check and sib's build each wait for the other to have started: they meet
+    only if a check runs while another image builds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meeting = threading.Barrier(2, timeout=10)
+
+    def build(self, request, log, cancel):
+        if request.image == "sib":
+            self.meeting.wait()
+        return super().build(request, log, cancel)
+
+    def run_check(self, request, log, cancel):
+        if (request.image, request.name) == ("mid", "works"):
+            self.meeting.wait()
+        return super().run_check(request, log, cancel)
+
+
+def test_checks_run_in_parallel_with_other_builds_within_jobs(stack: Path) -> None:
+    """Issue 12.2: an image's checks take its -j slot, not a phase after every build."""
+    backend = MeetingBackend()
+    _, _, results = run(stack, backend)  # jobs=2
+    assert not backend.meeting.broken
+    assert {n: r.status for n, r in results.items()} == dict.fromkeys(
+        ("base", "mid", "leaf", "sib"), "built")
+
+
 def test_a_changed_check_re_runs_only_that_images_checks(tmp_path: Path) -> None:
     stack = write(tmp_path)
     backend = FakeBackend()
