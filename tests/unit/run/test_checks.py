@@ -190,6 +190,21 @@ def test_no_test_skips_the_checks_and_says_so(stack: Path) -> None:
     assert results["mid"].status == "test-failed"
 
 
+def test_a_failed_checks_tail_is_of_this_run_not_the_last(stack: Path) -> None:
+    """The test log keeps every run's checks; the summary quotes only this run's."""
+    backend = FakeBackend()
+    backend.check_outcomes[("mid", "works")] = CheckOutcome(exit_code=1, stderr="first try")
+    run(stack, backend)
+    backend.check_outcomes[("mid", "works")] = CheckOutcome(exit_code=1, stderr="second try")
+
+    _, _, results = run(stack, backend)
+
+    mid = results["mid"]
+    assert any("second try" in line for line in mid.log_tail)
+    assert not any("first try" in line for line in mid.log_tail)
+    assert "first try" in Path(mid.test_log or "").read_text()  # the log keeps it
+
+
 def test_the_summary_lists_each_check_and_the_failures_log(stack: Path) -> None:
     backend = FakeBackend()
     backend.check_outcomes[("mid", "works")] = CheckOutcome(timed_out=True)
