@@ -155,7 +155,8 @@ def test_a_hanging_check_a_missing_command_and_a_serve_check_each_end_as_they_sh
 ) -> None:
     """Three images of one stack, one run (they share nothing but base): a check that
     hangs is killed at its timeout, a command the image lacks is a clear failure, and a
-    serve check fetches a busybox httpd's pages; no check container survives."""
+    serve check fetches a busybox httpd's pages; a script of the context runs, a check
+    has no network unless it asks for a bridge; no check container survives."""
     web = (
         "FROM {r}/base\nRUN mkdir -p /www && echo '<p>served</p>' > /www/index.html\n"
         'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
@@ -168,8 +169,12 @@ def test_a_hanging_check_a_missing_command_and_a_serve_check_each_end_as_they_sh
             "lacks": "tests:\n  - {run: [no-such-tool, --version]}",
             "web": "tests:\n"
             "  - {name: page, serve: {port: 8080}, expect: {stdout: '<p>served</p>'}}\n"
-            "  - {name: missing, serve: {port: 8080, path: /nope}, expect: {status: 404}}",
+            "  - {name: missing, serve: {port: 8080, path: /nope}, expect: {status: 404}}\n"
+            "  - {script: checks/smoke.sh, expect: {stdout: 'smoke in /.stackbuild-check'}}\n"
+            "  - {name: offline, run: '! grep -q eth0 /proc/net/dev'}\n"
+            "  - {name: online, run: 'grep -q eth0 /proc/net/dev', network: bridge}",
         },
+        files={"web/checks/smoke.sh": '#!/bin/sh\necho "smoke in $(dirname "$0")"\n'},
     )  # fmt: skip
 
     started = time.monotonic()
@@ -193,7 +198,8 @@ def test_a_hanging_check_a_missing_command_and_a_serve_check_each_end_as_they_sh
     # the serve checks: the page, and a 404 where one is expected
     assert results["web"]["status"] == "built"
     assert {n: c["status"] for n, c in checks_of(results["web"]).items()} == {
-        "page": "passed", "missing": "passed"}  # fmt: skip
+        "page": "passed", "missing": "passed", "checks/smoke.sh": "passed",
+        "offline": "passed", "online": "passed"}  # fmt: skip
     assert "HTTP 200" in check_log(tmp_path, unique, "web")
 
     assert check_containers(docker_client, image_ids(results, docker_client)) == []
