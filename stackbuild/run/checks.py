@@ -198,6 +198,10 @@ def check_images(
                                               else Status.FAILED,
                                               analysis.inputs[event.name].fingerprint,
                                               error=error)  # fmt: skip
+        elif event.kind == "finished" and event.status is Status.CANCELLED:
+            # its checks were cut short by Ctrl-C: cancelled, as in a build, not test-failed
+            results[event.name].status = Status.CANCELLED
+            results[event.name].error = "interrupted"
         elif event.kind == "cancelled":
             results[event.name] = ImageResult(event.name, Status.CANCELLED,
                                               analysis.inputs[event.name].fingerprint,

@@ -249,3 +249,21 @@ def test_a_check_of_an_image_the_engine_lost_fails_clearly(stack: Path) -> None:
     results = check_images(analysis, backend, {"mid": "sha256:gone"}, 1, threading.Event())
     assert results[0].status == "test-failed"
     assert "no such image on the engine" in (results[0].error or "")
+
+
+def test_ctrl_c_during_stackbuild_test_is_cancelled_not_test_failed(stack: Path) -> None:
+    """As in a build: checks cut short by an interrupt are not a verdict on the image."""
+    stop = threading.Event()
+
+    class Interrupted(FakeBackend):
+        def run_check(self, request, log, cancel):
+            stop.set()  # Ctrl-C while the check runs
+            return super().run_check(request, log, cancel)
+
+    backend = Interrupted()
+    analysis = analyze(stack)
+    backend.add_image("sha256:id-mid", ["reg/mid:latest"])
+    results = check_images(analysis, backend, {"mid": "sha256:id-mid"}, 1, stop)
+    assert [(r.status, r.error) for r in results] == [("cancelled", "interrupted")]
+    assert [c.detail for c in results[0].checks] == ["interrupted", "interrupted"]
+    assert analysis.state.load_record("mid") is None  # not recorded as tested
