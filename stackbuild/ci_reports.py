@@ -7,11 +7,12 @@ which the caller reads) to strings; ``cli/reports.py`` writes them where CI look
   (``testsuites > testsuite > testcase`` with ``failure`` / ``skipped``): one test case
   per image; built and up-to-date pass, failed fails with its log tail, blocked and
   cancelled are skipped; times in seconds.
-- Markdown for ``$GITHUB_STEP_SUMMARY``: the summary table and each failed image's last
-  log lines.
+- Markdown for ``$GITHUB_STEP_SUMMARY``: the summary table, each check that ran (with its
+  duration), and each failed or test-failed image's last log lines.
 - ``::error file=...,line=...::`` workflow commands naming the Dockerfile line of the
   step that failed, found by matching the log's last step against the Dockerfile's
-  instructions (the classic builder's ``Step N/M : ...``, BuildKit's ``[stage N/M] ...``).
+  instructions (the classic builder's ``Step N/M : ...``, BuildKit's ``[stage N/M] ...``);
+  for a test-failed image, the line of stack.yaml the caller names (its failed check's).
 """
 
 from __future__ import annotations
@@ -211,23 +212,31 @@ def markdown_summary(
     results: Sequence[ImageResult], title: str, engines: bool = False,
     tail_lines: int = TAIL_LINES,
 ) -> str:
-    """The job summary: a heading, the summary table, then each failed image's error and
-    last log lines in a fenced block."""
+    """The job summary: a heading, the summary table, each check that ran, then each
+    failed or test-failed image's error and last log lines in a fenced block."""
     headers, rows = summary_rows(results, engines)
     lines = [f"### {_md_cell(title)}", "", status_counts(results), ""]
-    lines.append("| " + " | ".join(headers) + " |")
-    lines.append("|" + "---|" * len(headers))
-    lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
+    lines += _md_table(headers, rows)
+    checks = [[r.image, c.name, c.status, f"{c.duration_s:.1f}s", c.detail or ""]
+              for r in results for c in r.checks]  # fmt: skip
+    if checks:
+        lines += ["", *_md_table(["IMAGE", "CHECK", "RESULT", "DURATION", "WHY"], checks)]
     for r in results:
-        if r.status != Status.FAILED:
+        if r.status not in (Status.FAILED, Status.TEST_FAILED):
             continue
-        lines += ["", f"#### {_md_cell(r.image)} failed: {_md_cell(r.error or 'see log')}", ""]
+        why = _md_cell(r.error or "see log")
+        lines += ["", f"#### {_md_cell(r.image)} {r.status}: {why}", ""]
         tail = r.log_tail[-tail_lines:]
         fence = "```"
         while any(fence in line for line in tail):  # a log line may itself hold a fence
             fence += "`"
         lines += [fence, *tail, fence]
     return "\n".join(lines) + "\n"
+
+
+def _md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
 
 
 def _md_cell(text: str) -> str:
@@ -327,16 +336,18 @@ def github_annotations(
     manifest_lines: Mapping[str, int],
 ) -> list[str]:
     """An ``::error`` per failed image: at its Dockerfile's failed step when the log names
-    one, else at the image's entry in stack.yaml. ``dockerfiles``: image -> its path as
-    the annotation names it; ``manifest``/``manifest_lines``: stack.yaml's, and each
-    image's line in it."""
+    one, else at the image's entry in stack.yaml; per test-failed image, at its entry in
+    stack.yaml. ``dockerfiles``: image -> its path as the annotation names it;
+    ``manifest``/``manifest_lines``: stack.yaml's, and each image's line in it (for a
+    test-failed image, its failed check's)."""
     out = []
     for r in results:
-        if r.status != Status.FAILED:
+        if r.status not in (Status.FAILED, Status.TEST_FAILED):
             continue
-        message = r.error or "build failed"
-        step = steps.get(r.image)
-        title = f"stackbuild: {r.image} failed"
+        message = r.error or ("a check failed" if r.status == Status.TEST_FAILED
+                              else "build failed")  # fmt: skip
+        step = steps.get(r.image) if r.status == Status.FAILED else None
+        title = f"stackbuild: {r.image} {r.status}"
         if step is not None and r.image in dockerfiles:
             out.append(github_annotation(
                 dockerfiles[r.image], step.line, title, f"{step.instruction}: {message}"

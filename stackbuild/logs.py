@@ -98,8 +98,9 @@ class ImageLog:
         self._logger.removeHandler(self._handler)
         self._handler.close()
 
-    def tail(self, lines: int = 15) -> list[str]:
-        """The last ``lines`` lines of the file, for the summary of a failed build."""
+    def tail(self, lines: int = 15, since: str | None = None) -> list[str]:
+        """The last ``lines`` lines of the file, for the summary of a failed build;
+        ``since``: none before the last line holding it (this run's part of the file)."""
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(0, os.SEEK_END)
@@ -108,10 +109,15 @@ class ImageLog:
                 text = handle.read().decode("utf-8", "replace")
         except OSError:
             return []
-        return text.splitlines()[-lines:]
+        found = text.splitlines()
+        if since is not None:
+            starts = [i for i, line in enumerate(found) if since in line]
+            found = found[starts[-1]:] if starts else found
+        return found[-lines:]
 
 
 BUILD_MARKER = "=== stackbuild: build "  # the first line of each build in an image's log
+TEST_MARKER = "=== stackbuild: test "  # the first line of each run of an image's checks
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")  # FORMAT's asctime
 
 

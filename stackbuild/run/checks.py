@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from stackbuild.analyze import Analysis
 from stackbuild.backends.contract import Backend, CheckRequest
 from stackbuild.checks import CheckOutcome, CheckResult, judge
-from stackbuild.logs import RunLogs
+from stackbuild.logs import TEST_MARKER, RunLogs
 from stackbuild.run.results import ImageResult
 from stackbuild.scheduler import Schedule, SchedulerEvent, Status, run_threaded
 from stackbuild.state import BuildRecord, StateWriteError
@@ -74,7 +74,7 @@ class ImageChecks:
             self.backends[id(backend)] = backend
         log = self.logs.open_image(name, TEST_LOG)
         out = CheckRun(log=str(log.path))
-        log(f"=== stackbuild: test {name} {ref} on {backend.name}: {len(spec.tests)} check(s) ===")
+        log(f"{TEST_MARKER}{name} {ref} on {backend.name}: {len(spec.tests)} check(s) ===")
         try:
             for check in spec.tests:
                 if self.stop.is_set():
@@ -90,7 +90,7 @@ class ImageChecks:
         finally:
             log.close()
         if not out.passed:
-            out.tail = log.tail()
+            out.tail = log.tail(since=TEST_MARKER)  # this run's checks, not the last run's
         return out
 
     def _outcome(
@@ -198,6 +198,10 @@ def check_images(
                                               else Status.FAILED,
                                               analysis.inputs[event.name].fingerprint,
                                               error=error)  # fmt: skip
+        elif event.kind == "finished" and event.status is Status.CANCELLED:
+            # its checks were cut short by Ctrl-C: cancelled, as in a build, not test-failed
+            results[event.name].status = Status.CANCELLED
+            results[event.name].error = "interrupted"
         elif event.kind == "cancelled":
             results[event.name] = ImageResult(event.name, Status.CANCELLED,
                                               analysis.inputs[event.name].fingerprint,

@@ -8,6 +8,7 @@ seconds), never by comparing strings.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -251,3 +252,55 @@ def test_junit_gives_each_check_a_case_and_a_test_failed_image_fails_only_there(
     assert failure.get("message") == "timed-out: timed out after 60s (killed)"
     assert "stdout| nothing yet" in (failure.text or "")
     assert suite.get("failures") == "1" and root.get("tests") == "3"
+
+
+def test_the_markdown_summary_lists_each_check_and_a_test_failed_images_tail() -> None:
+    """Issue 12.2: the job summary, like the terminal's, shows each check with its
+    duration, and a test-failed image's failed check and log tail."""
+    from stackbuild.checks import CheckResult
+
+    checks = [CheckResult("version", "passed", 0.25),
+              CheckResult("page", "timed-out", 60.0, "timed out after 60s (killed)")]
+    mid = ImageResult("mid", Status.TEST_FAILED, FP, duration_s=3.0, checks=checks,
+                      error="check 'page' timed-out: timed out after 60s (killed)",
+                      log_tail=["stdout| nothing yet"])
+    lines = markdown_summary([*results(), mid], "t").splitlines()
+    assert "| IMAGE | CHECK | RESULT | DURATION | WHY |" in lines
+    assert "| mid | version | passed | 0.2s |  |" in lines
+    assert "| mid | page | timed-out | 60.0s | timed out after 60s (killed) |" in lines
+    heading = "#### mid test-failed: check 'page' timed-out: timed out after 60s (killed)"
+    assert heading in lines
+    assert lines[lines.index(heading) + 2:][:3] == ["```", "stdout| nothing yet", "```"]
+    assert "#### bad failed: exit code 1" in lines  # a failed build: as before
+
+
+def test_a_stack_without_checks_has_no_checks_table_in_the_markdown() -> None:
+    assert "| CHECK |" not in markdown_summary(results(), "t")
+
+
+def test_annotation_of_a_test_failed_image_is_at_its_failed_check_in_stack_yaml(
+    tmp_path: Path,
+) -> None:
+    from stackbuild.checks import CheckResult
+    from stackbuild.cli.reports import write_reports
+    from stackbuild.manifest import load_stack
+
+    (tmp_path / "mid").mkdir()
+    (tmp_path / "mid" / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "stack.yaml").write_text(
+        "version: 1\nimages:\n  mid:\n    context: mid\n    tests:\n"
+        "      - {name: version, run: [mid, --version]}\n"
+        "      - {name: page, run: [cat, /index.html]}\n"
+    )
+    stack = load_stack(tmp_path / "stack.yaml")
+    mid = ImageResult("mid", Status.TEST_FAILED, FP, checks=[
+        CheckResult("version", "passed", 0.1),
+        CheckResult("page", "failed", 0.1, "exit code 1, expected 0")],
+        error="check 'page' failed: exit code 1, expected 0")  # fmt: skip
+    echoed: list[str] = []
+    write_reports(stack, {}, [mid], None, "t", environ={
+        "GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": str(tmp_path)}, echo=echoed.append)
+    assert echoed == [
+        "::error file=stack.yaml,line=7,title=stackbuild%3A mid test-failed"
+        "::check 'page' failed: exit code 1, expected 0"
+    ]

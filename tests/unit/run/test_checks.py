@@ -125,6 +125,34 @@ def test_the_rerun_tests_again_without_building_then_builds_the_children(stack: 
     assert backend.requests["leaf"].pins == {"mid": "sha256:id-mid"}
 
 
+class MeetingBackend(FakeBackend):
+    """mid's check and sib's build each wait for the other to have started: they meet
+    only if a check runs while another image builds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meeting = threading.Barrier(2, timeout=10)
+
+    def build(self, request, log, cancel):
+        if request.image == "sib":
+            self.meeting.wait()
+        return super().build(request, log, cancel)
+
+    def run_check(self, request, log, cancel):
+        if (request.image, request.name) == ("mid", "works"):
+            self.meeting.wait()
+        return super().run_check(request, log, cancel)
+
+
+def test_checks_run_in_parallel_with_other_builds_within_jobs(stack: Path) -> None:
+    """Issue 12.2: an image's checks take its -j slot, not a phase after every build."""
+    backend = MeetingBackend()
+    _, _, results = run(stack, backend)  # jobs=2
+    assert not backend.meeting.broken
+    assert {n: r.status for n, r in results.items()} == dict.fromkeys(
+        ("base", "mid", "leaf", "sib"), "built")
+
+
 def test_a_changed_check_re_runs_only_that_images_checks(tmp_path: Path) -> None:
     stack = write(tmp_path)
     backend = FakeBackend()
@@ -160,6 +188,21 @@ def test_no_test_skips_the_checks_and_says_so(stack: Path) -> None:
     _, plan, results = run(stack, backend)
     assert plan.step("mid").action == "test"
     assert results["mid"].status == "test-failed"
+
+
+def test_a_failed_checks_tail_is_of_this_run_not_the_last(stack: Path) -> None:
+    """The test log keeps every run's checks; the summary quotes only this run's."""
+    backend = FakeBackend()
+    backend.check_outcomes[("mid", "works")] = CheckOutcome(exit_code=1, stderr="first try")
+    run(stack, backend)
+    backend.check_outcomes[("mid", "works")] = CheckOutcome(exit_code=1, stderr="second try")
+
+    _, _, results = run(stack, backend)
+
+    mid = results["mid"]
+    assert any("second try" in line for line in mid.log_tail)
+    assert not any("first try" in line for line in mid.log_tail)
+    assert "first try" in Path(mid.test_log or "").read_text()  # the log keeps it
 
 
 def test_the_summary_lists_each_check_and_the_failures_log(stack: Path) -> None:
@@ -206,3 +249,21 @@ def test_a_check_of_an_image_the_engine_lost_fails_clearly(stack: Path) -> None:
     results = check_images(analysis, backend, {"mid": "sha256:gone"}, 1, threading.Event())
     assert results[0].status == "test-failed"
     assert "no such image on the engine" in (results[0].error or "")
+
+
+def test_ctrl_c_during_stackbuild_test_is_cancelled_not_test_failed(stack: Path) -> None:
+    """As in a build: checks cut short by an interrupt are not a verdict on the image."""
+    stop = threading.Event()
+
+    class Interrupted(FakeBackend):
+        def run_check(self, request, log, cancel):
+            stop.set()  # Ctrl-C while the check runs
+            return super().run_check(request, log, cancel)
+
+    backend = Interrupted()
+    analysis = analyze(stack)
+    backend.add_image("sha256:id-mid", ["reg/mid:latest"])
+    results = check_images(analysis, backend, {"mid": "sha256:id-mid"}, 1, stop)
+    assert [(r.status, r.error) for r in results] == [("cancelled", "interrupted")]
+    assert [c.detail for c in results[0].checks] == ["interrupted", "interrupted"]
+    assert analysis.state.load_record("mid") is None  # not recorded as tested
