@@ -30,12 +30,17 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) ->
     return "\n".join(lines)
 
 
+def counts_line(to_build: int, up_to_date: int, to_test: int = 0) -> str:
+    """``2 to build, 1 to test, 3 up to date``: what a plan or a run starting has to do
+    (images only re-tested are not built)."""
+    tested = f", {to_test} to test" if to_test else ""
+    return f"{to_build} to build{tested}, {up_to_date} up to date"
+
+
 def plan_text(plan: Plan, stack_name: str) -> str:
     to_build, to_test = len(plan.to_build), len(plan.to_test)
-    total = len(plan.steps)
-    tested = f", {to_test} to test" if to_test else ""
-    lines = [f"plan for {stack_name}: {to_build} to build{tested}, "
-             f"{total - to_build - to_test} up to date"]  # fmt: skip
+    up_to_date = len(plan.steps) - to_build - to_test
+    lines = [f"plan for {stack_name}: {counts_line(to_build, up_to_date, to_test)}"]
     promote = sum(step.action == PROMOTE for step in plan)
     if promote:  # up to date too: only their release tags move
         lines[0] += f" ({promote} to promote)"

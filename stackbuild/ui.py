@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from stackbuild.ci_reports import builders_line, status_counts, summary_rows
 from stackbuild.plan import short
-from stackbuild.render import table
+from stackbuild.render import counts_line, table
 from stackbuild.run.results import ImageResult
 
 if TYPE_CHECKING:
@@ -61,9 +61,9 @@ class PlainReporter:
         self.stream.write(f"\n{text}\n")
         self.stream.flush()
 
-    def start(self, to_build: int, up_to_date: int) -> None:
-        self.total = to_build
-        self._line(f"{to_build} to build, {up_to_date} up to date")
+    def start(self, to_build: int, up_to_date: int, to_test: int = 0) -> None:
+        self.total = to_build + to_test
+        self._line(counts_line(to_build, up_to_date, to_test))
 
     def message(self, text: str) -> None:
         self._line(text)
@@ -117,9 +117,9 @@ class LiveReporter(PlainReporter):
     def notice(self, text: str) -> None:
         self.view.notice(text)
 
-    def start(self, to_build: int, up_to_date: int) -> None:
-        super().start(to_build, up_to_date)
-        self.view.begin(to_build)
+    def start(self, to_build: int, up_to_date: int, to_test: int = 0) -> None:
+        super().start(to_build, up_to_date, to_test)
+        self.view.begin(to_build + to_test)
 
     def scheduled(self, schedule: Schedule, slots: int, durations: Mapping[str, float]) -> None:
         self.view.scheduled(schedule, slots, durations)

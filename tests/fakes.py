@@ -608,7 +608,7 @@ class QuietReporter:
     subclass it and override only what they record, so a new Reporter method is added
     here once."""
 
-    def start(self, to_build: int, up_to_date: int) -> None:
+    def start(self, to_build: int, up_to_date: int, to_test: int = 0) -> None:
         pass
 
     def scheduled(self, schedule: Any, slots: int, durations: Mapping[str, float]) -> None:

@@ -37,6 +37,7 @@ from stackbuild.manifest import Stack, render_tag
 from stackbuild.plan import BUILD, TEST, Plan
 from stackbuild.platforms import node_platform, platform_tag
 from stackbuild.refs import fingerprint12
+from stackbuild.render import counts_line
 from stackbuild.run.attest import Attestor
 from stackbuild.run.checks import CheckRun, ImageChecks, checked_result, record_tested
 from stackbuild.run.history import duration_label
@@ -109,7 +110,8 @@ def located_warning(stack: Stack, name: str, warning: str) -> str:
 class Reporter(Protocol):
     """What a build run tells the person watching (``ui.PlainReporter`` and its live view)."""
 
-    def start(self, to_build: int, up_to_date: int) -> None: ...
+    def start(self, to_build: int, up_to_date: int, to_test: int = 0) -> None:
+        """The run begins: images to build, up to date, and only to re-test (built)."""
 
     def scheduled(self, schedule: Schedule, slots: int, durations: Mapping[str, float]) -> None:
         """The run's schedule, before it starts (read it now: only the run's thread may,
@@ -414,11 +416,12 @@ class BuildRun:
             for step in up_to_date:
                 if step.image in self.local_images:
                     self.registry_hooks.built_earlier(step.image, self.results[step.image].tags)
-        self.reporter.start(len(todo), len(up_to_date))
+        retest = sum(name in self.test_only for name in todo)
+        self.reporter.start(len(todo) - retest, len(up_to_date), retest)
         if todo:
             self.logs = RunLogs(self.analysis.state)
             self.checks = ImageChecks(self.analysis, self.logs, self.stop)
-            self.logs.run.info("run: %d to build, %d up to date", len(todo), len(up_to_date))
+            self.logs.run.info("run: %s", counts_line(len(todo) - retest, len(up_to_date), retest))
             try:
                 schedule = Schedule(
                     {name: self.analysis.graph.parents(name) for name in self.analysis.selected},

@@ -98,7 +98,7 @@ class Events(QuietReporter):
         self.closed = False
         self.scheduled_on: tuple[dict, int] | None = None
 
-    def start(self, to_build: int, up_to_date: int) -> None:
+    def start(self, to_build: int, up_to_date: int, to_test: int = 0) -> None:
         self.counts = (to_build, up_to_date)
 
     def scheduled(self, schedule, slots: int, durations) -> None:

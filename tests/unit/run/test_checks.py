@@ -4,6 +4,7 @@ image untagged but for its fingerprint, is not recorded; a changed check re-test
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ from stackbuild.checks import CheckOutcome
 from stackbuild.run.build import BuildOptions, BuildRun
 from stackbuild.run.checks import check_images
 from stackbuild.run.existing import find_existing
-from stackbuild.ui import summary
+from stackbuild.ui import PlainReporter, summary
 from tests.fakes import FakeBackend
 from tests.unit.run.test_build import Events
 
@@ -51,12 +52,12 @@ def stack(tmp_path: Path) -> Path:
     return write(tmp_path)
 
 
-def run(stack_file: Path, backend: FakeBackend, test: bool = True):
+def run(stack_file: Path, backend: FakeBackend, test: bool = True, reporter=None):
     analysis = analyze(stack_file)
     local = find_existing(analysis, backend)
     plan = analysis.plan({name: "local engine" for name in local})
     results = BuildRun(
-        analysis, plan, backend, Events(), BuildOptions(jobs=2, test=test), local
+        analysis, plan, backend, reporter or Events(), BuildOptions(jobs=2, test=test), local
     ).run()
     return analysis, plan, {r.image: r for r in results}
 
@@ -162,7 +163,8 @@ def test_a_changed_check_re_runs_only_that_images_checks(tmp_path: Path) -> None
 
     write(tmp_path, {**TESTS, "sib": ["{run: [sib], expect: {stderr: x}}"]})
     backend.check_outcomes[("sib", "sib")] = CheckOutcome(exit_code=0, stderr="x")
-    _, plan, results = run(stack, backend)
+    said = io.StringIO()
+    _, plan, results = run(stack, backend, reporter=PlainReporter(said))
 
     assert {s.image: s.action for s in plan.steps} == {
         "base": "skip", "mid": "skip", "leaf": "skip", "sib": "test"}  # fmt: skip
@@ -170,6 +172,8 @@ def test_a_changed_check_re_runs_only_that_images_checks(tmp_path: Path) -> None
     assert results["sib"].status == "tested"
     assert backend.attempts("build") == builds
     assert [r.image for r in backend.check_requests[checks:]] == ["sib"]
+    # as the plan says it: nothing to build, one image to re-test
+    assert said.getvalue().splitlines()[0].endswith("0 to build, 1 to test, 3 up to date")
 
 
 def test_no_test_skips_the_checks_and_says_so(stack: Path) -> None:
