@@ -3,10 +3,11 @@
 Pure: from the run's ``ImageResult``s (and the failed builds' log lines and Dockerfiles,
 which the caller reads) to strings; ``cli/reports.py`` writes them where CI looks.
 
-- JUnit XML (``--junit FILE``), the shape Jenkins' and GitLab's readers take
-  (``testsuites > testsuite > testcase`` with ``failure`` / ``skipped``): one test case
-  per image; built and up-to-date pass, failed fails with its log tail, blocked and
-  cancelled are skipped; times in seconds.
+- JUnit XML (``--junit FILE``), valid under the schema Jenkins validates against (the
+  xunit plugin's junit-10.xsd; GitLab reads the same shape), ``testsuites > testsuite >
+  testcase`` with ``failure`` / ``skipped`` and no attribute that schema lacks: one test
+  case per image; built and up-to-date pass, failed fails with its Dockerfile and log
+  tail, blocked and cancelled are skipped; times in seconds.
 - Markdown for ``$GITHUB_STEP_SUMMARY``: the summary table, each check that ran (with its
   duration), and each failed or test-failed image's last log lines.
 - ``::error file=...,line=...::`` workflow commands naming the Dockerfile line of the
@@ -17,6 +18,7 @@ which the caller reads) to strings; ``cli/reports.py`` writes them where CI look
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
@@ -118,7 +120,7 @@ class Case:
     time_s: float = 0.0
     message: str = ""  # why it failed or was skipped, one line
     output: str = ""  # the failure's text: the log tail
-    file: str | None = None  # the Dockerfile, for readers that link to it
+    file: str | None = None  # the Dockerfile: the first line of a failure's text
 
 
 def image_cases(result: ImageResult, suite: str, file: str | None = None) -> list[Case]:
@@ -171,21 +173,24 @@ def junit_xml(
         "skipped": str(sum(c.outcome == "skipped" for c in cases)),
         "time": _seconds(sum(c.time_s for c in cases)),
     }
-    root = ET.Element("testsuites", {"name": "stackbuild", **counts})
+    # junit-10.xsd has no `skipped` on testsuites (Jenkins' xunit plugin would drop the file)
+    totals = {key: value for key, value in counts.items() if key != "skipped"}
+    root = ET.Element("testsuites", {"name": "stackbuild", **totals})
     attributes = {"name": suite, **counts}
     if timestamp:
         attributes["timestamp"] = timestamp
     testsuite = ET.SubElement(root, "testsuite", attributes)
     for case in cases:
+        # no `file` attribute: junit-10.xsd has none on a testcase, so the Dockerfile is
+        # named in the failure's text instead
         attributes = {"name": case.name, "classname": case.classname,
                       "time": _seconds(case.time_s)}  # fmt: skip
-        if case.file:
-            attributes["file"] = case.file
         element = ET.SubElement(testsuite, "testcase", attributes)
         if case.outcome == "failed":
             message = _xml_text(case.message)
             failure = ET.SubElement(element, "failure", {"message": message, "type": "build"})
-            failure.text = _xml_text(case.output)
+            text = f"Dockerfile: {case.file}\n{case.output}" if case.file else case.output
+            failure.text = _xml_text(text)
         elif case.outcome == "skipped":
             ET.SubElement(element, "skipped", {"message": _xml_text(case.message)})
     ET.indent(root)
@@ -193,7 +198,8 @@ def junit_xml(
 
 
 def _seconds(value: float) -> str:
-    return f"{max(value, 0.0):.3f}"
+    """A duration as the schema's decimal seconds: never negative, never "nan"."""
+    return f"{value:.3f}" if math.isfinite(value) and value > 0 else "0.000"
 
 
 # characters XML 1.0 cannot hold at all (a build's output may print any byte); compiled

@@ -1,16 +1,19 @@
 """CI reports: the JUnit file a CI reads, the Markdown job summary, GitHub annotations.
 
-The JUnit document is checked by parsing it, against what the JUnit schema Jenkins and
-GitLab read requires (element nesting, required attributes, counts that add up, times in
-seconds), never by comparing strings.
+The JUnit document is checked by parsing it, never by comparing strings: every shape is
+validated (with the xmlschema library) against tests/data/junit.xsd, our statement of
+the JUnit schema Jenkins reads (the xunit plugin's junit-10.xsd, whose shape GitLab
+reads too), and its counts are checked to add up.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from functools import cache
 from pathlib import Path
 
 import pytest
+import xmlschema
 
 from stackbuild.ci_reports import (
     failed_step,
@@ -39,44 +42,43 @@ def results() -> list[ImageResult]:
 
 # -- JUnit ---------------------------------------------------------------------------------
 
-# what the JUnit schema (Jenkins' junit-10.xsd, which GitLab reads too) allows
-SUITE_ATTRIBUTES = {"name", "tests", "failures", "errors", "skipped", "time", "timestamp",
-                    "hostname", "id", "package", "file", "disabled"}
-CASE_ATTRIBUTES = {"name", "classname", "time", "file", "line", "assertions", "status"}
-CASE_CHILDREN = {"skipped", "error", "failure", "system-out", "system-err"}
+JUNIT_XSD = Path(__file__).parents[1] / "data" / "junit.xsd"
 
 
-def check_schema(root: ET.Element) -> None:
-    """Assert ``root`` has the shape the JUnit schema requires."""
+@cache
+def junit_schema() -> xmlschema.XMLSchema:
+    return xmlschema.XMLSchema(JUNIT_XSD)
+
+
+def check_junit(document: str | Path) -> ET.Element:
+    """Validate a JUnit document (its text, or the file) against the JUnit schema, check
+    what a schema cannot say (the counts add up to the cases), and return its root."""
+    source = document.read_bytes() if isinstance(document, Path) else document.encode()
+    root = ET.fromstring(source)
+    junit_schema().validate(root)  # raises XMLSchemaValidationError, naming what is wrong
     assert root.tag == "testsuites"
+    all_cases = []
     for suite in root:
-        assert suite.tag == "testsuite"
-        assert {"name", "tests"} <= set(suite.attrib) <= SUITE_ATTRIBUTES
-        cases = list(suite)
-        assert all(c.tag == "testcase" for c in cases)
+        cases = list(suite.iter("testcase"))
+        all_cases += cases
         assert int(suite.get("tests", "")) == len(cases)
         failures = sum(c.find("failure") is not None for c in cases)
+        errors = sum(c.find("error") is not None for c in cases)
         skipped = sum(c.find("skipped") is not None for c in cases)
-        assert int(suite.get("failures", "0")) == failures
+        assert int(suite.get("failures", "")) == failures
+        assert int(suite.get("errors", "")) == errors
         assert int(suite.get("skipped", "0")) == skipped
-        assert float(suite.get("time", "0")) >= 0
-        for case in cases:
-            assert {"name", "classname"} <= set(case.attrib) <= CASE_ATTRIBUTES
-            assert float(case.get("time", "0")) >= 0
-            assert {child.tag for child in case} <= CASE_CHILDREN
-            assert len(case) <= 1  # one outcome at most: failed, or skipped, or passed
-            for child in case:
-                if child.tag == "failure":
-                    assert "message" in child.attrib and "type" in child.attrib
-
-
-def parse(document: str) -> ET.Element:
-    return ET.fromstring(document.encode())
+        assert float(suite.get("time", "0")) == pytest.approx(
+            sum(float(c.get("time", "0")) for c in cases), abs=0.01
+        )
+    assert int(root.get("tests", "")) == len(all_cases)
+    assert int(root.get("failures", "")) == sum(c.find("failure") is not None for c in all_cases)
+    return root
 
 
 def test_junit_has_one_case_per_image_with_its_outcome() -> None:
-    root = parse(junit_xml(results(), "acme", {"bad": "bad/Dockerfile"}, "2026-12-02T14:00:00"))
-    check_schema(root)
+    document = junit_xml(results(), "acme", {"bad": "bad/Dockerfile"}, "2026-12-02T14:00:00")
+    root = check_junit(document)
     suite = root.find("testsuite")
     assert suite is not None
     assert suite.get("name") == "acme"
@@ -88,8 +90,9 @@ def test_junit_has_one_case_per_image_with_its_outcome() -> None:
     failure = cases["bad"].find("failure")
     assert failure is not None
     assert failure.get("message") == "exit code 1"
-    assert cases["bad"].get("file") == "bad/Dockerfile"
+    assert cases["bad"].get("file") is None  # junit-10.xsd has no such attribute
     text = failure.text or ""
+    assert text.startswith("Dockerfile: bad/Dockerfile\n")
     assert "line 29" in text and "line 15" not in text  # the tail, not the whole log
     assert "returned 1 <&>" in text  # escaped in the file, the same text when read
     assert float(cases["bad"].get("time", "")) == 2.5
@@ -103,16 +106,67 @@ def test_junit_has_one_case_per_image_with_its_outcome() -> None:
 
 def test_junit_survives_control_characters_in_a_log() -> None:
     bad = ImageResult("x", Status.FAILED, FP, error="boom\x1b", log_tail=["\x1b[31mred\x00"])
-    root = parse(junit_xml([bad], "s"))
-    check_schema(root)
+    root = check_junit(junit_xml([bad], "s"))
     failure = root.find("testsuite/testcase/failure")
     assert failure is not None and "red" in (failure.text or "")
 
 
+def test_junit_times_stay_decimal_seconds_whatever_the_clock_said() -> None:
+    odd = [ImageResult(name, Status.BUILT, FP, duration_s=value)
+           for name, value in [("a", -1.0), ("b", float("nan")), ("c", float("inf"))]]
+    root = check_junit(junit_xml(odd, "s"))
+    assert {c.get("time") for c in root.iter("testcase")} == {"0.000"}
+
+
 def test_junit_of_an_empty_run_is_valid() -> None:
-    root = parse(junit_xml([], "s"))
-    check_schema(root)
+    root = check_junit(junit_xml([], "s"))
     assert root.find("testsuite") is not None
+    assert root.get("tests") == "0"
+
+
+GOOD = """<?xml version="1.0"?>
+<testsuites name="stackbuild" tests="1" failures="1" errors="0" time="2.500">
+  <testsuite name="acme" tests="1" failures="1" errors="0" skipped="0" time="2.500"
+             timestamp="2026-12-02T14:00:00">
+    <testcase name="bad" classname="acme" time="2.500">
+      <failure message="exit code 1" type="build">the log</failure>
+    </testcase>
+  </testsuite>
+</testsuites>
+"""
+
+
+def test_the_schema_takes_a_well_formed_report() -> None:
+    check_junit(GOOD)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "why"),
+    [
+        ('<testcase name="bad" classname="acme" time="2.500">',
+         '<testcase name="bad" classname="acme" time="2.5s">', "time"),
+        ('<testcase name="bad" classname="acme" time="2.500">',
+         '<testcase classname="acme" time="2.500">', "name"),
+        ('<testsuite name="acme" tests="1"', '<testsuite name="acme" tests="one"', "tests"),
+        ('failures="1" errors="0" skipped="0"', 'failures="1" skipped="0"', "errors"),
+        ('time="2.500">\n      <failure', 'time="2.500" file="bad/Dockerfile">\n      <failure',
+         "file"),
+        ('<testsuites name="stackbuild" tests="1"', '<testsuites name="stackbuild" skipped="0" '
+         'tests="1"', "skipped"),
+        ('<failure message="exit code 1" type="build">the log</failure>',
+         '<failure message="exit code 1" type="build">the log</failure><skipped/>', "skipped"),
+        ('timestamp="2026-12-02T14:00:00"', 'timestamp="yesterday"', "timestamp"),
+        ("</failure>", "</failure><stdout>x</stdout>", "stdout"),
+    ],
+    ids=["non-numeric time", "no name", "non-numeric count", "no errors count",
+         "file on a testcase", "skipped on testsuites", "two outcomes", "bad timestamp",
+         "unknown element"],
+)
+def test_the_schema_rejects_what_jenkins_would(old: str, new: str, why: str) -> None:
+    assert old in GOOD
+    with pytest.raises(xmlschema.XMLSchemaValidationError) as caught:
+        check_junit(GOOD.replace(old, new))
+    assert why in (caught.value.reason or "")  # rejected for that reason, not another
 
 
 # -- Markdown --------------------------------------------------------------------------------
@@ -239,8 +293,7 @@ def test_junit_gives_each_check_a_case_and_a_test_failed_image_fails_only_there(
               CheckResult("page", "timed-out", 60.0, "timed out after 60s (killed)")]
     mid = ImageResult("mid", Status.TEST_FAILED, FP, duration_s=3.0, checks=checks,
                       error="check 'page' timed-out", log_tail=["stdout| nothing yet"])
-    root = parse(junit_xml([mid], "acme"))
-    check_schema(root)
+    root = check_junit(junit_xml([mid], "acme"))
     suite = root.find("testsuite")
     assert suite is not None
     cases = {c.get("name"): c for c in suite}

@@ -208,6 +208,47 @@ def test_matrix_is_one_list_per_level_of_what_to_build() -> None:
     assert json.loads(cigen.matrix_json(Plan(()))) == {"levels": 0, "level": []}
 
 
+def test_a_gitlab_job_never_needs_more_jobs_than_gitlab_allows() -> None:
+    # an image built on 60 others, each in its own job: GitLab refuses 60 needs
+    wide = {**{f"p{i}": [] for i in range(60)}, "kid": [f"p{i}" for i in range(60)],
+            "lone": []}  # fmt: skip
+    plan = make_plan(wide)
+    assert len(cigen.plan_jobs(plan)[-2].needs) == 60
+    jobs, over = cigen.gitlab_jobs(plan)
+    assert over is not None and over.name == "build-kid" and len(over.needs) == 60
+    assert max(len(job.needs) for job in jobs) <= cigen.GITLAB_NEEDS_LIMIT
+    assert len(jobs) == 51  # merged no more than it must: 50 parent jobs, the kid's
+    images = {job.name: list(job.images) for job in jobs}
+    check_order(plan, images, check_dag({job.name: list(job.needs) for job in jobs}))
+    # under the limit: the jobs plan_jobs gives, untouched
+    assert cigen.gitlab_jobs(make_plan(DIAMOND)) == (cigen.plan_jobs(make_plan(DIAMOND)), None)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_needs_stay_under_a_limit_on_random_stacks(seed: int) -> None:
+    rng = random.Random(seed)
+    parents: dict[str, list[str]] = {}
+    for i in range(rng.randint(5, 40)):
+        earlier = list(parents)
+        parents[f"img{i}"] = rng.sample(earlier, min(len(earlier), rng.randint(0, 8)))
+    plan = make_plan(parents)
+    max_needs = rng.choice([1, 2, 3, 5])
+    jobs, _over = cigen.gitlab_jobs(plan, rng.choice([None, 10]), max_needs)
+    assert all(len(job.needs) <= max_needs for job in jobs)
+    images = {job.name: list(job.images) for job in jobs}
+    check_order(plan, images, check_dag({job.name: list(job.needs) for job in jobs}))
+
+
+def test_a_level_bigger_than_a_github_matrix_is_split_in_order() -> None:
+    wide = {"base": [], **{f"i{i}": ["base"] for i in range(600)}, "top": ["i599"]}
+    matrix = json.loads(cigen.matrix_json(make_plan(wide)))
+    entries = [entry["image"] for entry in matrix["level"]]
+    assert matrix["levels"] == len(entries) == 5
+    assert [len(images) for images in entries] == [1, 200, 200, 200, 1]
+    assert all(len(images) <= cigen.GITHUB_LIMIT for images in entries)
+    assert sum(entries, []) == list(wide)  # every image once, each after its parents
+
+
 # --------------------------------------------------------------------------- the commands
 
 
@@ -275,3 +316,44 @@ def test_ci_github_stays_under_githubs_job_limit_by_default(tmp_path: Path) -> N
     assert f"{cigen.GITHUB_LIMIT} job(s) for {count} image(s)" in proc.stderr
     pipeline = yaml.safe_load(run(stack, "ci", "gitlab", "--offline").stdout)
     assert sum(name.startswith("build-") for name in pipeline) == count  # no such limit
+
+
+def write_stack(root: Path, parents: dict[str, list[str]]) -> Path:
+    lines = ["version: 1", "registry: 127.0.0.1:5000/acme", "images:"]
+    for name, of in parents.items():
+        (root / name).mkdir(parents=True)
+        froms = "".join(f"COPY --from={p} / /{p}\n" for p in of[1:])
+        (root / name / "Dockerfile").write_text(f"FROM {of[0] if of else 'scratch'}\n{froms}")
+        lines += [f"  {name}:", f"    context: {name}"]
+    (root / "stack.yaml").write_text("\n".join(lines) + "\n")
+    return root / "stack.yaml"
+
+
+def test_ci_gitlab_merges_rather_than_write_a_pipeline_gitlab_refuses(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, {**{f"p{i}": [] for i in range(55)},
+                                   "kid": [f"p{i}" for i in range(55)]})  # fmt: skip
+    proc = run(stack, "ci", "gitlab", "--offline")
+    assert proc.returncode == 0, proc.stderr
+    assert (f"note: job build-kid would need 55 jobs, more than the {cigen.GITLAB_NEEDS_LIMIT}"
+            " GitLab allows one job: the images are merged into 51 jobs") in proc.stderr
+    pipeline = yaml.safe_load(proc.stdout)
+    jobs = {name: job["needs"] for name, job in pipeline.items() if name.startswith("build-")}
+    assert len(jobs) == 51 and max(map(len, jobs.values())) == cigen.GITLAB_NEEDS_LIMIT
+    check_dag(jobs)
+    built = sum((images_of(job["script"][0]) for name, job in pipeline.items()
+                 if name in jobs), [])  # fmt: skip
+    assert sorted(built) == sorted([*(f"p{i}" for i in range(55)), "kid"])
+    github = run(stack, "ci", "github", "--offline")  # GitHub has no such limit
+    assert github.returncode == 0 and "note:" not in github.stderr
+
+
+def test_plan_matrix_splits_a_level_bigger_than_a_github_matrix(tmp_path: Path) -> None:
+    count = cigen.GITHUB_LIMIT + 44
+    stack = write_stack(tmp_path, {f"i{i}": [] for i in range(count)})
+    proc = run(stack, "plan", "--offline", "--format", "matrix")
+    assert proc.returncode == 0, proc.stderr
+    matrix = json.loads(proc.stdout)  # stdout stays the JSON alone
+    assert matrix["levels"] == 2
+    assert [len(entry["image"]) for entry in matrix["level"]] == [150, 150]
+    assert (f"a GitHub matrix holds at most {cigen.GITHUB_LIMIT} jobs: a level of {count} "
+            "images is split into consecutive entries, so there are 2 levels") in proc.stderr

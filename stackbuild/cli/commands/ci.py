@@ -158,7 +158,14 @@ def _generate(
         with_descendants = False
     if targets or not since:
         _analysis, plan = ci_plan(stack, targets, with_descendants, offline)
-    jobs = cigen.plan_jobs(plan, max_jobs)
+    if kind == "gitlab":  # a job with more needs than GitLab allows: it refuses the pipeline
+        jobs, over = cigen.gitlab_jobs(plan, max_jobs)
+        if over is not None:
+            warn(f"note: job {over.name} would need {len(over.needs)} jobs, more than the "
+                 f"{cigen.GITLAB_NEEDS_LIMIT} GitLab allows one job: the images are merged "
+                 f"into {len(jobs)} jobs so that none does (a lower --max-jobs merges more)")
+    else:
+        jobs = cigen.plan_jobs(plan, max_jobs)
     options = cigen.Options(
         stack_file=_as_in_checkout(ctx.stack_file), registry=stack.registry or "", install=install,
         build_args=build_args, command=f"stackbuild ci {kind}", **settings,

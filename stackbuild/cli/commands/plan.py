@@ -126,9 +126,16 @@ def plan(
 
 def _show(result: Plan, output_format: str, text: str) -> None:
     if output_format == "matrix":
-        from stackbuild.cigen import matrix_json  # networkx: only for this format
+        from stackbuild import cigen  # networkx: only for this format
 
-        click.echo(matrix_json(result))
+        big = [len(level) for level in cigen.levels(result) if len(level) > cigen.GITHUB_LIMIT]
+        document = cigen.matrix_json(result)
+        if big:  # on stderr: stdout is the JSON for $GITHUB_OUTPUT
+            levels = json.loads(document)["levels"]
+            warn(f"note: a GitHub matrix holds at most {cigen.GITHUB_LIMIT} jobs: a level of "
+                 f"{' and '.join(map(str, big))} images is split into consecutive entries, "
+                 f"so there are {levels} levels to run, one after another (a job for each)")
+        click.echo(document)
     elif output_format == "json":
         click.echo(render.plan_json(result))
     else:
