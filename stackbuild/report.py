@@ -10,6 +10,10 @@ The last run is read back from the run log (``.stackbuild/logs/stackbuild.log``,
 The log names the engine but not the slot of the engine a build ran in: the chart's
 lanes are rebuilt by putting each build in the first lane of its engine free at its
 start, which is what the slots did when every slot was busy.
+
+The chart marks the run's critical path (``critical_path``): from the image that
+finished last back through the in-stack parent each one waited for, until an image
+started later than its parents allowed: it waited for a slot, drawn as a dashed gap.
 """
 
 from __future__ import annotations
@@ -40,6 +44,12 @@ COLOURS = {
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) (.*)$")
 _START = re.compile(r"^build (\S+) (\S+) on (.+)$")
 _ENDS = ("built", "failed", "blocked", "cancelled", "test-failed", "tested")
+# s: a child starts this soon after its last parent ended when it waited for that parent
+# (the scheduler's own latency); a longer gap was a wait for an engine slot
+PARENT_TOLERANCE = 0.5
+CRITICAL = "#b00020"  # the critical path's outline
+ARROW = " → "
+_HATCH = "repeating-linear-gradient(45deg, #f4f4f4 0 3px, #c8c8c8 3px 5px)"
 
 
 @dataclass
@@ -106,6 +116,69 @@ def lanes(entries: Sequence[RunEntry]) -> list[tuple[str, int, RunEntry]]:
         ends[lane] = entry.end or 0.0
         placed.append((engine, lane, entry))
     return placed
+
+
+@dataclass
+class CriticalPath:
+    """The chain of images that decided when the run ended, first to last; ``wait``
+    seconds before the first one started that were not spent on a parent (it waited for
+    an engine slot after ``ready``, when its last parent ended or the run began)."""
+
+    images: list[str]
+    busy: float  # s: the chain's builds, added up
+    total: float  # s: the run, from its start to the last build's end
+    wait: float = 0.0
+    ready: float = 0.0
+    after: str | None = None  # the parent that ended at ``ready``, if any
+
+    def legend(self) -> str:
+        text = (f"critical path: {ARROW.join(self.images)} "
+                f"({self.busy:.1f} s of the run's {self.total:.1f} s)")
+        if self.wait:
+            since = f"{self.after} ended" if self.after else "the run began"
+            text += (f"; before it, {self.images[0]} waited {self.wait:.1f} s for an engine "
+                     f"slot after {since} (the dashed line)")
+        return text
+
+
+def critical_path(
+    run: Sequence[RunEntry], graph: StackGraph, tolerance: float = PARENT_TOLERANCE
+) -> CriticalPath | None:
+    """From the build that ended last, step back to the in-stack parent that ended last
+    before it started, while it started within ``tolerance`` of that end; a longer gap
+    (or a start long after the run began) was a wait for a slot, and ends the chain."""
+    ran = {e.image: e for e in run if e.start is not None and e.end is not None}
+    if not ran:
+        return None
+    current = max(ran.values(), key=lambda e: (e.end or 0.0, e.duration or 0.0, e.image))
+    total = current.end or 0.0
+    chain = [current]
+    while True:
+        start = current.start or 0.0
+        parents = graph.parents(current.image) if current.image in graph.nodes else ()
+        before = [ran[p] for p in parents if p in ran and (ran[p].end or 0.0) <= start + tolerance]
+        last = max(before, key=lambda e: (e.end or 0.0, e.image), default=None)
+        ready = (last.end or 0.0) if last else 0.0
+        if start - ready > tolerance or last is None:
+            break
+        current = last
+        chain.append(current)
+    chain.reverse()
+    wait = start - ready if start - ready > tolerance else 0.0
+    return CriticalPath(
+        [e.image for e in chain], sum(e.duration or 0.0 for e in chain), total,
+        wait, ready if wait else 0.0, last.image if wait and last else None,
+    )
+
+
+def idle_seconds(run: Sequence[RunEntry]) -> dict[tuple[str, int], float]:
+    """Per (engine, lane): the seconds of the run it built nothing."""
+    placed = lanes(run)
+    total = max((entry.end or 0.0 for _, _, entry in placed), default=0.0)
+    idle: dict[tuple[str, int], float] = {}
+    for engine, lane, entry in placed:
+        idle[(engine, lane)] = idle.get((engine, lane), total) - (entry.duration or 0.0)
+    return {slot: max(seconds, 0.0) for slot, seconds in sorted(idle.items())}
 
 
 def node_states(plan: Plan | None, run: Sequence[RunEntry]) -> dict[str, str]:
@@ -186,35 +259,60 @@ def layered_svg(
     return "\n".join(out)
 
 
-def gantt_svg(run: Sequence[RunEntry]) -> str:
-    """The last run as bars on a time axis, one row per engine slot."""
+def gantt_svg(run: Sequence[RunEntry], critical: CriticalPath | None = None) -> str:
+    """The last run as bars on a time axis, one row per engine slot: the time a slot
+    built nothing hatched (its idle seconds at the row's end), the critical path's bars
+    outlined, the slot wait before its first bar a dashed line under the row."""
     placed = lanes(run)
     rows = sorted({(engine, lane) for engine, lane, _ in placed})
     total = max((entry.end or 0.0 for _, _, entry in placed), default=0.0) or 1.0
-    label_w, chart_w, row_h = 260, 640, 26
+    idle = idle_seconds(run)
+    on_path = set(critical.images) if critical else set()
+    label_w, chart_w, row_h, idle_w = 260, 640, 26, 90
     height = 40 + row_h * max(len(rows), 1)
-    out = [f'<svg class="gantt" width="{label_w + chart_w + 20}"'
-           f' height="{height}">']
+    out = [f'<svg class="gantt" width="{label_w + chart_w + idle_w}"'
+           f' height="{height}">',
+           '<defs><pattern id="idle-hatch" width="6" height="6" patternUnits="userSpaceOnUse"'
+           ' patternTransform="rotate(45)"><rect width="6" height="6" fill="#f4f4f4"/>'
+           '<line x1="0" y1="0" x2="0" y2="6" stroke="#c8c8c8" stroke-width="2"/>'
+           '</pattern></defs>']
+    for index, (engine, lane) in enumerate(rows):
+        y = 10 + index * row_h
+        out.append(f'<text class="slot" x="4" y="{y + 16}" font-size="11">'
+                   f'{html.escape(engine)} #{lane + 1}</text>'
+                   f'<rect class="idle" x="{label_w}" y="{y}" width="{chart_w}" '
+                   f'height="{row_h - 6}" fill="url(#idle-hatch)"/>'
+                   f'<text class="idle" x="{label_w + chart_w + 6}" y="{y + 16}" font-size="11">'
+                   f'idle {idle.get((engine, lane), 0.0):.1f}s</text>')
     for tick in range(6):
         x = label_w + chart_w * tick / 5
         out.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height - 20}" stroke="#ddd"/>'
                    f'<text x="{x:.1f}" y="{height - 5}" font-size="11" text-anchor="middle">'
                    f'{total * tick / 5:.1f}s</text>')
-    for index, (engine, lane) in enumerate(rows):
-        y = 10 + index * row_h
-        out.append(f'<text class="slot" x="4" y="{y + 16}" font-size="11">'
-                   f'{html.escape(engine)} #{lane + 1}</text>')
     for engine, lane, entry in placed:
         y = 10 + rows.index((engine, lane)) * row_h
         x = label_w + chart_w * (entry.start or 0.0) / total
         w = max(chart_w * (entry.duration or 0.0) / total, 2.0)
         fill = COLOURS.get(entry.status, "#ffffff")
+        if critical and critical.wait and entry.image == critical.images[0]:
+            wx = label_w + chart_w * critical.ready / total  # under the row: the slot's
+            out.append(  # bars during the wait show who held it
+                f'<g class="wait"><title>{html.escape(entry.image)} waited '
+                f'{critical.wait:.1f}s for an engine slot</title><line x1="{wx:.1f}" '
+                f'y1="{y + row_h - 4}" x2="{x:.1f}" y2="{y + row_h - 4}" stroke="{CRITICAL}" '
+                f'stroke-width="2" stroke-dasharray="4 3"/></g>'
+            )
+        outline = (f'stroke="{CRITICAL}" stroke-width="3"' if entry.image in on_path
+                   else 'stroke="#333"')
+        kind = "bar critical" if entry.image in on_path else "bar"
+        fits = max(int((w - 4) / 6.5), 1)  # ~6.5 px a character at 11 px: the rest in <title>
+        label = entry.image if len(entry.image) <= fits else entry.image[: fits - 1] + "…"
         out.append(
-            f'<g class="bar" data-image="{html.escape(entry.image)}"><title>'
+            f'<g class="{kind}" data-image="{html.escape(entry.image)}"><title>'
             f'{html.escape(entry.image)}: {entry.status} in {entry.duration or 0.0:.1f}s</title>'
             f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row_h - 6}" fill="{fill}" '
-            f'stroke="#333"/><text x="{x + 3:.1f}" y="{y + 14}" font-size="11">'
-            f'{html.escape(entry.image)}</text></g>'
+            f'{outline}/><text x="{x + 3:.1f}" y="{y + 14}" font-size="11">'
+            f"{html.escape(label)}</text></g>"
         )
     out.append("</svg>")
     return "\n".join(out)
@@ -237,8 +335,10 @@ def report_html(
     run: Sequence[RunEntry],
     account: StackAccount | None,
     notes: Sequence[str] = (),
+    graph: StackGraph | None = None,
 ) -> str:
-    """One self-contained page: inline SVG and CSS, no script, no external URL."""
+    """One self-contained page: inline SVG and CSS, no script, no external URL. With
+    the stack's ``graph``, the timeline marks the last run's critical path."""
     esc = html.escape
     ended = {entry.image: entry for entry in run}
     parts = [
@@ -266,7 +366,17 @@ def report_html(
     parts.append("</table></section>")
     parts.append('<section id="timeline"><h2>Last run, per engine slot</h2>')
     if run:
-        parts.append(gantt_svg(run))
+        critical = critical_path(run, graph) if graph is not None else None
+        parts.append(gantt_svg(run, critical))
+        if critical:
+            parts.append(f'<p class="legend" id="critical-path"><span style="border:3px solid '
+                         f'{CRITICAL}">&nbsp;</span>{esc(critical.legend(), quote=False)}</p>')
+        idle = "; ".join(f"{engine} #{lane + 1} {seconds:.1f} s"
+                         for (engine, lane), seconds in idle_seconds(run).items())
+        if idle:
+            parts.append(f'<p class="legend" id="idle"><span style="background:{_HATCH}">'
+                         f"&nbsp;</span>hatched: a slot building nothing; idle time per slot: "
+                         f"{esc(idle)}</p>")
         parts.append("<p>Lanes are rebuilt from the run log, which records the engine of "
                      "each build but not its slot.</p>")
     else:

@@ -73,7 +73,13 @@ def test_the_report_renders_in_chromium_with_graph_timeline_and_layers(
     assert graph.count('class="node"') == images
     assert "#ec7f7f" in graph  # broken: failed in the last run, still to build
     timeline = dom[dom.index('<section id="timeline">') : dom.index('<section id="layers">')]
-    assert timeline.count('class="bar"') == images  # every image ran, broken too
+    assert timeline.count('class="bar') == images  # every image ran, broken too
+    # the critical path is named in the legend, and its bars alone are outlined
+    legend = re.search(r'id="critical-path">.*?critical path: ([^(<]+) \(', timeline)
+    assert legend, timeline
+    chain = legend[1].split(" \u2192 ")
+    outlined = re.findall(r'class="bar critical" data-image="([^"]+)"', timeline)
+    assert sorted(outlined) == sorted(chain) and "idle time per slot" in timeline
     assert f'data-image="{unique}/broken"' in timeline
     layers = dom[dom.index('<section id="layers">') :]
     assert layers.count("<tr>") == 1 + images - 1  # header + the six built ones

@@ -4,15 +4,20 @@ the self-contained page; ``graph --format svg`` without Graphviz."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stackbuild.analyze import analyze
 from stackbuild.layers import ImageLayers, Layer, account
 from stackbuild.report import (
+    critical_path,
     gantt_svg,
+    idle_seconds,
     lanes,
     last_run,
     layered_svg,
@@ -88,6 +93,84 @@ def test_the_page_holds_everything_and_fetches_nothing(tmp_path: Path) -> None:
     assert svg_body('<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg">x</svg>') == (
         "<svg>x</svg>"
     )
+
+
+# the example stack built -j 2: base, then httpd and tools side by side; site-ops waits
+# for httpd (its later parent), and ends last
+TWO_SLOTS = """\
+2026-12-02 11:00:00,000 run: 6 to build, 0 up to date
+2026-12-02 11:00:00,100 build base sha256:1 on local
+2026-12-02 11:00:02,000 built base
+2026-12-02 11:00:02,100 build httpd sha256:2 on local
+2026-12-02 11:00:02,100 build tools sha256:3 on local
+2026-12-02 11:00:03,000 built tools
+2026-12-02 11:00:03,100 build runner sha256:4 on local
+2026-12-02 11:00:04,000 built runner
+2026-12-02 11:00:05,000 built httpd
+2026-12-02 11:00:05,100 build site-ops sha256:5 on local
+2026-12-02 11:00:05,100 build site-hello sha256:6 on local
+2026-12-02 11:00:06,000 built site-hello
+2026-12-02 11:00:09,000 built site-ops
+"""
+# -j 1: tools is ready at 2.0 s (base built) but the one slot builds httpd until 3.0 s
+ONE_SLOT = """\
+2026-12-02 11:00:00,000 run: 4 to build, 2 up to date
+2026-12-02 11:00:00,000 build base sha256:1 on local
+2026-12-02 11:00:02,000 built base
+2026-12-02 11:00:02,000 build httpd sha256:2 on local
+2026-12-02 11:00:03,000 built httpd
+2026-12-02 11:00:03,100 build tools sha256:3 on local
+2026-12-02 11:00:05,000 built tools
+2026-12-02 11:00:05,100 build runner sha256:4 on local
+2026-12-02 11:00:06,000 built runner
+"""
+
+
+def outlined(page: str) -> set[str]:
+    return set(re.findall(r'<g class="bar critical" data-image="([^"]+)"', page))
+
+
+def test_the_critical_path_is_named_and_its_bars_alone_are_outlined(tmp_path: Path) -> None:
+    analysis = analyze(example(tmp_path))
+    run = last_run(TWO_SLOTS)
+    path = critical_path(run, analysis.graph)
+    assert path is not None
+    assert path.images == ["base", "httpd", "site-ops"]  # not tools: it ended first
+    assert (path.busy, path.total, path.wait) == (pytest.approx(8.7), 9.0, 0.0)
+    # site-hello took the first free slot at 5.1 s, site-ops the second
+    assert idle_seconds(run) == {("local", 0): pytest.approx(3.3), ("local", 1): pytest.approx(3.3)}
+    plan = analysis.plan(None)
+    svg = layered_svg(analysis.graph, node_states(plan, run), {})
+    page = report_html("r", svg, plan, run, None, graph=analysis.graph)
+    assert "critical path: base → httpd → site-ops (8.7 s of the run's 9.0 s)" in page
+    assert outlined(page) == {"base", "httpd", "site-ops"}
+    assert page.count('class="bar') == 6 and 'class="wait"' not in page
+    assert "idle time per slot: local #1 3.3 s; local #2 3.3 s" in page
+    assert page.count('<rect class="idle"') == 2 and ">idle 3.3s</text>" in page
+    # without the graph: no path claimed, the bars as before
+    plain = report_html("r", svg, plan, run, None)
+    assert "critical path" not in plain and not outlined(plain)
+
+
+def test_a_start_later_than_its_parents_allow_was_a_wait_for_a_slot(tmp_path: Path) -> None:
+    analysis = analyze(example(tmp_path))
+    run = last_run(ONE_SLOT)
+    path = critical_path(run, analysis.graph)
+    assert path is not None
+    # runner waited for tools (0.1 s); tools waited 1.1 s after base, for the slot
+    assert path.images == ["tools", "runner"] and path.after == "base"
+    assert path.wait == pytest.approx(1.1) and path.ready == 2.0
+    page = report_html("r", "<svg></svg>", None, run, None, graph=analysis.graph)
+    assert outlined(page) == {"tools", "runner"}
+    assert ("critical path: tools → runner (2.8 s of the run's 6.0 s); before it, "
+            "tools waited 1.1 s for an engine slot after base ended (the dashed line)") in page
+    assert page.count('<g class="wait">') == 1
+    # an image with no parent in the run that starts late waited for a slot too
+    late = last_run("\n".join(ONE_SLOT.splitlines()[:1] + ONE_SLOT.splitlines()[3:5]))
+    path = critical_path(late, analysis.graph)
+    assert path is not None and path.images == ["httpd"] and path.after is None
+    assert "httpd waited 2.0 s for an engine slot after the run began" in path.legend()
+    assert critical_path(last_run(""), analysis.graph) is None
 
 
 def test_svg_without_graphviz_names_the_debian_package(tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ def report_command(ctx: Context, output: Path) -> int:
         picture.notes.append("drawn without Graphviz (Debian package graphviz)")
     page = report.report_html(
         f"stackbuild report: {picture.analysis.stack.display_path}", svg, picture.plan,
-        picture.run, picture.account, picture.notes,
+        picture.run, picture.account, picture.notes, graph=graph,
     )
     atomic_write(output, page.encode())
     click.echo(f"wrote {output}")
