@@ -135,6 +135,7 @@ class Context:
         self.cleanup = Cleanup(self.engine, self.prefix, self.run_id)
         self.rows: list[Row] = []
         self.details: list[str] = []
+        self.sections: list[tuple[str, float]] = []  # (benchmark, seconds it took)
         self.base: str | None = None  # the run's busybox base image, built on demand
         self.env = dict(os.environ)
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -943,6 +944,22 @@ def minutes_seconds(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
+def section_lines(
+    sections: Sequence[tuple[str, float]],
+    load_before: Sequence[float],
+    load_after: Sequence[float],
+) -> list[str]:
+    """The details' lines on how long each benchmark section took, and under what load
+    (the 1-minute load average at the start and end of the run, of 2 cores here)."""
+    lines = [f"- section {key} took {seconds:.0f} s" for key, seconds in sections]
+    if sections:
+        lines.append(
+            f"- sections in all {sum(s for _, s in sections):.0f} s; load average (1 min) "
+            f"{load_before[0]:.2f} at the start, {load_after[0]:.2f} at the end"
+        )
+    return lines
+
+
 def machine(ctx: Context) -> str:
     try:
         engine = ctx.engine.version().get("Version", "?")
@@ -979,11 +996,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     ctx = Context(args.quick, args.keep)
     started = time.perf_counter()
+    load_before = os.getloadavg()
     say(f"run {ctx.run_id}: images {ctx.prefix}-*, work dir {ctx.tmp}")
     try:
         ctx.warm_up()
         for key in chosen:
+            section_started = time.perf_counter()
             BENCHMARKS[key](ctx)
+            ctx.sections.append((key, time.perf_counter() - section_started))
+            say(f"section {key} took {ctx.sections[-1][1]:.0f} s")
     except KeyboardInterrupt:
         say("interrupted: cleaning up")
         return 130
@@ -996,7 +1017,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Command: `{command}` ({elapsed / 60:.1f} minutes)\n")
     print(f"Machine: {machine(ctx)}\n")
     print("Details:\n")
-    print("\n".join(ctx.details))
+    print("\n".join(ctx.details + section_lines(ctx.sections, load_before, os.getloadavg())))
     # the table last (what a reader looks for first), the run's time just above it
     print(f"\nTargets met and missed (the run took {minutes_seconds(elapsed)}):\n")
     print(markdown_table(ctx.rows))
