@@ -15,7 +15,12 @@ stackbuild`` from this checkout, with byte-code caching on (into the temp
 directory: ``PYTHONDONTWRITEBYTECODE`` in the environment would otherwise
 make every run recompile stackbuild, which an installed tool never does).
 The baselines use ``/usr/bin/docker`` (the CLI matching the engine) with the
-classic builder, the same builder stackbuild's docker backend drives.
+classic builder (``DOCKER_BUILDKIT=0``), and stackbuild's side of every such
+comparison (benchmarks 1, 3 and 5, and the bounds of 1, made of the engine API's
+classic builds) runs ``--backend docker``, the same builder; benchmark 5's target
+also ``--no-provenance``, as docker build writes no provenance or SBOM.
+stackbuild's defaults (``auto``: BuildKit where available; provenance on) are
+shown beside ``DOCKER_BUILDKIT=1 docker build`` in a row without a target.
 """
 
 from __future__ import annotations
@@ -135,6 +140,7 @@ class Context:
         self.cleanup = Cleanup(self.engine, self.prefix, self.run_id)
         self.rows: list[Row] = []
         self.details: list[str] = []
+        self.sections: list[tuple[str, float]] = []  # (benchmark, seconds it took)
         self.base: str | None = None  # the run's busybox base image, built on demand
         self.env = dict(os.environ)
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -249,6 +255,10 @@ class Context:
 def ratio(a: float, b: float) -> float:
     return a / b if b else math.inf
 
+
+# stackbuild's side of every comparison with the classic builder (DOCKER_BUILDKIT=0 docker
+# build, and the engine API builds the bounds' c0 is measured with): the same builder
+CLASSIC = ("--backend", "docker")
 
 # --------------------------------------------------------------------------- 0. start-up
 
@@ -408,7 +418,11 @@ def makespan_case(
     c0: float,
     jobs_list: Sequence[int],
     history: bool,
+    baselines: bool = True,
 ) -> None:
+    """stackbuild's makespan at each of ``jobs_list`` over the bounds, beside docker build's
+    waves at each and its sequential loop; with ``baselines`` false (--quick) waves only at
+    the first ``jobs_list`` value and no sequential loop (their rows give no target)."""
     base = ctx.base_image()
     probe = make("x")
     cost = Graph(probe.names, probe.parents,
@@ -434,7 +448,7 @@ def makespan_case(
         tight = max(bound, window_bound(cost, jobs))
         graph, stack = stack_for(f"sb{jobs}", "a")
         say(f"1. {label} -j {jobs}: stackbuild (no build history)")
-        runs = [("first build", ctx.stackbuild(stack, "build", "-j", str(jobs)).seconds,
+        runs = [("first build", ctx.stackbuild(stack, "build", "-j", str(jobs), *CLASSIC).seconds,
                  build_span(stack))]
         if history:
             say(f"1. {label} -j {jobs}: stackbuild again after a change to every image")
@@ -442,12 +456,14 @@ def makespan_case(
             write_stack(stack.parent, graph, base=base, extra_parents="depends_on",
                         salt=f"{ctx.run_id}-sb{jobs}-b", labels={RUN_LABEL: ctx.run_id})
             runs.append(("rebuild with history",
-                         ctx.stackbuild(stack, "build", "-j", str(jobs)).seconds,
+                         ctx.stackbuild(stack, "build", "-j", str(jobs), *CLASSIC).seconds,
                          build_span(stack)))
-        say(f"1. {label} -j {jobs}: waves of docker build")
-        graph, stack = stack_for(f"w{jobs}", "a")
-        wave = waves(ctx, graph, stack, jobs)
-        if seq_time is None:
+        wave = None
+        if baselines or jobs == jobs_list[0]:
+            say(f"1. {label} -j {jobs}: waves of docker build")
+            graph, stack = stack_for(f"w{jobs}", "a")
+            wave = waves(ctx, graph, stack, jobs)
+        if seq_time is None and baselines:
             say(f"1. {label}: sequential docker build loop")
             graph, stack = stack_for("seq", "a")
             seq_time = sequential(ctx, graph, stack)
@@ -458,7 +474,8 @@ def makespan_case(
                 + (f" (builds spanned {span:.2f} s of it)" if span is not None else "")
                 for what, seconds, span in runs
             )
-            + f"; waves {wave:.2f} s; sequential loop {seq_time:.2f} s"
+            + (f"; waves {wave:.2f} s" if wave is not None else "")
+            + (f"; sequential loop {seq_time:.2f} s" if seq_time is not None else "")
         )
         for what, seconds, _span in runs:
             r, rt = ratio(seconds, bound), ratio(seconds, tight)
@@ -471,10 +488,12 @@ def makespan_case(
             if r > 1.10 and row.met:
                 row.note = " (against the tighter bound, see details)"
             ctx.rows.append(row)
-        ctx.rows.append(Row(f"1. makespan {label} -j {jobs}: waves of docker build / bound",
-                            f"{ratio(wave, bound):.3f}"))
-        ctx.rows.append(Row(f"1. makespan {label} -j {jobs}: sequential docker build / bound",
-                            f"{ratio(seq_time, bound):.3f}"))
+        if wave is not None:
+            ctx.rows.append(Row(f"1. makespan {label} -j {jobs}: waves of docker build / bound",
+                                f"{ratio(wave, bound):.3f}"))
+        if seq_time is not None:
+            ctx.rows.append(Row(f"1. makespan {label} -j {jobs}: sequential docker build / bound",
+                                f"{ratio(seq_time, bound):.3f}"))
 
 
 def bench_makespan(ctx: Context) -> None:
@@ -498,8 +517,10 @@ def bench_makespan(ctx: Context) -> None:
         n, middle = (5, 0.5) if quick else (12, 3.0)
         return make_graph(n, "diamond", prefix=prefix, sleep=middle, skew=0.6, seed=5)
 
-    makespan_case(ctx, "chain+leaves", "cl", chain_leaves, c0_api, (2, 4), history=False)
-    makespan_case(ctx, "diamond", "dia", diamond, c0_api, (2, 4), history=not quick)
+    makespan_case(ctx, "chain+leaves", "cl", chain_leaves, c0_api, (2, 4), history=False,
+                  baselines=not quick)
+    makespan_case(ctx, "diamond", "dia", diamond, c0_api, (2, 4), history=not quick,
+                  baselines=not quick)
 
 
 # --------------------------------------------------------------------------- 2. simulated
@@ -641,17 +662,20 @@ def bench_noop(ctx: Context) -> None:
     def graph_for(prefix: str) -> Graph:
         return make_graph(n, "random", fanout=2, window=10, prefix=prefix, seed=3)
 
-    say(f"3. no-op: full build of a {n}-image stack with stackbuild")
+    say(f"3. no-op: full build of a {n}-image stack with stackbuild, and of the same {n}"
+        " images by docker build (warming the loop's cache), side by side")
     graph = graph_for(f"{ctx.prefix}-noop")
     stack = ctx.write("noop-sb", graph, base=base, files=5, context_bytes=20_000,
                       extra_parents="depends_on")
-    # the set-up, not measured: no provenance and SBOMs
-    ctx.stackbuild(stack, "build", "-j", "2", "--no-provenance")
-    say(f"3. no-op: the same {n} images by a docker build loop (warming its cache)")
     loop_graph = graph_for(f"{ctx.prefix}-nooploop")
     loop_stack = ctx.write("noop-loop", loop_graph, base=base, files=5, context_bytes=20_000,
                            extra_parents="depends_on")
-    ready_queue(ctx, loop_graph, loop_stack, 2)  # first pass, in parallel to save time
+    # the set-ups, not measured, at once (4 builds at a time keep 2 cores busier than 2):
+    # stackbuild's without provenance and SBOMs; the loop's first pass on a ready queue
+    with ThreadPoolExecutor(1) as pool:
+        loop_first = pool.submit(ready_queue, ctx, loop_graph, loop_stack, 2)
+        ctx.stackbuild(stack, "build", "-j", "2", "--no-provenance", *CLASSIC)
+        loop_first.result()
     repeat_loop = 1 if ctx.quick else 2
     repeat_sb = 3 if ctx.quick else 5
     loop_times = []
@@ -659,10 +683,10 @@ def bench_noop(ctx: Context) -> None:
         say("3. no-op: timing the fully cached docker build loop")
         loop_times.append(sequential(ctx, loop_graph, loop_stack))
     sb_times = []
-    ctx.stackbuild(stack, "build", "--json")  # warm the page cache and pyc like the loop's
+    ctx.stackbuild(stack, "build", "--json", *CLASSIC)  # page cache and pyc, like the loop
     built = 0
     for _ in range(repeat_sb):
-        result = ctx.stackbuild(stack, "build", "--json")
+        result = ctx.stackbuild(stack, "build", "--json", *CLASSIC)
         sb_times.append(result.seconds)
         results = json.loads(result.stdout)["results"]
         built += sum(r["status"] != "up-to-date" for r in results)
@@ -734,8 +758,8 @@ def plan_case(ctx: Context, label: str, stack: Path, repeat: int) -> dict[str, f
 
 def bench_plan(ctx: Context) -> None:
     repeat = 1 if ctx.quick else 3
-    # --quick: 5,000 images instead of 10,000, with the same limits per image
-    large, memory = (5000, 250) if ctx.quick else (10000, 500)
+    # --quick: 2,500 images instead of 10,000, with the same limits per image
+    large, memory = (2500, 125) if ctx.quick else (10000, 500)
     for n, limit in ((1000, 0.5), (large, 0.5 * large / 1000)):
         say(f"4. plan cost: generating {n:,} images")
         graph = make_graph(n, "random", fanout=3, window=50, prefix=f"{ctx.prefix}-p{n}", seed=11)
@@ -774,12 +798,22 @@ def bench_plan(ctx: Context) -> None:
 # --------------------------------------------------------------------------- 5. one image
 
 
+# the target row's stackbuild side: the classic builder that DOCKER_BUILDKIT=0 docker build
+# drives, and no provenance or SBOM, which docker build does not write (benchmark 6 is
+# provenance's own cost): the same work on both sides
+LIKE_CLASSIC = (*CLASSIC, "--no-provenance")
+
+
 def bench_one_image(ctx: Context) -> None:
+    """One image, stackbuild against docker build of it, interleaved: the target with the
+    same builder and work on both sides, and stackbuild's defaults (auto, which is BuildKit
+    here, provenance and SBOM on) beside ``DOCKER_BUILDKIT=1 docker build``, for information."""
     base = ctx.base_image()
-    repeat = 3 if ctx.quick else 5
+    repeat = 2 if ctx.quick else 5
     cases = [("small", 20, 2_000_000, 1.0), ("medium", 100, 20_000_000, 4.0)]
     if ctx.quick:
         cases = cases[:1]
+    buildkit_env = dict(ctx.denv, DOCKER_BUILDKIT="1")
     for label, files, size, sleep in cases:
         say(f"5. one {label} image: stackbuild vs docker build, both --no-cache")
         name = f"{ctx.prefix}-one-{label}"
@@ -787,26 +821,49 @@ def bench_one_image(ctx: Context) -> None:
         stack = ctx.write(f"one-{label}", graph, base=base, files=files, context_bytes=size)
         context = stack.parent / "ctx" / graph.names[0]
         image = graph.names[0]
-        ctx.stackbuild(stack, "build")  # lock file, pyc, page cache
+        # lock file, pyc, page cache; the BuildKit client probe of the defaults (remembered)
+        ctx.stackbuild(stack, "build", *LIKE_CLASSIC)
+        ctx.stackbuild(stack, "build", "--force", image)
         ctx.docker_build(context, f"{image}:docker")
-        sb, dk, inner = [], [], []
+        ctx.cleanup.record([docker_build(context, f"{image}:bk", env=buildkit_env)[1]])
+        sb, dk, inner, sb_default, dk_buildkit = [], [], [], [], []
+        builders: set[str] = set()  # which builder auto chose
         for _ in range(repeat):
             dk.append(ctx.docker_build(context, f"{image}:docker", no_cache=True))
-            result = ctx.stackbuild(stack, "build", "--json", "--no-cache", "--force", image)
+            result = ctx.stackbuild(stack, "build", "--json", "--no-cache", "--force", image,
+                                    *LIKE_CLASSIC)  # fmt: skip
             sb.append(result.seconds)
             inner += [r["duration_s"] for r in json.loads(result.stdout)["results"]]
+            seconds, image_id = docker_build(context, f"{image}:bk", no_cache=True,
+                                             env=buildkit_env)  # fmt: skip
+            ctx.cleanup.record([image_id])
+            dk_buildkit.append(seconds)
+            result = ctx.stackbuild(stack, "build", "--json", "--no-cache", "--force", image)
+            sb_default.append(result.seconds)
+            builders |= {str(r["builder"]) for r in json.loads(result.stdout)["results"]}
         s, d, b = median(sb), median(dk), median(inner)
+        sd, db = median(sb_default), median(dk_buildkit)
         ctx.details.append(
-            f"- one {label} image (COPY {files} files, {size / 1e6:.0f} MB; RUN sleep {sleep:g}):"
-            f" docker build {d:.3f} s, stackbuild {s:.3f} s, difference {1000 * (s - d):.0f} ms"
-            f" (median of {repeat}); the build itself, as stackbuild times it (context tar,"
+            f"- one {label} image (COPY {files} files, {size / 1e6:.0f} MB; RUN sleep {sleep:g};"
+            f" median of {repeat}, interleaved): `DOCKER_BUILDKIT=0 docker build` {d:.3f} s,"
+            f" `stackbuild build --backend docker --no-provenance` {s:.3f} s, difference"
+            f" {1000 * (s - d):.0f} ms; the build itself, as stackbuild times it (context tar,"
             f" upload, engine, its one LABEL step): {b:.3f} s, so {1000 * (s - b):.0f} ms are"
-            " per-run start-up and wind-down"
+            f" per-run start-up and wind-down. Defaults: `DOCKER_BUILDKIT=1 docker build`"
+            f" {db:.3f} s, `stackbuild build` (auto, provenance on) {sd:.3f} s"
         )
         ctx.rows.append(Row(
-            f"5. one {label} image ({d:.1f} s with docker build): stackbuild / docker build",
+            f"5. one {label} image ({d:.1f} s with docker build): stackbuild --backend docker"
+            " --no-provenance / DOCKER_BUILDKIT=0 docker build (same builder, same work: no"
+            " provenance or SBOM on either side)",
             f"{ratio(s, d):.3f} ({1000 * (s - d):+.0f} ms)", "≤ 1.10 and ≤ +100 ms",
             ratio(s, d) <= 1.10 and s - d <= 0.100,
+        ))
+        ctx.rows.append(Row(
+            f"5. one {label} image, defaults: stackbuild build (auto, which chose"
+            f" {', '.join(sorted(builders))}; provenance + SBOM on) / DOCKER_BUILDKIT=1 docker"
+            " build (writes neither)",
+            f"{ratio(sd, db):.3f} ({1000 * (sd - db):+.0f} ms; {sd:.3f} vs {db:.3f} s)",
         ))
     backend_fixed_costs(ctx)
 
@@ -943,6 +1000,22 @@ def minutes_seconds(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
+def section_lines(
+    sections: Sequence[tuple[str, float]],
+    load_before: Sequence[float],
+    load_after: Sequence[float],
+) -> list[str]:
+    """The details' lines on how long each benchmark section took, and under what load
+    (the 1-minute load average at the start and end of the run, of 2 cores here)."""
+    lines = [f"- section {key} took {seconds:.0f} s" for key, seconds in sections]
+    if sections:
+        lines.append(
+            f"- sections in all {sum(s for _, s in sections):.0f} s; load average (1 min) "
+            f"{load_before[0]:.2f} at the start, {load_after[0]:.2f} at the end"
+        )
+    return lines
+
+
 def machine(ctx: Context) -> str:
     try:
         engine = ctx.engine.version().get("Version", "?")
@@ -979,11 +1052,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     ctx = Context(args.quick, args.keep)
     started = time.perf_counter()
+    load_before = os.getloadavg()
     say(f"run {ctx.run_id}: images {ctx.prefix}-*, work dir {ctx.tmp}")
     try:
         ctx.warm_up()
         for key in chosen:
+            section_started = time.perf_counter()
             BENCHMARKS[key](ctx)
+            ctx.sections.append((key, time.perf_counter() - section_started))
+            say(f"section {key} took {ctx.sections[-1][1]:.0f} s")
     except KeyboardInterrupt:
         say("interrupted: cleaning up")
         return 130
@@ -996,7 +1073,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Command: `{command}` ({elapsed / 60:.1f} minutes)\n")
     print(f"Machine: {machine(ctx)}\n")
     print("Details:\n")
-    print("\n".join(ctx.details))
+    print("\n".join(ctx.details + section_lines(ctx.sections, load_before, os.getloadavg())))
     # the table last (what a reader looks for first), the run's time just above it
     print(f"\nTargets met and missed (the run took {minutes_seconds(elapsed)}):\n")
     print(markdown_table(ctx.rows))
