@@ -49,7 +49,7 @@ class _LineBuffer:
 
 
 class ClassicBuilder:
-    """Builds with the engine's classic builder (``--backend docker``, the default)."""
+    """Builds with the engine's classic builder (``--backend docker``; ``auto``'s fallback)."""
 
     kind = "docker"
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
@@ -266,6 +267,9 @@ class Builder(Protocol):
         """Build ``request`` on ``engine`` (see ``Backend.build``)."""
 
 
+_API_VERSION = re.compile(rb"1\.[0-9]{1,3}")  # what the SDK takes as version=
+
+
 class DockerEngine:
     """One Docker engine, reached through the docker SDK: the ``Backend`` contract.
 
@@ -295,6 +299,9 @@ class DockerEngine:
         # cache_from registries that failed this run: host -> why (asked once, not per image)
         self._cache_unreachable: dict[str, str] = {}
         self._version: str | None = None  # the engine's, once asked
+        # the API version the engine's ping named (its Api-Version header): the SDK client
+        # then speaks it without asking /version again
+        self._api_version: str | None = None
 
     def __repr__(self) -> str:
         return f"DockerEngine({self.name!r}, {self.builder.kind})"
@@ -330,7 +337,7 @@ class DockerEngine:
             # version="auto" asks the engine which API it speaks, so old (20.10) and new
             # engines both work; that probe should fail fast, hence the short timeout first
             client = docker.APIClient(
-                base_url=base_url, version="auto", tls=tls or False,
+                base_url=base_url, version=self._api_version or "auto", tls=tls or False,
                 timeout=_timeout(PING_TIMEOUT),  # type: ignore[arg-type]  # seconds for requests, a float; the stub says int
                 max_pool_size=POOL_SIZE,
             )
@@ -436,6 +443,10 @@ class DockerEngine:
             return None
         if any(line.lower().startswith(b"transfer-encoding:") for line in lines[1:]):
             return None
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"api-version" and _API_VERSION.fullmatch(value.strip()):
+                self._api_version = value.strip().decode("ascii")
         return body
 
     def ping(self) -> None:
