@@ -111,7 +111,7 @@ def _context_bytes(files: Iterable[ContextFile]) -> int:
     for entry in files:
         if entry.kind == "f":
             with contextlib.suppress(OSError):
-                total += entry.source.stat().st_size
+                total += os.stat(entry.source).st_size
     return total
 
 
