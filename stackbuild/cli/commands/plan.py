@@ -16,6 +16,7 @@ from stackbuild.cli.common import (
     TARGETS,
     WITH_DESCENDANTS,
     Context,
+    cyclic_gc_paused,
     pass_context,
     select_since,
     warn,
@@ -55,6 +56,7 @@ else:  # the engine side is imported only when a plan asks the engines
     "GitHub strategy.matrix per level, on one line.",
 )
 @pass_context
+@cyclic_gc_paused()
 def plan(
     ctx: Context,
     targets: tuple[str, ...],
