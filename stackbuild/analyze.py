@@ -111,7 +111,7 @@ def _context_bytes(files: Iterable[ContextFile]) -> int:
     for entry in files:
         if entry.kind == "f":
             with contextlib.suppress(OSError):
-                total += entry.source.stat().st_size
+                total += os.stat(entry.source).st_size
     return total
 
 
@@ -362,8 +362,9 @@ def analyze(
     last: dict[str, ImageInputs | None] = {}
     durations: dict[str, float] = {}
     tested: dict[str, str | None] = {}
+    records = state.load_records(selected)
     for name in selected:
-        record = state.load_record(name)
+        record = records[name]
         last[name] = record.inputs if record else None
         if record:
             durations[name] = record.duration_s

@@ -32,6 +32,9 @@ from stackbuild.manifest import ImageSpec
 
 _STR_MAPPINGS = ("files", "build_args", "labels", "parents", "upstream")
 _OPTIONAL_STRS = ("target", "platform")
+# what json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=True) builds
+# on every call, built once (a stack hashes thousands of images)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class ImageInputs:
     @cached_property
     def fingerprint(self) -> str:
         """``sha256:<hex>`` of the canonical JSON (sorted keys, no whitespace, ASCII)."""
-        blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        blob = _CANONICAL.encode(self.to_json())
         return "sha256:" + hashlib.sha256(blob.encode("ascii")).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
@@ -229,17 +232,18 @@ class HashCache:
 
 def _file_entries(files: Iterable[ContextFile], cache: HashCache) -> dict[str, str]:
     entries: dict[str, str] = {}
-    lstat, digest, s_imode = os.lstat, cache.digest, stat.S_IMODE
+    lstat, digest, s_imode, s_isreg = os.lstat, cache.digest, stat.S_IMODE, stat.S_ISREG
     for f in files:
+        source, kind = f.source, f.kind
         try:
-            st = lstat(f.source)
+            st = lstat(source)
             mode = st.st_mode
-            if f.kind == "f" and stat.S_ISREG(mode):
-                entries[f.path] = context_entry("f", s_imode(mode), digest(f.source, st))
-            elif f.kind == "d" and stat.S_ISDIR(mode):
+            if kind == "f" and s_isreg(mode):
+                entries[f.path] = context_entry("f", s_imode(mode), digest(source, st))
+            elif kind == "d" and stat.S_ISDIR(mode):
                 entries[f.path] = context_entry("d", s_imode(mode))
-            elif f.kind == "l" and stat.S_ISLNK(mode):
-                entries[f.path] = context_entry("l", 0, os.readlink(f.source))
+            elif kind == "l" and stat.S_ISLNK(mode):
+                entries[f.path] = context_entry("l", 0, os.readlink(source))
             else:
                 raise ContextError(f"{f.source} changed type while it was being read; run again")
         except OSError as e:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from stackbuild.graph import StackGraph
-from stackbuild.layers import StackAccount
 from stackbuild.plan import BUILD, PROMOTE, TEST, ImageNotes, Plan, short
+
+if TYPE_CHECKING:  # a type only: plan never imports the layer accounts
+    from stackbuild.layers import StackAccount
 
 # how many warnings of one image ``plan`` lists before pointing at ``why``
 MAX_PLAN_WARNINGS = 5

@@ -21,7 +21,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -117,6 +117,20 @@ class StateDir:
             return BuildRecord.from_json(data)
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def load_records(self, images: Iterable[str]) -> dict[str, BuildRecord | None]:
+        """``load_record`` of each image, with ``images/`` listed once: an image never
+        built here costs no failed open (every image, on a stack's first plans)."""
+        try:
+            present = set(os.listdir(self.images))
+        except FileNotFoundError:
+            present = set()
+        except OSError:  # not listable, maybe still readable: ask for each record
+            return {image: self.load_record(image) for image in images}
+        return {
+            image: self.load_record(image) if f"{safe_filename(image)}.json" in present else None
+            for image in images
+        }
 
     def save_record(self, record: BuildRecord) -> None:
         data = json.dumps(record.to_json(), sort_keys=True, indent=1).encode()

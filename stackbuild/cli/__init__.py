@@ -27,7 +27,6 @@ if is_the_program():
 # the rest of the imports come after the handlers above (E402 is off for this file)
 import atexit
 import contextlib
-import importlib
 import os
 import threading
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 import click
 
 from stackbuild import __version__
+from stackbuild.cli import commands
 from stackbuild.cli.common import Context
 from stackbuild.errors import EXIT_USAGE, StackbuildError
 
@@ -69,7 +69,7 @@ class _LazyGroup(click.Group):
         if cmd_name not in COMMANDS:
             return None
         module, name = COMMANDS[cmd_name]
-        command = getattr(importlib.import_module(f"stackbuild.cli.commands.{module}"), name)
+        command = commands.load(module, name)
         assert isinstance(command, click.Command)
         return command
 

@@ -132,6 +132,17 @@ def test_missing_record_is_none_and_forget_removes(tmp_path: Path) -> None:
     assert state.load_record("app") is None
 
 
+def test_load_records_is_load_record_of_each_image(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    assert state.load_records(["app", "tools/lint"]) == {"app": None, "tools/lint": None}
+    state.save_record(record("tools/lint"))
+    state.record_path("bad").write_bytes(b"{not json")
+    loaded = state.load_records(["app", "tools/lint", "bad"])
+    assert loaded == {"app": None, "tools/lint": record("tools/lint"), "bad": None}
+    state.save_record(record())  # written after an earlier listing: seen by the next one
+    assert state.load_records(["app"]) == {"app": record()}
+
+
 # -- the run lock ------------------------------------------------------------------------
 
 

@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from stackbuild import render
 from stackbuild.analyze import analyze
+from stackbuild.cli import commands
 from stackbuild.cli.common import (
     JSON,
     SINCE,
     TARGETS,
     WITH_DESCENDANTS,
     Context,
+    cyclic_gc_paused,
     pass_context,
     select_since,
     warn,
 )
-from stackbuild.cli.engines import existing_on, plan_engines, plan_now
 from stackbuild.errors import UsageError
 from stackbuild.manifest import load_stack
-from stackbuild.plan import SKIP, Plan, with_promotions
-from stackbuild.run.promote import lagging
-from stackbuild.run.upstream import refresh as refresh_upstreams
+from stackbuild.plan import Plan
+
+if TYPE_CHECKING:
+    from stackbuild.cli.commands.plan_online import engine_plan
+    from stackbuild.run.upstream import Refresh
+else:  # the engine side is imported only when a plan asks the engines
+
+    def engine_plan(*args, **kwargs):
+        return commands.load("plan_online", "engine_plan")(*args, **kwargs)
 
 
 @click.command()
@@ -48,6 +56,7 @@ from stackbuild.run.upstream import refresh as refresh_upstreams
     "GitHub strategy.matrix per level, on one line.",
 )
 @pass_context
+@cyclic_gc_paused()
 def plan(
     ctx: Context,
     targets: tuple[str, ...],
@@ -85,28 +94,17 @@ def plan(
             raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
     if push and offline:
         raise UsageError("plan --push asks the registry about release tags; drop --offline")
-    fresh = None
+    fresh: Refresh | None = None
     if offline:
 
         if refresh:
             raise UsageError("plan --refresh asks the registries for digests; drop --offline")
         analysis = analyze(ctx.stack_file, targets, with_descendants)
         result = analysis.plan(None, force)
-    elif refresh:
-
-        stack = load_stack(ctx.stack_file)
-        backend, pool = plan_engines(stack)
-        fresh = refresh_upstreams(stack, targets, with_descendants, backend, warn)
-        analysis = fresh.analysis
-        result = analysis.annotate(
-            fresh.plan(existing_on(analysis, backend, pool), backend, force, warn)
-        )
     else:
-        analysis, result = plan_now(ctx.stack_file, targets, with_descendants, force)
-    if push:  # the release tags of what is up to date: one more question to the registry
-        skipped = [step.image for step in result if step.action == SKIP]
-        backend, _pool = plan_engines(analysis.stack)
-        result = with_promotions(result, lagging(analysis, skipped, backend, warn))
+        analysis, result, fresh = engine_plan(
+            ctx.stack_file, targets, with_descendants, force, refresh, push
+        )
     if changes:
         result = changes.annotate(result)
     if output_format == "matrix":
