@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,22 +103,6 @@ def read_graph(ctx: Context) -> StackGraph:
     stack = load_stack(ctx.stack_file)
     _raw, parsed = read_dockerfiles(stack)
     return build_graph(stack, parsed)
-
-
-@contextlib.contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while a command makes its one pass over the stack
-    (as a decorator: the command's body), as it was afterwards (tests run commands
-    in-process). Such a pass allocates millions of objects on a 10,000-image stack and no
-    cycles worth collecting: the collector would only walk the growing heap again and
-    again (a sixth of plan --offline's CPU time there). ``load_stack`` does the same."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def warn(message: str) -> None:

@@ -13,12 +13,13 @@ Tag templates are naming rules, so they live in ``stackbuild.refs``; they are na
 too because the manifest is where a user writes them.
 """
 
-from stackbuild.manifest.load import StackChecker, load_stack
+from stackbuild.manifest.load import StackChecker, cyclic_gc_paused, load_stack
 from stackbuild.manifest.model import MAX_SLOTS, EngineSpec, ImageSpec, Location, Stack, TlsSettings
 from stackbuild.manifest.schema import stack_schema
 from stackbuild.refs import TAG_PLACEHOLDERS, render_tag, tag_template_problem
 
 __all__ = [
+    "cyclic_gc_paused",
     "MAX_SLOTS",
     "TAG_PLACEHOLDERS",
     "EngineSpec",

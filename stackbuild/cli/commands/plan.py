@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
@@ -16,22 +16,13 @@ from stackbuild.cli.common import (
     TARGETS,
     WITH_DESCENDANTS,
     Context,
-    cyclic_gc_paused,
     pass_context,
     select_since,
     warn,
 )
 from stackbuild.errors import UsageError
-from stackbuild.manifest import load_stack
+from stackbuild.manifest import cyclic_gc_paused, load_stack
 from stackbuild.plan import Plan
-
-if TYPE_CHECKING:
-    from stackbuild.cli.commands.plan_online import engine_plan
-    from stackbuild.run.upstream import Refresh
-else:  # the engine side is imported only when a plan asks the engines
-
-    def engine_plan(*args, **kwargs):
-        return commands.load("plan_online", "engine_plan")(*args, **kwargs)
 
 
 @click.command()
@@ -94,7 +85,7 @@ def plan(
             raise UsageError(f"--force names unknown image(s): {', '.join(unknown)}")
     if push and offline:
         raise UsageError("plan --push asks the registry about release tags; drop --offline")
-    fresh: Refresh | None = None
+    fresh: Any = None  # plan_online's Refresh, when it made one
     if offline:
 
         if refresh:
@@ -102,6 +93,8 @@ def plan(
         analysis = analyze(ctx.stack_file, targets, with_descendants)
         result = analysis.plan(None, force)
     else:
+        # the engine side, imported only when a plan asks the engines (plan_online)
+        engine_plan = commands.load("plan_online", "engine_plan")
         analysis, result, fresh = engine_plan(
             ctx.stack_file, targets, with_descendants, force, refresh, push
         )
