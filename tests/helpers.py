@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +201,27 @@ def fake_stack(root: Path, dockerfiles: Mapping[str, str], *, registry: str = "r
         lines += [f"    {line}" for line in (*each, *(extra or {}).get(name, ()))]
     (root / "stack.yaml").write_text("\n".join(lines) + "\n")
     return root / "stack.yaml"
+
+
+def run_importing(stack_file: Path, args: Sequence[str], modules: Sequence[str]
+                  ) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+    """Run ``stackbuild -f stack_file ARGS`` as the program (a fresh interpreter, as a user
+    runs it); which of ``modules`` (each with its submodules) it had imported at its end,
+    and the finished process."""
+    code = (
+        "import atexit, json, sys\n"
+        f"wanted = {tuple(modules)!r}\n"
+        # atexit: main() ends the process with os._exit once its atexit handlers have run
+        "atexit.register(lambda: sys.stderr.write('\\nIMPORTED ' + json.dumps(sorted(\n"
+        "    m for m in sys.modules if any(m == w or m.startswith(w + '.') for w in wanted)))))\n"
+        "from stackbuild.cli import main\n"
+        f"sys.argv = ['stackbuild', '-f', {str(stack_file)!r}, *{list(args)!r}]\n"
+        "main()\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(repo)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("IMPORTED "), proc.stderr
+    return json.loads(last[len("IMPORTED "):]), proc

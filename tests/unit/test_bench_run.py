@@ -1,12 +1,16 @@
-"""bench/run.py's pure helpers: the lines saying how long each section took."""
+"""bench/run.py's pure helpers: the lines saying how long each section took, the bound."""
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import random
 import sys
 from pathlib import Path
 
 import pytest
+
+from stackbuild.scheduler import Schedule, simulate
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -40,3 +44,21 @@ def test_section_lines_give_each_section_then_the_sum_and_the_load(run):
 
 def test_section_lines_without_sections_say_nothing(run):
     assert run.section_lines([], (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)) == []
+
+
+def test_the_tighter_bound_never_exceeds_a_real_schedule(run) -> None:
+    """The window bound is a lower bound: no list schedule of a small DAG beats it."""
+    for trial in range(25):
+        g = run.make_graph(6, "random", fanout=2, sleep=1.0, skew=1.0, seed=trial, prefix="t")
+        jobs = random.Random(trial).choice([1, 2, 3])
+        bound = run.window_bound(g, jobs)
+        best = min(
+            simulate(
+                Schedule(g.parents, list(order),
+                         weights={n: float(i) for i, n in enumerate(reversed(order))}),
+                jobs, g.durations,
+            ).makespan
+            for order in itertools.permutations(g.names)
+        )
+        assert bound <= best + 1e-9
+        assert bound >= max(g.critical_path(), sum(g.durations.values()) / jobs) - 1e-9

@@ -4,9 +4,6 @@ the graph changed (and then networkx is never imported), resolved again otherwis
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ import pytest
 from stackbuild.analyze import analyze
 from stackbuild.errors import ManifestError
 from stackbuild.state import StateDir
+from tests.helpers import run_importing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,19 +91,8 @@ def test_a_cycle_made_after_caching_is_still_an_error_at_its_line(tmp_path: Path
 
 
 def _imports_networkx(stack_file: Path, *args: str) -> tuple[bool, str]:
-    code = (
-        "import atexit, sys\n"
-        # atexit: main() ends the process with os._exit once its atexit handlers have run
-        "atexit.register(lambda: print('NETWORKX' if 'networkx' in sys.modules "
-        "else 'NO-NETWORKX', file=sys.stderr))\n"
-        "from stackbuild.cli import main\n"
-        f"sys.argv = ['stackbuild', '-f', {str(stack_file)!r}, *{list(args)!r}]\n"
-        "main()\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return proc.stderr.splitlines()[-1] == "NETWORKX", proc.stdout
+    imported, proc = run_importing(stack_file, args, ["networkx"])
+    return imported != [], proc.stdout
 
 
 def test_a_cached_no_op_plan_never_imports_networkx(tmp_path: Path):
