@@ -85,14 +85,18 @@ def test_a_second_signal_while_ending_is_still_exit_130(
     assert "Traceback" not in done.stderr
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+
+
 def test_importing_the_cli_leaves_the_importers_handlers_alone() -> None:
     code = (
         "import signal, stackbuild.cli\n"
         "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
         "assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    done = _python(code)
     assert done.returncode == 0, done.stderr
 
 
@@ -109,8 +113,7 @@ def test_an_interrupt_lost_in_a_finalizer_still_ends_the_command_with_130() -> N
         "Finalized()\n"
         "time.sleep(30)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    done = _python(code)
     assert done.returncode == 130, done.stderr
     assert "interrupted" in done.stderr
 
@@ -126,7 +129,6 @@ def test_other_errors_in_a_finalizer_are_reported_and_the_command_goes_on() -> N
         "Finalized()\n"
         "print('went on')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    done = _python(code)
     assert done.returncode == 0, done.stderr
     assert "went on" in done.stdout and "in a finalizer" in done.stderr
