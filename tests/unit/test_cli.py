@@ -223,3 +223,18 @@ def test_verify_refuses_what_is_not_an_image_reference(example: Path) -> None:
     assert proc.returncode == 2
     assert "not an image reference" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("no_test", [True, False], ids=["no-test", "tested"])
+def test_push_without_checks_warns_that_others_take_the_images_as_tested(
+    tmp_path: Path, no_test: bool
+) -> None:
+    shutil.copytree(REPO / "images", tmp_path / "images", symlinks=True)
+    text = (REPO / "stack.yaml").read_text().replace("version: 1\n", "version: 1\n"
+                                                      "registry: 127.0.0.1:9/acme\n", 1)
+    (tmp_path / "stack.yaml").write_text(text)
+    args = ["build", "--push", *(["--no-test"] if no_test else [])]
+    proc = run(*args, cwd=tmp_path, DOCKER_HOST="unix:///nonexistent.sock")
+    assert proc.returncode == 3, proc.stderr  # no engine here: the warning came first
+    warned = "--push --no-test: the images pushed to 127.0.0.1:9/acme skip their checks"
+    assert (warned in proc.stderr) is no_test, proc.stderr

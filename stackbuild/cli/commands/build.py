@@ -218,8 +218,6 @@ def _run_build(
     provenance: bool = True,
 ) -> int:
     """``build`` and ``refresh``: the same run; a refresh re-resolves the upstreams first."""
-
-
     started = started_at()
     stack = load_stack(ctx.stack_file)
     if since:  # the changed images become the targets
@@ -242,6 +240,12 @@ def _run_build(
         )
     if promote and not push:
         raise UsageError("--promote says when --push moves release tags; add --push")
+    if push and no_test and any(spec.tests for spec in stack.images.values()):
+        click.echo(
+            f"warning: --push --no-test: the images pushed to {stack.registry} skip their "
+            "checks, and every machine that finds them there takes them as tested",
+            err=True,
+        )
     check_backend(stack, backend_kind or stack.backend)  # the classic builder: one platform
     stop = threading.Event()
     jobs = jobs or os.cpu_count() or 1
