@@ -316,7 +316,6 @@ class StackChecker:
             platform_build_args=per_platform,
             tags=tuple(tags),
             secrets=secrets,
-            cache_from=tuple(cache_from),
             cache_locations=cache_from,
             location=doc.key_location(base),
             key_locations=_KeyLocations(doc, base, spec),

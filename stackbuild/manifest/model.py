@@ -88,10 +88,9 @@ class ImageSpec:
     tags: tuple[str, ...] = ()  # templates: {fingerprint12} {git_sha} {date}
     secrets: Mapping[str, str] = field(default_factory=dict)  # id -> "env:NAME" | "file:PATH"
     # images whose layers a build may reuse, full references (``registry`` resolved to the
-    # image's own repository at latest); not part of the fingerprint
-    cache_from: tuple[str, ...] = ()
-    # where each of cache_from is written (the image's own list or defaults'), for the
-    # warning that names a cache stackbuild cannot reach
+    # image's own repository at latest), in order, each with where it is written (the
+    # image's own list or defaults': the warning naming a cache stackbuild cannot reach);
+    # not part of the fingerprint
     cache_locations: Mapping[str, Location] = field(default_factory=dict)
     location: Location = Location(1, 1)  # the image's key under images:
     tests: tuple[CheckSpec, ...] = ()  # defaults.tests, then its own (same name: its own)
@@ -99,6 +98,11 @@ class ImageSpec:
     key_locations: Mapping[str, Location] = field(default_factory=dict)
     # the stack.yaml image a per-platform node builds (stackbuild.platforms); None: itself
     image: str | None = None
+
+    @property
+    def cache_from(self) -> tuple[str, ...]:
+        """The ``cache_from`` references, in the order written."""
+        return tuple(self.cache_locations)
 
 
 @dataclass(frozen=True)
