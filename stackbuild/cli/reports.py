@@ -74,10 +74,12 @@ def write_reports(
                 steps[r.image] = failed_step(last_build(Path(r.log)), text)
         lines = {name: spec.location.line for name, spec in stack.images.items()}
         for r in results:  # a test-failed image: the line of its first failed check
-            failed = next((c.name for c in r.checks if not c.passed), None)
             spec = stack.images.get(r.image)
-            check = next((c for c in spec.tests if c.name == failed), None) if spec else None
-            if r.status == Status.TEST_FAILED and check is not None:
+            if r.status != Status.TEST_FAILED or spec is None:
+                continue
+            failed = next((c.name for c in r.checks if not c.passed), None)
+            check = next((c for c in spec.tests if c.name == failed), None)
+            if check is not None:
                 lines[r.image] = check.location.line
         for line in github_annotations(results, files, steps, _shown(stack.path, base), lines):
             echo(line)
